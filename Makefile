@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` (set up + full pipeline on the built-in sample data) and `make test`.
+PYTHON     ?= $(shell command -v python3.11 || command -v python3)
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS     ?= dev
+PRESET     ?= tiny
+WORKDIR    ?= work
+PYTEST_ARGS ?=
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-fast status clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Torch first, from TORCH_SPEC (a CPU build here; GPU users set e.g. TORCH_SPEC=torch==2.9.1), then the project.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/factory samples --preset $(PRESET) --workdir $(WORKDIR)
+	time $(BIN)/factory run all --preset $(PRESET) --workdir $(WORKDIR)
+	@echo
+	@echo "Next: '$(BIN)/factory status --workdir $(WORKDIR)', '$(BIN)/factory chat --workdir $(WORKDIR)'; the README shows both UIs."
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+status: setup
+	$(BIN)/factory status --preset $(PRESET) --workdir $(WORKDIR)
+
+clean:
+	rm -rf $(WORKDIR)

@@ -1,0 +1,193 @@
+"""`factory`: run the cycles or one stage, see what is built, chat with the production model, roll back a deploy."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="LLM Factory: make an assistant language model end to end.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+
+Preset = Annotated[str, typer.Option("--preset", "-p", help="configs/<NAME>.yaml or a YAML path.")]
+Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Artifacts, MLflow store, Prefect state, logs.")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override section.key=VALUE (YAML); repeatable.")]
+
+
+class Cycle(str, Enum):
+    yearly = "yearly"
+    weekly = "weekly"
+    all = "all"
+
+
+def setup(workdir: Path) -> Path:
+    """Keep Prefect's own state in the workdir (before Prefect is imported), so later UIs show these runs."""
+    workdir = workdir.expanduser().resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(workdir / "prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "factory")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
+    return workdir
+
+
+@app.command()
+def run(cycle: Cycle, preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None,
+        force: Annotated[Optional[list[str]], typer.Option(help="Rebuild this stage (and so what follows).")] = None):
+    """Run the yearly cycle, the weekly cycle, or both (`all`)."""
+    wd = setup(workdir)
+    from flows.cycles import pipeline, weekly_cycle, yearly_cycle
+
+    flow = {"yearly": yearly_cycle, "weekly": weekly_cycle, "all": pipeline}[cycle.value]
+    built = flow(preset=preset, workdir=str(wd), overrides=set or [], force=force or [])
+    _summary(wd, preset, set or [], list(built))
+
+
+@app.command()
+def stage(name: str, preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None,
+          force: Annotated[bool, typer.Option(help="Rebuild even if the artifact exists.")] = False,
+          with_downstream: Annotated[bool, typer.Option(help="Also run every stage after it.")] = False):
+    """Run one stage (building any missing input first)."""
+    wd = setup(workdir)
+    from flows.cycles import stage as stage_flow
+
+    built = stage_flow(name=name, preset=preset, workdir=str(wd), overrides=set or [], force=force,
+                       with_downstream=with_downstream)
+    _summary(wd, preset, set or [], list(built))
+
+
+@app.command()
+def status(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None):
+    """A table of stages for this config: key, state, when built, time, main metric."""
+    wd = setup(workdir)
+    _status_table(wd, preset, set or [])
+
+
+def _status_table(wd: Path, preset: str, overrides: list[str], only: list[str] | None = None) -> None:
+    from tasks.config import load_config
+    from tasks.dag import ORDER
+    from tasks.stage import STAGES, Context, resolve
+
+    ctx = Context(str(wd), load_config(preset, overrides))
+    table = Table(title=f"stages ({preset}) in {ctx.store.root}")
+    for col in ("stage", "key", "state", "built", "seconds", "main metric"):
+        table.add_column(col)
+    memo: dict = {}
+    for name in only or ORDER:
+        spec = STAGES[name]
+        ups = {n: resolve(n, ctx, memo) for n in spec.inputs}
+        if any(a is None for a in ups.values()):
+            missing = [n for n, a in ups.items() if a is None]
+            table.add_row(name, "-", f"[yellow]waiting for {', '.join(missing)}", "", "", "")
+            continue
+        key = spec.key(ctx.config, ups, wd)  # type: ignore[arg-type]
+        art = resolve(name, ctx, memo)
+        state = ctx.store.state(name, key)
+        color = {"done": "green", "incomplete": "red", "missing": "yellow"}[state]
+        metric = ""
+        if art is not None and spec.main_metric:
+            value = {**art.counts, **art.metrics}.get(spec.main_metric)
+            metric = f"{spec.main_metric}={value:.4g}" if isinstance(value, float) else f"{spec.main_metric}={value}"
+        table.add_row(name, key, f"[{color}]{state}", art.manifest["created"] if art else "",
+                      str(art.manifest["timings"]["seconds"]) if art else "", metric)
+    console.print(table)
+
+
+def _summary(wd: Path, preset: str, overrides: list[str], names: list[str]) -> None:
+    from tasks.tracking import tracking_uri
+
+    _status_table(wd, preset, overrides, names)
+    uri = tracking_uri(wd)
+    console.print(f"[bold]artifacts[/]  {wd / 'artifacts'}")
+    console.print(f"[bold]MLflow[/]     {uri}   browse: mlflow ui --backend-store-uri {uri} --port 5000")
+    console.print(f"[bold]Prefect[/]    PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start   (http://127.0.0.1:4200)")
+    console.print(f"[bold]chat[/]       factory chat --workdir {wd}")
+
+
+def _production(wd: Path, name: str, alias: str):
+    from tasks import registry
+    from tasks.tracking import client
+
+    version = registry.alias_version(client(wd), name, alias)
+    if version is None:
+        console.print(f"[red]no {name}@{alias} model in {wd}: run `factory run weekly --workdir {wd}` first")
+        raise typer.Exit(1)
+    return version
+
+
+@app.command()
+def chat(workdir: Workdir = Path("work"), model: str = "assistant", alias: str = "production",
+         prompt: Annotated[Optional[str], typer.Option(help="Ask once and exit (no interactive loop).")] = None,
+         max_new_tokens: int = 128, temperature: float = 0.0):
+    """Talk to the production assistant in the terminal (/reset clears the conversation, /quit leaves)."""
+    wd = setup(workdir)
+    from model.checkpoint import load_model
+    from model.engine import Engine
+    from model.tokenizer import Tokenizer
+
+    version = _production(wd, model, alias)
+    engine = Engine(load_model(version.source).eval(), Tokenizer.from_file(Path(version.source) / "tokenizer.json"))
+    if prompt is not None:
+        print(engine.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens, temperature=temperature))
+        return
+    console.print(f"[bold]{model} v{version.version}[/] (@{alias}) from {version.source}; /reset, /quit")
+    messages: list[dict] = []
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if text in ("/quit", "/exit"):
+            break
+        if text == "/reset":
+            messages = []
+            continue
+        if not text:
+            continue
+        messages.append({"role": "user", "content": text})
+        reply = engine.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature)
+        print(f"assistant> {reply}")
+        messages.append({"role": "assistant", "content": reply})
+
+
+@app.command()
+def rollback(workdir: Workdir = Path("work"), model: str = "assistant", alias: str = "production"):
+    """Move `assistant@production` back to the version it had before the last deploy."""
+    wd = setup(workdir)
+    from tasks import registry
+    from tasks.tracking import client
+
+    try:
+        current, previous = registry.rollback(client(wd), model, alias)
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1)
+    console.print(f"{model}@{alias}: v{current} -> v{previous}")
+
+
+@app.command()
+def samples(workdir: Workdir = Path("work"), preset: Preset = "tiny", set: Sets = None):
+    """Build the built-in sample data (a WARC crawl of installed docs, a labeling inbox) under <workdir>/samples."""
+    wd = setup(workdir)
+    from tasks.config import load_config
+    from tasks.samples import sample_inbox, sample_warc
+
+    cfg = load_config(preset, set or [])
+    warc = sample_warc(wd, cfg.crawl.sample_pages)
+    inbox = sample_inbox(wd, cfg.labels, cfg.crawl.sample_pages)
+    console.print(f"crawl: {warc} ({warc.stat().st_size / 1e6:.1f} MB)\nlabeling inbox: {inbox}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,74 @@
+"""Prefect flows: the yearly (pretraining) and weekly (assistant) cycles, both together, and one stage on its own.
+
+Flows are wiring only: each runs its stages in order as Prefect tasks, under one MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+
+from tasks.config import load_config
+from tasks.dag import WEEKLY, YEARLY, downstream, upstream
+from tasks.stage import STAGES, Context
+from tasks.tracking import Run
+
+
+def run_stages(flow_name: str, stages: list[str], preset: str, workdir: str, overrides: list[str],
+               force: list[str]) -> dict[str, str]:
+    """Run `stages` (plus whatever they need) in order; returns {stage: artifact path}."""
+    workdir = str(Path(workdir).expanduser().resolve())
+    os.makedirs(workdir, exist_ok=True)
+    config = load_config(preset, overrides)
+    unknown = set(force) - set(STAGES)
+    if unknown:
+        raise ValueError(f"--force names unknown stages {sorted(unknown)}")
+    flow_run = get_run_context().flow_run
+    parent = Run.start(Path(workdir), flow_name, f"{flow_name}-{flow_run.name}",
+                       tags={"prefect_flow_run_id": str(flow_run.id), "preset": config.preset})
+    parent.params({"preset": preset, "overrides": overrides, "force": force})
+    ctx = Context(workdir, config, list(force), parent.run_id, flow_name)
+    done = {}
+    try:
+        for name in upstream(stages):
+            spec = STAGES[name]
+            done[name] = spec.task(ctx, {n: done[n] for n in spec.inputs})
+    except BaseException:
+        parent.end("FAILED")
+        raise
+    parent.end()
+    get_run_logger().info(f"{flow_name}: {len(done)} stages done; artifacts under {ctx.store.root}")
+    return {name: str(a.path) for name, a in done.items()}
+
+
+@flow(name="yearly_cycle")
+def yearly_cycle(preset: str = "tiny", workdir: str = "./work", overrides: list[str] = [],  # noqa: B006
+                 force: list[str] = []) -> dict[str, str]:  # noqa: B006
+    """Crawl -> preprocess -> tokenizer -> token shards -> pretrain -> base evals -> register `base@candidate`."""
+    return run_stages("yearly_cycle", YEARLY, preset, workdir, overrides, force)
+
+
+@flow(name="weekly_cycle")
+def weekly_cycle(preset: str = "tiny", workdir: str = "./work", overrides: list[str] = [],  # noqa: B006
+                 force: list[str] = []) -> dict[str, str]:  # noqa: B006
+    """Ingest labels -> SFT -> evals -> deploy gate -> labeling queue (builds the base model first if missing)."""
+    return run_stages("weekly_cycle", WEEKLY, preset, workdir, overrides, force)
+
+
+@flow(name="pipeline")
+def pipeline(preset: str = "tiny", workdir: str = "./work", overrides: list[str] = [],  # noqa: B006
+             force: list[str] = []) -> dict[str, str]:  # noqa: B006
+    """Both cycles, yearly then weekly."""
+    built = yearly_cycle(preset, workdir, overrides, force)
+    return {**built, **weekly_cycle(preset, workdir, overrides, [f for f in force if f not in built])}
+
+
+@flow(name="stage")
+def stage(name: str, preset: str = "tiny", workdir: str = "./work", overrides: list[str] = [],  # noqa: B006
+          force: bool = False, with_downstream: bool = False) -> dict[str, str]:
+    """One stage by name (building any missing input first); `force` rebuilds it even if its artifact exists."""
+    stages = [name] + (downstream(name) if with_downstream else [])
+    return run_stages("stage", stages, preset, workdir, overrides, [name] if force else [])

@@ -1,0 +1,188 @@
+"""Typed pipeline configuration: one pydantic section per stage, loaded from configs/<preset>.yaml plus overrides.
+
+A stage's cache key hashes its own section only, so changing `pretrain.steps` reruns pretraining and what follows,
+never the crawl.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+BUILTIN_SAMPLE = "builtin:sample"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CrawlConfig(Section):
+    sources: list[str] = Field(
+        default=[BUILTIN_SAMPLE],
+        description="WARC/WET paths or globs, parquet/JSONL documents, 'hf:NAME[:CONFIG][:SPLIT]', or 'builtin:sample'.",
+    )
+    sample_pages: int = Field(400, description="Pages rendered into the built-in sample WARC.")
+    max_documents: int | None = Field(None, description="Stop after this many documents (None: read everything).")
+    rows_per_shard: int = 50_000
+
+
+class PreprocessConfig(Section):
+    min_words: int = 50
+    max_chars: int = 200_000
+    gopher_repetition: bool = True
+    gopher_quality: bool = True
+    c4: bool = True
+    english: bool = True
+    dedup: bool = True
+    val_fraction: float = 0.05
+    seed: int = 0
+
+
+class TokenizerConfig(Section):
+    vocab_size: int = 4096
+    min_frequency: int = 2
+    max_train_chars: int = 20_000_000
+
+
+class TokenizeConfig(Section):
+    tokens_per_shard: int = 10_000_000
+
+
+class ModelSection(Section):
+    depth: int = Field(4, description="The one knob: width, heads and token budget follow from it.")
+    aspect_ratio: int = 32
+    head_dim: int = 32
+    kv_ratio: int = 1
+    seq_len: int = 256
+
+
+class TrainSection(Section):
+    steps: int = 600
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 30
+    schedule: Literal["cosine", "linear"] = "cosine"
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_batches: int = 8
+    ckpt_every: int = 200
+    log_every: int = 10
+    sample_every: int = 0
+    seed: int = 1337
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    compile: bool = False
+
+
+class PretrainConfig(TrainSection):
+    pass
+
+
+class EvalBaseConfig(Section):
+    val_batches: int = 32
+    probe_items: int = 100
+    probe_shots: int = 2
+    samples: list[str] = ["The module", "def ", "This function returns"]
+    sample_tokens: int = 48
+
+
+class RegisterConfig(Section):
+    model_name: str = "base"
+    alias: str = "candidate"
+
+
+class LabelsConfig(Section):
+    inbox: str = Field(BUILTIN_SAMPLE, description="A folder of JSONL files from the labelers, or 'builtin:sample'.")
+    sample_conversations: int = 2000
+    sample_comparisons: int = 400
+    val_fraction: float = 0.05
+    max_messages: int = 64
+    max_chars_per_message: int = 8000
+    max_total_chars: int = 32000
+    seed: int = 0
+
+
+class FinetuneConfig(TrainSection):
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    eval_every: int = 100
+    ckpt_every: int = 100
+
+
+class EvalsConfig(Section):
+    tasks: list[str] = ["arithmetic", "letter_count", "spelling", "identity", "refusal"]
+    items_per_task: int = 20
+    max_new_tokens: int = 48
+    seed: int = 12345
+
+
+class DeployConfig(Section):
+    model_name: str = "assistant"
+    alias: str = "production"
+    tolerance: dict[str, float] = Field(
+        default={"default": 0.05}, description="How much each task's score may drop against production; 'default' for the rest."
+    )
+    min_score: dict[str, float] = Field(default={}, description="Absolute floors per task.")
+
+
+class CollectConfig(Section):
+    max_items: int = 500
+
+
+class FactoryConfig(Section):
+    preset: str = "tiny"
+    crawl: CrawlConfig = CrawlConfig()
+    preprocess: PreprocessConfig = PreprocessConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
+    model: ModelSection = ModelSection()
+    pretrain: PretrainConfig = PretrainConfig()
+    eval_base: EvalBaseConfig = EvalBaseConfig()
+    register_base: RegisterConfig = RegisterConfig()
+    labels: LabelsConfig = LabelsConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    evals: EvalsConfig = EvalsConfig()
+    deploy: DeployConfig = DeployConfig()
+    collect: CollectConfig = CollectConfig()
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'section.key=VALUE' -> (['section', 'key'], VALUE parsed as YAML)."""
+    path, sep, value = text.partition("=")
+    if not sep or not path.strip():
+        raise ValueError(f"override {text!r}: expected section.key=VALUE")
+    return path.strip().split("."), yaml.safe_load(value)
+
+
+def apply_override(data: dict, text: str) -> None:
+    keys, value = parse_override(text)
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {text!r}: {key!r} is not a section")
+    node[keys[-1]] = value
+
+
+def load_config(preset: str = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> FactoryConfig:
+    """Read configs/<preset>.yaml (or a YAML file path), apply overrides, validate."""
+    path = Path(preset)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{preset}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"preset {preset!r}: no file {path} (known presets: {known})")
+    data = yaml.safe_load(path.read_text()) or {}
+    data.setdefault("preset", path.stem)
+    for text in overrides:
+        apply_override(data, text)
+    return FactoryConfig.model_validate(data)

@@ -1,0 +1,66 @@
+"""Stage `deploy`: the gate. The finetuned model must not fall behind `assistant@production` on any task by more than
+that task's tolerance; if it passes it becomes a new `assistant` version and the alias moves; otherwise production
+stays as it is and the report says why."""
+
+from __future__ import annotations
+
+import json
+
+from tasks import registry
+from tasks.artifacts import atomic_write_json
+from tasks.stage import StageRun, stage
+from tasks.tracking import client
+
+
+def gate(candidate: dict[str, float], production: dict[str, float] | None, tolerance: dict[str, float],
+         min_score: dict[str, float]) -> list[dict]:
+    """One row per task: candidate vs production score, the allowed drop, and whether it passes."""
+    rows = []
+    for name, value in sorted(candidate.items()):
+        task = name.removeprefix("score.")
+        prod = production.get(name) if production else None
+        allowed = tolerance.get(task, tolerance.get("default", 0.0))
+        floor = min_score.get(task)
+        reasons = []
+        if prod is not None and value < prod - allowed:
+            reasons.append(f"{value:.3f} < production {prod:.3f} - tolerance {allowed}")
+        if floor is not None and value < floor:
+            reasons.append(f"{value:.3f} < floor {floor}")
+        rows.append({"task": task, "candidate": value, "production": prod, "tolerance": allowed,
+                     "passed": not reasons, "why": "; ".join(reasons)})
+    return rows
+
+
+@stage("deploy", inputs=("evals", "finetune"), main_metric="deployed")
+def deploy(s: StageRun) -> dict:
+    cfg = s.cfg.deploy
+    evals, finetune = s.inputs["evals"], s.inputs["finetune"]
+    candidate = {k: v for k, v in evals.metrics.items() if k.startswith("score.")}
+    c = client(s.workdir)
+    current = registry.alias_version(c, cfg.model_name, cfg.alias)
+    production = None
+    if current is not None:
+        production = {k.removeprefix("metric."): float(v) for k, v in current.tags.items()
+                      if k.startswith("metric.score.")}
+    rows = gate(candidate, production, cfg.tolerance, cfg.min_score)
+    passed = all(r["passed"] for r in rows)
+    decision = {"passed": passed, "production_before": current.version if current else None, "rows": rows}
+    if passed:
+        tags = {"artifact_key": finetune.key, "artifact_path": str(finetune.path),
+                **{f"metric.{k}": v for k, v in evals.metrics.items()}}
+        version = registry.register(c, cfg.model_name, finetune.path / "model", finetune.manifest.get("mlflow_run_id"), tags)
+        registry.move_alias(c, cfg.model_name, cfg.alias, version)
+        decision["production_after"] = version
+        verdict = f"deployed {cfg.model_name} v{version} to @{cfg.alias}" + \
+            ("" if current else " (first production model)")
+    else:
+        decision["production_after"] = decision["production_before"]
+        failing = "; ".join(f"{r['task']}: {r['why']}" for r in rows if not r["passed"])
+        verdict = f"gate failed, {cfg.model_name}@{cfg.alias} stays at v{current.version}: {failing}"
+    decision["verdict"] = verdict
+    atomic_write_json(s.out / "decision.json", decision)
+    s.table("gate", [{**r, "production": "" if r["production"] is None else r["production"]} for r in rows], verdict)
+    s.log.info(f"deploy: {verdict}")
+    s.mlflow.tags({"verdict": verdict, "decision": json.dumps(decision)[:4000]})
+    return {"counts": {}, "metrics": {"deployed": int(passed),
+                                      "production_version": int(decision["production_after"] or 0)}}

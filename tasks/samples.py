@@ -1,0 +1,91 @@
+"""The built-in sample data (a WARC rendered from installed documentation, a labeling inbox) under `<workdir>/samples`.
+
+Built on first use and then kept, so `builtin:sample` behaves like any other crawl path or inbox folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from tasks.config import BUILTIN_SAMPLE, CrawlConfig, LabelsConfig
+
+
+def sample_dir(workdir: Path) -> Path:
+    return Path(workdir).resolve() / "samples"
+
+
+def sample_warc(workdir: Path, pages: int) -> Path:
+    """`<workdir>/samples/crawl-<pages>.warc.gz`, built if missing (written to a temp name, then renamed)."""
+    from data.samples.warc import build_sample_warc
+
+    path = sample_dir(workdir) / f"crawl-{pages}.warc.gz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        build_sample_warc(tmp, max_pages=pages)
+        os.replace(tmp, path)
+    return path
+
+
+def sample_pages(warc: Path, limit: int = 200) -> list[dict]:
+    """A few extracted pages of the sample crawl, for labeling tasks built from the crawl's own content."""
+    from data.extract import raw_to_document
+    from data.quarantine import Quarantine
+    from data.readers import read_sources
+
+    pages: list[dict] = []
+    scratch = warc.parent / ".pages-quarantine.jsonl"
+    with Quarantine(scratch) as q:
+        for raw in read_sources([str(warc)], q, Counter()):
+            doc = raw_to_document(raw)
+            if doc and len(doc["text"].split()) > 30:
+                title = doc["url"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".html")
+                pages.append({"title": title, "url": doc["url"], "text": doc["text"]})
+            if len(pages) >= limit:
+                break
+    scratch.unlink(missing_ok=True)
+    return pages
+
+
+def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int) -> Path:
+    """`<workdir>/samples/inbox-.../`: generated conversations and comparisons, as labelers would deliver them."""
+    from data.samples.labels import build_label_inbox
+
+    name = f"inbox-{cfg.sample_conversations}-{cfg.sample_comparisons}-{cfg.seed}"
+    path = sample_dir(workdir) / name
+    if not path.exists():
+        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_label_inbox(tmp, sample_pages(sample_warc(workdir, pages)), n_conversations=cfg.sample_conversations,
+                          n_comparisons=cfg.sample_comparisons, seed=cfg.seed)
+        os.replace(tmp, path)
+    return path
+
+
+def crawl_sources(cfg: CrawlConfig, workdir: Path) -> list[str]:
+    return [str(sample_warc(workdir, cfg.sample_pages)) if s == BUILTIN_SAMPLE else s for s in cfg.sources]
+
+
+def inbox_dir(cfg: LabelsConfig, workdir: Path, pages: int) -> Path:
+    return sample_inbox(workdir, cfg, pages) if cfg.inbox == BUILTIN_SAMPLE else Path(cfg.inbox).expanduser()
+
+
+def fingerprint(paths: list[str]) -> str:
+    """Names, sizes and mtimes of local files: new or changed files give a new stage key."""
+    entries = []
+    for pattern in paths:
+        matches = sorted(glob.glob(pattern, recursive=True)) if not pattern.startswith("hf:") else []
+        for match in matches:
+            for f in sorted(Path(match).rglob("*")) if Path(match).is_dir() else [Path(match)]:
+                if f.is_file():
+                    st = f.stat()
+                    entries.append((str(f), st.st_size, int(st.st_mtime)))
+        if not matches:
+            entries.append((pattern, None, None))
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:12]

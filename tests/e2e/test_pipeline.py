@@ -1,0 +1,121 @@
+"""The whole pipeline under Prefect with a real SQLite MLflow store: build, reuse, force, config change, CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from typer.testing import CliRunner
+
+from flows.cli import app
+from flows.cycles import pipeline, stage, weekly_cycle, yearly_cycle
+from tasks.dag import ORDER, YEARLY
+from tests.micro import MICRO
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, prefect_server):
+    wd = tmp_path_factory.mktemp("factory")
+    pipeline(preset="tiny", workdir=str(wd), overrides=MICRO)
+    return wd
+
+
+def manifests(wd: Path) -> dict[str, dict]:
+    """The newest complete artifact of each stage."""
+    found = {}
+    for path in sorted((wd / "artifacts").glob("*/*/manifest.json"), key=lambda p: p.stat().st_mtime):
+        m = json.loads(path.read_text())
+        found[m["stage"]] = m
+    return found
+
+
+def task_states(flow_state) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
+    return {r.name: r.state.name for r in runs}
+
+
+def mlflow_client(wd: Path) -> MlflowClient:
+    uri = f"sqlite:///{wd}/mlflow.db"
+    return MlflowClient(uri, registry_uri=uri)
+
+
+def test_pipeline_builds_every_stage_with_reconciled_counts(workdir):
+    built = manifests(workdir)
+    assert set(built) == set(ORDER)
+    crawl = built["crawl"]["counts"]
+    assert crawl["read"] == crawl["documents"] + crawl["filtered"] + crawl["quarantined"]
+    assert crawl["quarantined"] >= 1  # the sample crawl has broken records
+    labels = built["ingest_labels"]["counts"]
+    assert labels["quarantined"] >= 3 and labels["duplicates"] >= 1
+    quarantine = [json.loads(x) for x in (workdir / "artifacts/ingest_labels" / built["ingest_labels"]["key"]
+                                          / "quarantine.jsonl").read_text().splitlines()]
+    assert all(q["reason"] and ".jsonl:" in q["source"] for q in quarantine)
+    assert built["pretrain"]["metrics"]["val_loss"] > 0
+    assert built["eval_base"]["metrics"]["val_bpb"] < built["eval_base"]["metrics"]["unigram_bpb"] * 1.5
+    assert built["deploy"]["metrics"]["deployed"] == 1
+    assert list((workdir / "labeling/queue").glob("queue-*.jsonl"))
+
+
+def test_mlflow_has_a_parent_run_per_cycle_and_a_nested_run_per_stage(workdir):
+    c = mlflow_client(workdir)
+    weekly = c.get_experiment_by_name("weekly_cycle")
+    runs = c.search_runs([weekly.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert {r.data.tags["stage"] for r in children} == set(ORDER)
+    pretrain = next(r for r in c.search_runs([c.get_experiment_by_name("yearly_cycle").experiment_id])
+                    if r.data.tags.get("stage") == "pretrain")
+    assert len(c.get_metric_history(pretrain.info.run_id, "loss")) >= 2
+    assert c.get_model_version_by_alias("base", "candidate")
+    assert c.get_model_version_by_alias("assistant", "production")
+
+
+def test_rerun_with_nothing_changed_reuses_every_stage(workdir):
+    before = {k: m["build_id"] for k, m in manifests(workdir).items()}
+    state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO, return_state=True)
+    assert state.is_completed()
+    assert task_states(state) == {name: "Cached" for name in ORDER}
+    assert {k: m["build_id"] for k, m in manifests(workdir).items()} == before
+
+
+def test_forced_pretrain_rebuilds_it_and_downstream_but_nothing_upstream(workdir):
+    before = manifests(workdir)
+    state = yearly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO, force=["pretrain"], return_state=True)
+    states = task_states(state)
+    assert [n for n in YEARLY if states[n] == "Cached"] == ["crawl", "preprocess", "train_tokenizer", "tokenize"]
+    assert [n for n in YEARLY if states[n] == "Completed"] == ["pretrain", "eval_base", "register_base"]
+    after = manifests(workdir)
+    assert after["tokenize"]["build_id"] == before["tokenize"]["build_id"]
+    assert after["pretrain"]["build_id"] != before["pretrain"]["build_id"]
+    assert after["eval_base"]["key"] != before["eval_base"]["key"]
+
+
+def test_stage_command_rebuilds_one_stage(workdir):
+    before = manifests(workdir)
+    stage(name="train_tokenizer", preset="tiny", workdir=str(workdir), overrides=MICRO, force=True)
+    after = manifests(workdir)
+    assert after["train_tokenizer"]["build_id"] != before["train_tokenizer"]["build_id"]
+    assert after["preprocess"]["build_id"] == before["preprocess"]["build_id"]
+    result = CliRunner().invoke(app, ["status", "--workdir", str(workdir), *sum([["--set", o] for o in MICRO], [])])
+    assert result.exit_code == 0, result.output
+    assert "tokenize" in result.output and "missing" in result.output  # downstream now stale
+
+
+def test_changed_finetune_config_redeploys_and_rollback_restores(workdir):
+    overrides = [*MICRO, "finetune.steps=12", "deploy.tolerance={default: 1.0}"]
+    state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=overrides, return_state=True)
+    states = task_states(state)
+    assert states["ingest_labels"] == "Cached" and states["finetune"] == "Completed"
+    c = mlflow_client(workdir)
+    assert c.get_model_version_by_alias("assistant", "production").version == "2"
+    result = CliRunner().invoke(app, ["rollback", "--workdir", str(workdir)])
+    assert result.exit_code == 0, result.output
+    assert c.get_model_version_by_alias("assistant", "production").version == "1"
+    chat = CliRunner().invoke(app, ["chat", "--workdir", str(workdir), "--prompt", "Who made you?", "--max-new-tokens", "8"])
+    assert chat.exit_code == 0, chat.output

@@ -1,0 +1,27 @@
+"""Overrides for a pipeline small enough to run several times in a test session on 2 cores."""
+
+MICRO = [
+    "crawl.sample_pages=40",
+    "tokenizer.vocab_size=512",
+    "model.depth=2",
+    "model.seq_len=64",
+    "pretrain.steps=30",
+    "pretrain.batch_size=4",
+    "pretrain.warmup_steps=5",
+    "pretrain.eval_every=15",
+    "pretrain.eval_batches=2",
+    "pretrain.ckpt_every=15",
+    "eval_base.val_batches=2",
+    "eval_base.probe_items=6",
+    "eval_base.sample_tokens=8",
+    "labels.sample_conversations=200",
+    "labels.sample_comparisons=40",
+    "finetune.steps=10",
+    "finetune.batch_size=4",
+    "finetune.warmup_steps=2",
+    "finetune.eval_every=5",
+    "finetune.eval_batches=2",
+    "finetune.ckpt_every=5",
+    "evals.items_per_task=2",
+    "evals.max_new_tokens=16",
+]

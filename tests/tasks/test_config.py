@@ -1,0 +1,32 @@
+import pytest
+from pydantic import ValidationError
+
+from tasks.config import load_config
+
+
+def test_presets_load_and_differ():
+    tiny, small = load_config("tiny"), load_config("small")
+    assert tiny.preset == "tiny" and small.preset == "small"
+    assert small.model.depth > tiny.model.depth
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config("tiny", ["pretrain.steps=7", 'crawl.sources=["/data/cc/*.warc.gz"]', "labels.inbox=/data/inbox"])
+    assert cfg.pretrain.steps == 7
+    assert cfg.crawl.sources == ["/data/cc/*.warc.gz"]
+    assert cfg.labels.inbox == "/data/inbox"
+
+
+def test_unknown_key_is_rejected_with_its_name():
+    with pytest.raises(ValidationError, match="stepz"):
+        load_config("tiny", ["pretrain.stepz=7"])
+
+
+def test_malformed_override_says_what_is_expected():
+    with pytest.raises(ValueError, match="section.key=VALUE"):
+        load_config("tiny", ["pretrain.steps"])
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(FileNotFoundError, match="tiny"):
+        load_config("nope")
