@@ -14,7 +14,7 @@ from rich.table import Table
 
 app = typer.Typer(help="LLM Factory: make an assistant language model end to end.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 Preset = Annotated[str, typer.Option("--preset", "-p", help="configs/<NAME>.yaml or a YAML path.")]
 Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Artifacts, MLflow store, Prefect state, logs.")]

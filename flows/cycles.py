@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
+from prefect.states import State
 
 from tasks.config import load_config
 from tasks.dag import WEEKLY, YEARLY, downstream, upstream
@@ -35,7 +36,9 @@ def run_stages(flow_name: str, stages: list[str], preset: str, workdir: str, ove
     try:
         for name in upstream(stages):
             spec = STAGES[name]
-            done[name] = spec.task(ctx, {n: done[n] for n in spec.inputs})
+            result = spec.task(ctx, {n: done[n] for n in spec.inputs})
+            # a reused artifact comes back as the task's `Cached` state, which carries it
+            done[name] = result.result() if isinstance(result, State) else result
     except BaseException:
         parent.end("FAILED")
         raise

@@ -31,6 +31,7 @@ class CrawlConfig(Section):
 
 
 class PreprocessConfig(Section):
+    favor: Literal["precision", "recall"] = Field("precision", description="trafilatura's trade-off when extracting.")
     min_words: int = 50
     max_chars: int = 200_000
     gopher_repetition: bool = True

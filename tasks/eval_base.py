@@ -4,7 +4,6 @@ built from the crawl, and text samples."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import torch
@@ -49,11 +48,11 @@ def eval_base(s: StageRun) -> dict:
     prefix = few_shot_prefix(shots, cfg.probe_shots)
     results = []
     for item in probe:
-        scores = choice_logprobs(model, tok, prefix + item["context"], item["choices"])
+        scores = choice_logprobs(model, tok, prefix + item["context"], [" " + c for c in item["choices"]])
         pick = int(np.argmax(scores))
         results.append({"id": item["id"], "correct": pick == item["answer"], "pick": pick, "answer": item["answer"]})
     accuracy = sum(r["correct"] for r in results) / max(1, len(results))
-    chance = 1 / len(probe[0]["choices"]) if probe else math.nan
+    chance = 1 / len(probe[0]["choices"]) if probe else 0.0
 
     engine = Engine(model, tok)
     samples = [{"prompt": p, "completion": engine.complete(p, max_new_tokens=cfg.sample_tokens)} for p in cfg.samples]

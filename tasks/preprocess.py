@@ -30,7 +30,7 @@ def preprocess(s: StageRun) -> dict:
                 stats["read"] += 1
                 try:
                     content_type = doc["meta"].get("content_type", "text/html")
-                    text = html_to_text(doc["text"], doc["url"]) if "html" in content_type else doc["text"].strip()
+                    text = html_to_text(doc["text"], doc["url"], favor=cfg.favor) if "html" in content_type else doc["text"].strip()
                 except Exception as exc:  # a page the extractor chokes on is kept aside with its reason
                     quarantine.add(doc, doc["url"], f"extraction failed: {type(exc).__name__}: {exc}")
                     stats["quarantined"] += 1

@@ -2,6 +2,7 @@
 
 MICRO = [
     "crawl.sample_pages=40",
+    "preprocess.val_fraction=0.2",
     "tokenizer.vocab_size=512",
     "model.depth=2",
     "model.seq_len=64",

@@ -1,0 +1,1 @@
+"""Data code for LLM Factory: crawl readers, extraction, filters, dedup, document and token shards, labels."""

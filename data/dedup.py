@@ -1,0 +1,51 @@
+"""Exact deduplication on normalised text, and the stable train/val split by document id."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+_PUNCT_DIGITS = re.compile(r"[\d\W_]+", re.UNICODE)
+
+
+def normalize_for_dedup(text: str) -> str:
+    """Lowercase, NFKC, punctuation and digits to spaces, whitespace collapsed: pages that differ only in a date,
+    a counter or spacing hash the same."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return " ".join(_PUNCT_DIGITS.sub(" ", text).split())
+
+
+def text_hash(text: str) -> bytes:
+    return hashlib.blake2b(normalize_for_dedup(text).encode("utf-8"), digest_size=16).digest()
+
+
+class ExactDedup:
+    """Remembers the 16-byte blake2b hash of every normalised text it has seen.
+
+    Memory: a Python set costs ~100 bytes per 16-byte entry, so ~100 MB per million documents; fine for one
+    crawl sample or a few dumps. At Common Crawl scale use MinHash per dump (as FineWeb) or a disk-backed set.
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+
+    def is_duplicate(self, text: str) -> bool:
+        """True when an equal (normalised) text was seen before; otherwise records it and returns False."""
+        digest = text_hash(text)
+        if digest in self.seen:
+            return True
+        self.seen.add(digest)
+        return False
+
+    def __len__(self) -> int:
+        return len(self.seen)
+
+
+def split_of(doc_id: str, val_fraction: float, seed: int = 0) -> str:
+    """"train" or "val" from a hash of (seed, doc_id): the same document lands in the same split in every run,
+    whatever order or subset of the crawl is processed."""
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode("utf-8"), digest_size=8).digest()
+    return "val" if int.from_bytes(digest, "big") / 2**64 < val_fraction else "train"

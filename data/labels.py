@@ -1,0 +1,444 @@
+"""Labeled data: schemas and validation for what labelers deliver (conversations, comparisons), and the
+labeling queue of model misbehaviours we send back to them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for type hints: the quarantine object is passed in by the caller
+    from data.quarantine import Quarantine
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass
+class LabelLimits:
+    max_messages: int = 64
+    max_chars_per_message: int = 8000
+    max_total_chars: int = 32000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# validation: each function returns None for a valid record, else one human-readable reason
+
+
+def _check_messages(messages: Any, limits: LabelLimits, field: str, must_end_with: str) -> str | None:
+    """Shared checks for a messages list; `must_end_with` is the role the list has to end with."""
+    if not isinstance(messages, list):
+        return f"'{field}' must be a list of messages, got {type(messages).__name__}"
+    if not messages:
+        return f"'{field}' is empty"
+    if len(messages) > limits.max_messages:
+        return f"{len(messages)} messages > max_messages {limits.max_messages}"
+    total = 0
+    for i, msg in enumerate(messages, start=1):
+        if not isinstance(msg, dict):
+            return f"message {i}: must be an object with 'role' and 'content', got {type(msg).__name__}"
+        role = msg.get("role")
+        if role not in ROLES:
+            return f"message {i}: role {role!r} is not one of {'/'.join(ROLES)}"
+        content = msg.get("content")
+        if not isinstance(content, str):
+            return f"message {i}: 'content' must be a string, got {type(content).__name__}"
+        # an assistant turn that only calls a tool may legitimately have no text
+        if not content.strip() and not (role == "assistant" and msg.get("tool_calls")):
+            return f"message {i}: empty content"
+        if len(content) > limits.max_chars_per_message:
+            return f"message {i}: {len(content)} characters > max_chars_per_message {limits.max_chars_per_message}"
+        total += len(content)
+    if total > limits.max_total_chars:
+        return f"{total} characters in total > max_total_chars {limits.max_total_chars}"
+    return _check_turn_order(messages, field, must_end_with)
+
+
+def _check_turn_order(messages: list[dict], field: str, must_end_with: str) -> str | None:
+    """Optional leading system message, then user/assistant alternation; tool results only after an assistant."""
+    prev: str | None = None
+    for i, msg in enumerate(messages, start=1):
+        role = msg["role"]
+        if role == "system":
+            if i != 1:
+                return f"message {i}: 'system' is only allowed as the first message"
+            continue
+        if prev is None:
+            if role != "user":
+                return f"message {i}: conversation must start with a user turn, got {role!r}"
+        elif role == "tool":
+            if prev not in ("assistant", "tool"):
+                return f"message {i}: 'tool' message must follow an assistant message, not {prev!r}"
+        elif role == "user" and prev not in ("assistant",):
+            return f"roles must alternate user/assistant (message {i} is 'user' after {prev!r})"
+        elif role == "assistant" and prev not in ("user", "tool"):
+            return f"roles must alternate user/assistant (message {i} is 'assistant' after {prev!r})"
+        prev = role
+    if prev != must_end_with:
+        article = "an" if must_end_with == "assistant" else "a"
+        return f"'{field}' must end with {article} {must_end_with} turn"
+    return None
+
+
+def _check_common(rec: Any) -> str | None:
+    if not isinstance(rec, dict):
+        return f"record must be a JSON object, got {type(rec).__name__}"
+    if "id" in rec and not isinstance(rec["id"], (str, int)):
+        return f"'id' must be a string, got {type(rec['id']).__name__}"
+    if "meta" in rec and rec["meta"] is not None and not isinstance(rec["meta"], dict):
+        return f"'meta' must be an object, got {type(rec['meta']).__name__}"
+    return None
+
+
+def validate_conversation(rec: Any, limits: LabelLimits) -> str | None:
+    """None if `rec` is a valid OpenAI-style {"messages": [...]} record ending with an assistant turn."""
+    if (reason := _check_common(rec)) is not None:
+        return reason
+    if "messages" not in rec:
+        return "missing 'messages'"
+    return _check_messages(rec["messages"], limits, "messages", must_end_with="assistant")
+
+
+def validate_comparison(rec: Any, limits: LabelLimits) -> str | None:
+    """None if `rec` has a prompt (string, or messages ending with a user turn) and distinct chosen/rejected."""
+    if (reason := _check_common(rec)) is not None:
+        return reason
+    for field in ("prompt", "chosen", "rejected"):
+        if field not in rec:
+            return f"missing '{field}'"
+    prompt = rec["prompt"]
+    if isinstance(prompt, list):
+        if (reason := _check_messages(prompt, limits, "prompt", must_end_with="user")) is not None:
+            return reason
+    elif not isinstance(prompt, str):
+        return f"'prompt' must be a string or a messages list, got {type(prompt).__name__}"
+    elif not prompt.strip():
+        return "'prompt' is empty"
+    elif len(prompt) > limits.max_chars_per_message:
+        return f"'prompt': {len(prompt)} characters > max_chars_per_message {limits.max_chars_per_message}"
+    for field in ("chosen", "rejected"):
+        value = rec[field]
+        if not isinstance(value, str):
+            return f"'{field}' must be a string, got {type(value).__name__}"
+        if not value.strip():
+            return f"'{field}' is empty"
+        if len(value) > limits.max_chars_per_message:
+            return f"'{field}': {len(value)} characters > max_chars_per_message {limits.max_chars_per_message}"
+    if rec["chosen"].strip() == rec["rejected"].strip():
+        return "'chosen' and 'rejected' are identical"
+    prompt_chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+    total = prompt_chars + len(rec["chosen"]) + len(rec["rejected"])
+    if total > limits.max_total_chars:
+        return f"{total} characters in total > max_total_chars {limits.max_total_chars}"
+    return None
+
+
+def record_kind(rec: dict) -> str | None:
+    """'conversation', 'comparison', or None when the record looks like neither."""
+    if not isinstance(rec, dict):
+        return None
+    if "messages" in rec:
+        return "conversation"
+    if "chosen" in rec and "rejected" in rec:
+        return "comparison"
+    return None
+
+
+_VALIDATORS = {"conversation": validate_conversation, "comparison": validate_comparison}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reading the inbox
+
+
+def read_inbox(
+    inbox_dir: Path, quarantine: Quarantine, stats: Counter, limits: LabelLimits
+) -> Iterator[tuple[str, dict]]:
+    """Yield (kind, record) for every valid line of every *.jsonl under `inbox_dir`; quarantine the rest.
+
+    Lines are read as bytes so that one badly encoded line costs one record, not the whole file.
+    Label Studio JSON exports (*.json, a list of tasks) and Label Studio / Argilla records inside JSONL are
+    converted to comparisons first; each task or record counts as one "line".
+    stats: "read" per non-blank line, "quarantined", "conversation"/"comparison" per yielded record, and
+    "quarantined:<problem>" (invalid_utf8, bad_json, not_object, unknown_kind, invalid_conversation, ...).
+    """
+    inbox_dir = Path(inbox_dir)
+    if not inbox_dir.is_dir():
+        raise FileNotFoundError(f"label inbox {inbox_dir} is not a directory")
+
+    def reject(record: Any, where: tuple[str, str, int], problem: str, reason: str) -> None:
+        name, unit, number = where
+        quarantine.add(record, source=f"{name}:{number}", reason=f"{name} {unit} {number}: {reason}")
+        stats["quarantined"] += 1
+        stats[f"quarantined:{problem}"] += 1
+
+    def check(rec: Any, where: tuple[str, str, int]) -> tuple[str, dict] | None:
+        if not isinstance(rec, dict):
+            reject(rec, where, "not_object", f"record must be a JSON object, got {type(rec).__name__}")
+            return None
+        converter = _export_converter(rec)
+        if converter is not None:
+            converted = converter(rec)
+            if isinstance(converted, str):
+                reject(rec, where, "bad_export", converted)
+                return None
+            rec = converted
+        kind = record_kind(rec)
+        if kind is None:
+            reject(rec, where, "unknown_kind",
+                   "neither a conversation ('messages') nor a comparison ('prompt'/'chosen'/'rejected')")
+            return None
+        if (reason := _VALIDATORS[kind](rec, limits)) is not None:
+            reject(rec, where, f"invalid_{kind}", reason)
+            return None
+        stats[kind] += 1
+        return kind, rec
+
+    for path in sorted([*inbox_dir.rglob("*.jsonl"), *inbox_dir.rglob("*.json")]):
+        name = path.relative_to(inbox_dir).as_posix()
+        if path.suffix == ".json":
+            yield from _read_json_export(path, name, check, reject, stats)
+            continue
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                stats["read"] += 1
+                where = (name, "line", lineno)
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    reject(raw.rstrip(b"\r\n"), where, "invalid_utf8", f"invalid UTF-8 at byte {e.start}")
+                    continue
+                try:
+                    # strip the newline first: in a truncated line it would sit inside an unterminated string
+                    rec = json.loads(text.rstrip("\r\n"))
+                except json.JSONDecodeError as e:
+                    reject(text.rstrip("\r\n"), where, "bad_json", f"invalid JSON at column {e.colno}: {e.msg}")
+                    continue
+                if (ok := check(rec, where)) is not None:
+                    yield ok
+
+
+def _read_json_export(path: Path, name: str, check: Any, reject: Any, stats: Counter) -> Iterator[tuple[str, dict]]:
+    """A whole-file JSON export (Label Studio): a list of tasks, each counted and checked on its own."""
+    raw = path.read_bytes()
+    try:
+        tasks = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        stats["read"] += 1
+        reject(raw[:2000], (name, "item", 1), "bad_json", f"unreadable JSON export ({e})")
+        return
+    for i, task in enumerate(tasks if isinstance(tasks, list) else [tasks], start=1):
+        stats["read"] += 1
+        if (ok := check(task, (name, "item", i))) is not None:
+            yield ok
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# labeling-tool exports, converted to {"prompt", "chosen", "rejected", "meta"}; a str return is the reason it failed
+
+_PROMPT_KEYS = ("prompt", "instruction", "request", "question", "input", "text")
+
+
+def from_label_studio(task: dict) -> dict | str:
+    """A Label Studio task annotated with the Pairwise tag (the RLHF preference template): the first
+    submitted annotation picks left or right among the two compared data fields."""
+    data = task.get("data") or {}
+    for annotation in task.get("annotations") or []:
+        if annotation.get("was_cancelled"):
+            continue
+        for result in annotation.get("result") or []:
+            if result.get("type") != "pairwise":
+                continue
+            names = result.get("to_name") or ["answer1", "answer2"]
+            names = names.split(",") if isinstance(names, str) else list(names)
+            selected = (result.get("value") or {}).get("selected")
+            if len(names) != 2 or selected not in ("left", "right") or not all(n in data for n in names):
+                return f"Label Studio task {task.get('id')}: pairwise result needs two data fields and left/right"
+            left, right = data[names[0]], data[names[1]]
+            prompt = next((data[k] for k in _PROMPT_KEYS if k in data and k not in names), None)
+            if prompt is None:
+                return f"Label Studio task {task.get('id')}: no prompt field (one of {'/'.join(_PROMPT_KEYS)})"
+            chosen, rejected = (left, right) if selected == "left" else (right, left)
+            return {"id": f"ls-{task.get('id')}", "prompt": prompt, "chosen": chosen, "rejected": rejected,
+                    "meta": {"source_format": "label_studio", "annotator": annotation.get("completed_by")}}
+    return f"Label Studio task {task.get('id')}: no submitted pairwise annotation"
+
+
+def from_argilla(record: dict) -> dict | str:
+    """An Argilla preference record: fields with a prompt and two responses, and a ranking question answered
+    either as v1 [{"values": {q: {"value": [{"value": field, "rank": n}]}}, "status"}] or as v2
+    {q: [{"value": [field, ...] or [{"value", "rank"}], "status"}]}. The first submitted ranking wins."""
+    fields = record.get("fields") or {}
+    responses = record.get("responses") or []
+    values: list[Any] = []
+    if isinstance(responses, dict):  # v2: question -> list of user answers
+        values = [a.get("value") for answers in responses.values() for a in answers or []
+                  if isinstance(a, dict) and a.get("status", "submitted") == "submitted"]
+    else:  # v1: list of user responses, each with values per question
+        for r in responses:
+            if isinstance(r, dict) and r.get("status", "submitted") == "submitted":
+                values += [v.get("value") for v in (r.get("values") or {}).values() if isinstance(v, dict)]
+    for value in values:
+        if not isinstance(value, list) or len(value) < 2:
+            continue
+        if all(isinstance(v, dict) for v in value):
+            value = [v.get("value") for v in sorted(value, key=lambda v: v.get("rank", 0))]
+        best, worst = value[0], value[-1]
+        if best in fields and worst in fields and best != worst:
+            prompt = next((fields[k] for k in _PROMPT_KEYS if k in fields), None)
+            if prompt is None:
+                return f"Argilla record {record.get('id')}: no prompt field (one of {'/'.join(_PROMPT_KEYS)})"
+            return {"id": f"argilla-{record.get('id')}", "prompt": prompt, "chosen": fields[best],
+                    "rejected": fields[worst], "meta": {"source_format": "argilla"}}
+    return f"Argilla record {record.get('id')}: no submitted ranking of two response fields"
+
+
+def _export_converter(rec: dict) -> Any:
+    if "data" in rec and "annotations" in rec:
+        return from_label_studio
+    if "fields" in rec and "responses" in rec:
+        return from_argilla
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# dedup and splits
+
+
+def _normalized_messages(messages: list[dict]) -> list[dict]:
+    keep = ("role", "content", "name", "tool_calls", "tool_call_id")
+    return [{k: m[k] for k in keep if k in m} for m in messages]
+
+
+def content_hash(kind: str, rec: dict) -> str:
+    """Hash of what a record says (not its id or meta), for exact dedup and stable splits."""
+    if kind == "conversation":
+        payload: Any = _normalized_messages(rec["messages"])
+    elif kind == "comparison":
+        prompt = rec["prompt"]
+        payload = {
+            "prompt": _normalized_messages(prompt) if isinstance(prompt, list) else prompt,
+            "chosen": rec["chosen"],
+            "rejected": rec["rejected"],
+        }
+    else:
+        raise ValueError(f"content_hash: unknown kind {kind!r} (expected 'conversation' or 'comparison')")
+    blob = json.dumps([kind, payload], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+def _unpack(item: Any) -> tuple[str, dict]:
+    """Accept plain records or the (kind, record) pairs that read_inbox yields."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return item[0], item[1]
+    kind = record_kind(item)
+    if kind is None:
+        raise ValueError(f"record {str(item)[:80]!r} is neither a conversation nor a comparison")
+    return kind, item
+
+
+def dedup_records(records: Iterable[Any]) -> tuple[list[Any], int]:
+    """Drop exact duplicates by content hash, keeping first occurrences in order; returns (unique, n_dropped)."""
+    seen: set[str] = set()
+    unique: list[Any] = []
+    dropped = 0
+    for item in records:
+        h = content_hash(*_unpack(item))
+        if h in seen:
+            dropped += 1
+            continue
+        seen.add(h)
+        unique.append(item)
+    return unique, dropped
+
+
+def split_records(records: Iterable[Any], val_fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+    """Deterministic train/val split: a record goes to val when the hash of (seed, content) falls below
+    val_fraction, so a record keeps its split as the label set grows week to week. Order is preserved."""
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    train: list[Any] = []
+    val: list[Any] = []
+    for item in records:
+        h = hashlib.sha256(f"{seed}:{content_hash(*_unpack(item))}".encode()).digest()
+        (val if int.from_bytes(h[:8], "big") / 2**64 < val_fraction else train).append(item)
+    return train, val
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# labeling queue: misbehaviours found by evals or users, for labelers to fix
+
+
+def queue_item(
+    prompt_messages: list[dict] | str,
+    model_answer: str,
+    reason: str,
+    source: str,
+    expected: str | None = None,
+    meta: dict | None = None,
+) -> dict:
+    """One labeling-queue entry; the id hashes the prompt, answer and source so repeats collapse."""
+    if isinstance(prompt_messages, str):
+        messages = [{"role": "user", "content": prompt_messages}]
+    else:
+        messages = [dict(m) for m in prompt_messages]
+    blob = json.dumps([source, _normalized_messages(messages), model_answer], sort_keys=True, ensure_ascii=False)
+    return {
+        "id": hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "messages": messages,
+        "model_answer": model_answer,
+        "reason": reason,
+        "expected": expected,
+        "status": "todo",
+        "meta": dict(meta or {}),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# JSONL files
+
+
+def write_jsonl(path: Path | str, records: Iterable[dict]) -> int:
+    """Write records as JSONL atomically (temp file in the same directory, then rename); returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; labelers and other tools read these
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n
+
+
+def read_jsonl(path: Path | str) -> list[dict]:
+    """Read a JSONL file strictly (blank lines skipped); errors name the file and line."""
+    path = Path(path)
+    out: list[dict] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path.name} line {lineno}: invalid JSON at column {e.colno}: {e.msg}") from e
+    return out

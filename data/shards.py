@@ -1,0 +1,149 @@
+"""Token shards: flat binary arrays of token ids (uint16 or uint32) with a JSON sidecar, read back by memmap,
+and the batch samplers the trainer uses (random windows for training, sequential windows for validation)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size < 65_536 else np.dtype(np.uint32)
+
+
+def _atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_token_shard(path: str | os.PathLike[str], tokens: np.ndarray, vocab_size: int) -> None:
+    """Write `tokens` as raw little-endian ids to `path` and {"dtype", "num_tokens", "vocab_size"} to
+    path.with_suffix(".json"). The sidecar is written last, so a shard without one is incomplete."""
+    path = Path(path)
+    tokens = np.asarray(tokens)
+    if tokens.ndim != 1:
+        raise ValueError(f"{path}: tokens must be 1-D, got shape {tokens.shape}")
+    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+        raise ValueError(f"{path}: token ids must be in [0, {vocab_size}), got range "
+                         f"[{int(tokens.min())}, {int(tokens.max())}]")
+    dtype = token_dtype(vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write_bytes(path, tokens.astype(dtype.newbyteorder("<"), copy=False).tobytes())
+    sidecar = {"dtype": dtype.name, "num_tokens": int(tokens.size), "vocab_size": int(vocab_size)}
+    _atomic_write_bytes(path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
+
+
+class TokenShardWriter:
+    """Buffers token ids and writes full shards of `tokens_per_shard` as "{split}-{i:05d}.bin" (+ .json)."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], split: str, vocab_size: int,
+                 tokens_per_shard: int = 10_000_000):
+        if tokens_per_shard < 1:
+            raise ValueError(f"tokens_per_shard must be >= 1, got {tokens_per_shard}")
+        self.out_dir = Path(out_dir)
+        self.split = split
+        self.vocab_size = vocab_size
+        self.tokens_per_shard = tokens_per_shard
+        self.dtype = token_dtype(vocab_size)
+        self.paths: list[Path] = []
+        self.num_tokens = 0
+        self._buffer = np.empty(tokens_per_shard, dtype=self.dtype)
+        self._filled = 0
+
+    def add(self, ids: list[int] | np.ndarray) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
+            raise ValueError(f"{self.split} shard writer: token ids must be in [0, {self.vocab_size}), "
+                             f"got range [{ids.min()}, {ids.max()}]")
+        self.num_tokens += int(ids.size)
+        while ids.size:
+            take = min(ids.size, self.tokens_per_shard - self._filled)
+            self._buffer[self._filled:self._filled + take] = ids[:take]
+            self._filled += take
+            ids = ids[take:]
+            if self._filled == self.tokens_per_shard:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._filled:
+            return
+        path = self.out_dir / f"{self.split}-{len(self.paths):05d}.bin"
+        write_token_shard(path, self._buffer[:self._filled], self.vocab_size)
+        self.paths.append(path)
+        self._filled = 0
+
+    def close(self) -> list[Path]:
+        self._flush()
+        return list(self.paths)
+
+
+def _open_shard(path: Path) -> np.memmap:
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists():
+        raise FileNotFoundError(f"{path}: no sidecar {sidecar.name}; the shard is incomplete")
+    info = json.loads(sidecar.read_text())
+    dtype = np.dtype(info["dtype"]).newbyteorder("<")
+    expected = info["num_tokens"] * dtype.itemsize
+    if path.stat().st_size != expected:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes on disk, sidecar says {info['num_tokens']} "
+                         f"{info['dtype']} tokens ({expected} bytes)")
+    return np.memmap(path, dtype=dtype, mode="r", shape=(info["num_tokens"],))
+
+
+def load_tokens(shard_dir: str | os.PathLike[str], split: str) -> np.ndarray:
+    """All tokens of a split as one 1-D array. One shard: the memmap itself (nothing read up front). Several:
+    np.concatenate of their memmaps, which reads them into memory — fine for the sizes this project trains on
+    on one machine (100M tokens of uint16 = 200 MB); beyond that, sample per shard instead."""
+    paths = sorted(Path(shard_dir).glob(f"{split}-*.bin"))
+    if not paths:
+        raise FileNotFoundError(f"{shard_dir}: no token shards for split {split!r} ({split}-*.bin)")
+    arrays = [_open_shard(p) for p in paths]
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+class TokenBatches:
+    """Batches of (x, y) windows from one token array; y is x shifted by one token.
+
+    __call__(index) draws random windows from a generator seeded by (seed, index), so batch `index` is the same
+    in every run: a resumed trainer gets exactly the batches it would have had.
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
+        if tokens.ndim != 1:
+            raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
+        if len(tokens) < seq_len + 1:
+            raise ValueError(f"need at least seq_len + 1 = {seq_len + 1} tokens, got {len(tokens)}")
+        self.tokens = tokens
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.seed = seed
+
+    def _stack(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        T = self.seq_len
+        rows = np.stack([np.asarray(self.tokens[s:s + T + 1], dtype=np.int64) for s in starts])
+        rows_t = torch.from_numpy(rows)
+        return rows_t[:, :-1].contiguous(), rows_t[:, 1:].contiguous()
+
+    def __call__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, None]:
+        rng = np.random.default_rng([self.seed, index])
+        starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
+        x, y = self._stack(starts)
+        return x, y, None
+
+    def sequential(self, max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Non-overlapping windows from the start, in order (for validation); the last batch may be smaller."""
+        n_windows = (len(self.tokens) - 1) // self.seq_len
+        starts = np.arange(n_windows) * self.seq_len
+        for b, i in enumerate(range(0, n_windows, self.batch_size)):
+            if max_batches is not None and b >= max_batches:
+                return
+            yield self._stack(starts[i:i + self.batch_size])

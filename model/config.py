@@ -1,0 +1,72 @@
+"""Model shape (GPTConfig) and the sizing rules: one depth knob sets width/heads, Chinchilla sets the token budget."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    seq_len: int
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_kv_head: int
+    mlp_hidden: int  # SwiGLU hidden width
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if self.n_head % self.n_kv_head:
+            raise ValueError(f"GPTConfig: n_head={self.n_head} must be divisible by n_kv_head={self.n_kv_head}")
+        if (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"GPTConfig: head_dim={self.n_embd // self.n_head} must be even for RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @classmethod
+    def from_depth(cls, depth: int, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
+                   head_dim: int = 64, kv_ratio: int = 1, **kwargs: Any) -> "GPTConfig":
+        """The one-knob sizing rule (as in nanochat): depth sets everything else.
+
+        - n_embd     = depth * aspect_ratio, rounded up to a multiple of head_dim
+        - n_head     = n_embd // head_dim
+        - n_kv_head  = n_head // kv_ratio   (kv_ratio > 1 gives grouped-query attention)
+        - mlp_hidden = 8/3 * n_embd rounded up to a multiple of 32 (SwiGLU with ~4x-MLP parameter count)
+        Extra kwargs (rope_theta, norm_eps, tie_embeddings) pass through.
+        """
+        if depth < 1:
+            raise ValueError(f"from_depth: depth must be >= 1, got {depth}")
+        n_embd = math.ceil(depth * aspect_ratio / head_dim) * head_dim
+        n_head = n_embd // head_dim
+        if kv_ratio < 1 or n_head % kv_ratio:
+            raise ValueError(f"from_depth: kv_ratio={kv_ratio} must divide n_head={n_head}")
+        mlp_hidden = math.ceil(8 * n_embd / 3 / 32) * 32
+        return cls(vocab_size=vocab_size, seq_len=seq_len, n_layer=depth, n_embd=n_embd, n_head=n_head,
+                   n_kv_head=n_head // kv_ratio, mlp_hidden=mlp_hidden, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"GPTConfig.from_dict: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+TOKENS_PER_PARAM = 20
+
+
+def chinchilla_tokens(n_params: int) -> int:
+    """Compute-optimal token budget from Hoffmann et al. 2022 ("Chinchilla"): about 20 training tokens per parameter."""
+    return int(TOKENS_PER_PARAM * n_params)

@@ -1,0 +1,102 @@
+"""Model-level metrics: mean loss, bits per byte (tokenizer-independent), and multiple-choice log-probabilities."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from model.gpt import GPT
+from model.tokenizer import Tokenizer
+
+
+def _unpack(batch: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Accept (x, y) or (x, y, mask) batches; mask == 0 positions count as ignored targets."""
+    if len(batch) == 2:
+        return batch[0], batch[1], None
+    if len(batch) == 3:
+        return batch[0], batch[1], batch[2]
+    raise ValueError(f"a batch must be (x, y) or (x, y, mask), got {len(batch)} items")
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def mean_loss(model: GPT, batches: Iterable[Sequence[torch.Tensor | None]]) -> float:
+    """Mean cross-entropy (nats) per counted target token over all batches (not a mean of batch means)."""
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.int64, device=device)
+    for batch in batches:
+        x, y, mask = _unpack(batch)
+        x, y = x.to(device), y.to(device)
+        if mask is not None:
+            y = y.masked_fill(mask.to(device) == 0, -1)
+        _, loss = model(x, y)
+        n = (y != -1).sum()
+        total += loss.double() * n
+        count += n
+    model.train(was_training)
+    if int(count) == 0:
+        raise ValueError("mean_loss: the batches hold no target tokens")
+    return float(total / count)
+
+
+@torch.no_grad()
+def bits_per_byte(model: GPT, batches: Iterable[Sequence[torch.Tensor | None]], token_bytes: torch.Tensor) -> float:
+    """Sum of CE nats over targets / (ln 2 * sum of their UTF-8 bytes). Targets with 0 bytes (special tokens) and
+    ignored targets (-1) are left out of both sums, so the number compares across tokenizers."""
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    token_bytes = torch.as_tensor(token_bytes, device=device)
+    nats = torch.zeros((), dtype=torch.float64, device=device)
+    nbytes = torch.zeros((), dtype=torch.int64, device=device)
+    for batch in batches:
+        x, y, mask = _unpack(batch)
+        x, y = x.to(device), y.to(device)
+        if mask is not None:
+            y = y.masked_fill(mask.to(device) == 0, -1)
+        logits, _ = model(x)
+        ce = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="none")
+        b = torch.where(y.view(-1) >= 0, token_bytes[y.view(-1).clamp(min=0)], 0)
+        counted = b > 0
+        nats += ce[counted].double().sum()
+        nbytes += b[counted].sum()
+    model.train(was_training)
+    if int(nbytes) == 0:
+        raise ValueError("bits_per_byte: the batches hold no target bytes")
+    return float(nats / (math.log(2) * nbytes))
+
+
+@torch.no_grad()
+def choice_logprobs(model: GPT, tok: Tokenizer, context: str, choices: list[str]) -> list[float]:
+    """Sum log-prob of each continuation's tokens given <|bos|> + context; the argmax is the model's pick.
+
+    The context is encoded once and each choice separately, so every choice is scored after the same prefix
+    (write choices with their leading space, e.g. " Paris")."""
+    was_training = model.training
+    model.eval()
+    device = _device(model)
+    prefix = [tok.bos_id] + tok.encode(context)
+    seq_len = model.config.seq_len
+    scores = []
+    for choice in choices:
+        cont = tok.encode(choice)
+        if not cont:
+            raise ValueError(f"choice_logprobs: choice {choice!r} encodes to no tokens")
+        ids = (prefix + cont)[-(seq_len + 1):]  # keep the end: the continuation must fit
+        if len(cont) >= len(ids):
+            raise ValueError(f"choice_logprobs: choice {choice!r} is longer than seq_len={seq_len}")
+        x = torch.tensor([ids[:-1]], device=device)
+        logits, _ = model(x)
+        logp = torch.log_softmax(logits[0, -len(cont):].float(), dim=-1)
+        target = torch.tensor(cont, device=device)
+        scores.append(float(logp.gather(1, target[:, None]).sum()))
+    model.train(was_training)
+    return scores

@@ -1,0 +1,130 @@
+"""Byte-level BPE tokenizer (Hugging Face `tokenizers`) with the chat special tokens, plus a thin wrapper."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as HFTokenizer
+
+SPECIAL_TOKENS: list[str] = [
+    "<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
+    "<|system_start|>", "<|system_end|>", "<|tool_call_start|>", "<|tool_call_end|>", "<|tool_result_start|>",
+    "<|tool_result_end|>", "<|pad|>",
+]
+
+# GPT-4-style split (as shipped in Llama 3's tokenizer.json): contractions, words, 1-3 digit groups, punctuation runs,
+# newlines and whitespace are separate pre-tokens, so merges never cross those boundaries.
+SPLIT_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: the printable character byte-level BPE uses for each byte."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> "Tokenizer":
+    """Train a byte-level BPE on `texts`. Ids 0..11 are SPECIAL_TOKENS, then the 256 byte tokens, then merges,
+    so any string is encodable. The result may be smaller than vocab_size when the corpus runs out of merges."""
+    floor = len(SPECIAL_TOKENS) + 256
+    if vocab_size < floor:
+        raise ValueError(f"train_bpe: vocab_size={vocab_size} must be >= {floor} (specials + 256 bytes)")
+    hf = HFTokenizer(models.BPE())
+    hf.pre_tokenizer = _pre_tokenizer()
+    hf.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    hf.train_from_iterator(texts, trainer=trainer)
+    return Tokenizer(hf)
+
+
+class Tokenizer:
+    """Our view of a HF tokenizer: plain-text encode (specials never parsed from text), decode, special ids."""
+
+    def __init__(self, hf: HFTokenizer):
+        self.hf = hf
+        # Special-token strings typed inside user text must stay text: with this flag HF encodes them as ordinary
+        # bytes instead of matching the added-token table. Special ids come only from special_id().
+        self.hf.encode_special_tokens = True
+        missing = [s for s in SPECIAL_TOKENS if hf.token_to_id(s) is None]
+        if missing:
+            raise ValueError(f"tokenizer lacks special tokens {missing}")
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.exists():
+            raise FileNotFoundError(f"tokenizer file not found: {path}")
+        return cls(HFTokenizer.from_file(str(path)))
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write tokenizer.json atomically (temp file in the same directory, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            self.hf.save(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def encode(self, text: str) -> list[int]:
+        return self.hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
+        return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def bos_id(self) -> int:
+        return self.special_id("<|bos|>")
+
+    @property
+    def pad_id(self) -> int:
+        return self.special_id("<|pad|>")
+
+    def special_id(self, name: str) -> int:
+        if name not in SPECIAL_TOKENS:
+            raise KeyError(f"special_id: {name!r} is not one of SPECIAL_TOKENS")
+        return self.hf.token_to_id(name)
+
+    def token_bytes(self) -> list[int]:
+        """UTF-8 byte length of each token id (0 for special tokens); the denominator of bits-per-byte."""
+        to_byte = _unicode_to_byte()
+        specials = set(SPECIAL_TOKENS)
+        out = [0] * self.vocab_size
+        for token, i in self.hf.get_vocab(with_added_tokens=True).items():
+            out[i] = 0 if token in specials else sum(1 for ch in token if ch in to_byte)
+        return out

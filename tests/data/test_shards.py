@@ -1,0 +1,78 @@
+"""Token shards (flat binary + sidecar, memmap) and the trainer's batch samplers."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from data.shards import TokenBatches, TokenShardWriter, load_tokens, write_token_shard
+
+
+@pytest.mark.parametrize("vocab_size, dtype", [(50_000, "uint16"), (65_535, "uint16"), (70_000, "uint32")])
+def test_token_shard_round_trips_via_memmap_with_the_smallest_dtype(tmp_path, vocab_size, dtype):
+    tokens = np.array([0, 1, vocab_size - 1, 42, 7], dtype=np.int64)
+    write_token_shard(tmp_path / "train-00000.bin", tokens, vocab_size)
+    sidecar = json.loads((tmp_path / "train-00000.json").read_text())
+    assert sidecar == {"dtype": dtype, "num_tokens": 5, "vocab_size": vocab_size}
+    assert (tmp_path / "train-00000.bin").stat().st_size == 5 * np.dtype(dtype).itemsize
+    loaded = load_tokens(tmp_path, "train")
+    assert isinstance(loaded, np.memmap) and loaded.dtype == np.dtype(dtype)
+    assert loaded.tolist() == tokens.tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-00000.bin", "train-00000.json"]
+
+
+def test_out_of_range_token_ids_are_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"\[0, 100\)"):
+        write_token_shard(tmp_path / "x.bin", np.array([5, 100]), vocab_size=100)
+    with pytest.raises(ValueError, match="token ids"):
+        TokenShardWriter(tmp_path, "train", vocab_size=100).add([-1])
+
+
+def test_a_shard_without_sidecar_is_incomplete_and_not_loaded(tmp_path):
+    write_token_shard(tmp_path / "val-00000.bin", np.arange(10), vocab_size=256)
+    (tmp_path / "val-00000.json").unlink()
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        load_tokens(tmp_path, "val")
+
+
+def test_writer_cuts_shards_at_tokens_per_shard_and_load_concatenates_them(tmp_path):
+    writer = TokenShardWriter(tmp_path, "train", vocab_size=1000, tokens_per_shard=7)
+    docs = [list(range(i, i + 5)) for i in range(6)]  # 30 tokens in pieces that straddle shard boundaries
+    for ids in docs:
+        writer.add(ids)
+    paths = writer.close()
+    assert [p.name for p in paths] == [f"train-{i:05d}.bin" for i in range(5)]
+    sizes = [json.loads(p.with_suffix(".json").read_text())["num_tokens"] for p in paths]
+    assert sizes == [7, 7, 7, 7, 2]
+    assert load_tokens(tmp_path, "train").tolist() == [t for ids in docs for t in ids]
+    with pytest.raises(FileNotFoundError, match="'val'"):
+        load_tokens(tmp_path, "val")
+
+
+def test_token_batches_are_deterministic_in_the_index():
+    tokens = np.arange(10_000, dtype=np.uint16)
+    batches = TokenBatches(tokens, batch_size=4, seq_len=16, seed=3)
+    x, y, extra = batches(5)
+    assert extra is None
+    assert x.dtype == torch.long and x.shape == (4, 16) and y.shape == (4, 16)
+    assert torch.equal(y[:, :-1], x[:, 1:]) and torch.equal(y[:, -1], x[:, -1] + 1)  # y is x shifted by one
+    again = TokenBatches(tokens, batch_size=4, seq_len=16, seed=3)(5)  # a resumed run, new object
+    assert torch.equal(x, again[0]) and torch.equal(y, again[1])
+    assert not torch.equal(x, batches(6)[0])
+    assert not torch.equal(x, TokenBatches(tokens, batch_size=4, seq_len=16, seed=4)(5)[0])
+
+
+def test_sequential_batches_are_non_overlapping_windows_in_order():
+    tokens = np.arange(101, dtype=np.uint16)  # 100 targets -> 10 windows of 10
+    batches = list(TokenBatches(tokens, batch_size=4, seq_len=10, seed=0).sequential(max_batches=None))
+    assert [x.shape[0] for x, _ in batches] == [4, 4, 2]
+    xs = torch.cat([x for x, _ in batches])
+    assert xs[:, 0].tolist() == list(range(0, 100, 10))
+    assert torch.equal(torch.cat([y for _, y in batches]).flatten(), torch.arange(1, 101))
+    assert len(list(TokenBatches(tokens, batch_size=4, seq_len=10, seed=0).sequential(max_batches=2))) == 2
+
+
+def test_token_batches_need_more_tokens_than_one_window():
+    with pytest.raises(ValueError, match="at least"):
+        TokenBatches(np.arange(8), batch_size=1, seq_len=8, seed=0)
