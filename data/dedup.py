@@ -47,5 +47,5 @@ def split_of(doc_id: str, val_fraction: float, seed: int = 0) -> str:
     whatever order or subset of the crawl is processed."""
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
-    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}:{doc_id}".encode(), digest_size=8).digest()
     return "val" if int.from_bytes(digest, "big") / 2**64 < val_fraction else "train"

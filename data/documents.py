@@ -88,7 +88,7 @@ class ShardWriter:
             self._closed = True
         return list(self.paths)
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:

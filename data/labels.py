@@ -10,7 +10,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -393,7 +393,7 @@ def queue_item(
     blob = json.dumps([source, _normalized_messages(messages), model_answer], sort_keys=True, ensure_ascii=False)
     return {
         "id": hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": source,
         "messages": messages,
         "model_answer": model_answer,

@@ -71,7 +71,7 @@ class Quarantine:
         self._file.close()
         os.replace(self._tmp, self.path)
 
-    def __enter__(self) -> "Quarantine":
+    def __enter__(self) -> Quarantine:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="LLM Factory: make an assistant language model end to end.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="LLM Factory: make an assistant language model end to end.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 console = Console(width=None if sys.stdout.isatty() else 150)
 
 Preset = Annotated[str, typer.Option("--preset", "-p", help="configs/<NAME>.yaml or a YAML path.")]
 Workdir = Annotated[Path, typer.Option("--workdir", "-w", help="Artifacts, MLflow store, Prefect state, logs.")]
-Sets = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override section.key=VALUE (YAML); repeatable.")]
+Sets = Annotated[list[str] | None, typer.Option("--set", "-s", help="Override section.key=VALUE (YAML); repeatable.")]
 
 
-class Cycle(str, Enum):
+class Cycle(StrEnum):
     yearly = "yearly"
     weekly = "weekly"
     all = "all"
@@ -39,8 +42,13 @@ def setup(workdir: Path) -> Path:
 
 
 @app.command()
-def run(cycle: Cycle, preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None,
-        force: Annotated[Optional[list[str]], typer.Option(help="Rebuild this stage (and so what follows).")] = None):
+def run(
+    cycle: Cycle,
+    preset: Preset = "tiny",
+    workdir: Workdir = Path("work"),
+    set: Sets = None,
+    force: Annotated[list[str] | None, typer.Option(help="Rebuild this stage (and so what follows).")] = None,
+):
     """Run the yearly cycle, the weekly cycle, or both (`all`)."""
     wd = setup(workdir)
     from flows.cycles import pipeline, weekly_cycle, yearly_cycle
@@ -51,15 +59,21 @@ def run(cycle: Cycle, preset: Preset = "tiny", workdir: Workdir = Path("work"), 
 
 
 @app.command()
-def stage(name: str, preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None,
-          force: Annotated[bool, typer.Option(help="Rebuild even if the artifact exists.")] = False,
-          with_downstream: Annotated[bool, typer.Option(help="Also run every stage after it.")] = False):
+def stage(
+    name: str,
+    preset: Preset = "tiny",
+    workdir: Workdir = Path("work"),
+    set: Sets = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the artifact exists.")] = False,
+    with_downstream: Annotated[bool, typer.Option(help="Also run every stage after it.")] = False,
+):
     """Run one stage (building any missing input first)."""
     wd = setup(workdir)
     from flows.cycles import stage as stage_flow
 
-    built = stage_flow(name=name, preset=preset, workdir=str(wd), overrides=set or [], force=force,
-                       with_downstream=with_downstream)
+    built = stage_flow(
+        name=name, preset=preset, workdir=str(wd), overrides=set or [], force=force, with_downstream=with_downstream
+    )
     _summary(wd, preset, set or [], list(built))
 
 
@@ -95,8 +109,14 @@ def _status_table(wd: Path, preset: str, overrides: list[str], only: list[str] |
         if art is not None and spec.main_metric:
             value = {**art.counts, **art.metrics}.get(spec.main_metric)
             metric = f"{spec.main_metric}={value:.4g}" if isinstance(value, float) else f"{spec.main_metric}={value}"
-        table.add_row(name, key, f"[{color}]{state}", art.manifest["created"] if art else "",
-                      str(art.manifest["timings"]["seconds"]) if art else "", metric)
+        table.add_row(
+            name,
+            key,
+            f"[{color}]{state}",
+            art.manifest["created"] if art else "",
+            str(art.manifest["timings"]["seconds"]) if art else "",
+            metric,
+        )
     console.print(table)
 
 
@@ -107,7 +127,9 @@ def _summary(wd: Path, preset: str, overrides: list[str], names: list[str]) -> N
     uri = tracking_uri(wd)
     console.print(f"[bold]artifacts[/]  {wd / 'artifacts'}")
     console.print(f"[bold]MLflow[/]     {uri}   browse: mlflow ui --backend-store-uri {uri} --port 5000")
-    console.print(f"[bold]Prefect[/]    PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start   (http://127.0.0.1:4200)")
+    console.print(
+        f"[bold]Prefect[/]    PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start   (http://127.0.0.1:4200)"
+    )
     console.print(f"[bold]chat[/]       factory chat --workdir {wd}")
 
 
@@ -123,11 +145,20 @@ def _production(wd: Path, name: str, alias: str):
 
 
 @app.command()
-def chat(workdir: Workdir = Path("work"), model: str = "assistant", alias: str = "production",
-         prompt: Annotated[Optional[str], typer.Option(help="Ask once and exit (no interactive loop).")] = None,
-         max_new_tokens: int = 128, temperature: float = 0.0):
+def chat(
+    preset: Preset = "tiny",
+    workdir: Workdir = Path("work"),
+    set: Sets = None,
+    prompt: Annotated[str | None, typer.Option(help="Ask once and exit (no interactive loop).")] = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+):
     """Talk to the production assistant in the terminal (/reset clears the conversation, /quit leaves)."""
     wd = setup(workdir)
+    from tasks.config import load_config
+
+    deploy = load_config(preset, set or []).deploy
+    model, alias = deploy.model_name, deploy.alias
     from model.checkpoint import load_model
     from model.engine import Engine
     from model.tokenizer import Tokenizer
@@ -135,7 +166,9 @@ def chat(workdir: Workdir = Path("work"), model: str = "assistant", alias: str =
     version = _production(wd, model, alias)
     engine = Engine(load_model(version.source).eval(), Tokenizer.from_file(Path(version.source) / "tokenizer.json"))
     if prompt is not None:
-        print(engine.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens, temperature=temperature))
+        print(
+            engine.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens, temperature=temperature)
+        )
         return
     console.print(f"[bold]{model} v{version.version}[/] (@{alias}) from {version.source}; /reset, /quit")
     messages: list[dict] = []
@@ -158,17 +191,21 @@ def chat(workdir: Workdir = Path("work"), model: str = "assistant", alias: str =
 
 
 @app.command()
-def rollback(workdir: Workdir = Path("work"), model: str = "assistant", alias: str = "production"):
-    """Move `assistant@production` back to the version it had before the last deploy."""
+def rollback(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None):
+    """Move `assistant@production` (deploy.model_name@deploy.alias) back to where it was before the last deploy."""
     wd = setup(workdir)
     from tasks import registry
+    from tasks.config import load_config
+
+    deploy = load_config(preset, set or []).deploy
+    model, alias = deploy.model_name, deploy.alias
     from tasks.tracking import client
 
     try:
         current, previous = registry.rollback(client(wd), model, alias)
     except RuntimeError as exc:
         console.print(f"[red]{exc}")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     console.print(f"{model}@{alias}: v{current} -> v{previous}")
 
 

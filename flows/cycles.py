@@ -18,8 +18,9 @@ from tasks.stage import STAGES, Context
 from tasks.tracking import Run
 
 
-def run_stages(flow_name: str, stages: list[str], preset: str, workdir: str, overrides: list[str],
-               force: list[str]) -> dict[str, str]:
+def run_stages(
+    flow_name: str, stages: list[str], preset: str, workdir: str, overrides: list[str], force: list[str]
+) -> dict[str, str]:
     """Run `stages` (plus whatever they need) in order; returns {stage: artifact path}."""
     workdir = str(Path(workdir).expanduser().resolve())
     os.makedirs(workdir, exist_ok=True)
@@ -28,8 +29,12 @@ def run_stages(flow_name: str, stages: list[str], preset: str, workdir: str, ove
     if unknown:
         raise ValueError(f"--force names unknown stages {sorted(unknown)}")
     flow_run = get_run_context().flow_run
-    parent = Run.start(Path(workdir), flow_name, f"{flow_name}-{flow_run.name}",
-                       tags={"prefect_flow_run_id": str(flow_run.id), "preset": config.preset})
+    parent = Run.start(
+        Path(workdir),
+        flow_name,
+        f"{flow_name}-{flow_run.name}",
+        tags={"prefect_flow_run_id": str(flow_run.id), "preset": config.preset},
+    )
     parent.params({"preset": preset, "overrides": overrides, "force": force})
     ctx = Context(workdir, config, list(force), parent.run_id, flow_name)
     done = {}
@@ -48,30 +53,48 @@ def run_stages(flow_name: str, stages: list[str], preset: str, workdir: str, ove
 
 
 @flow(name="yearly_cycle")
-def yearly_cycle(preset: str = "tiny", workdir: str = "./work", overrides: list[str] = [],  # noqa: B006
-                 force: list[str] = []) -> dict[str, str]:  # noqa: B006
+def yearly_cycle(
+    preset: str = "tiny",
+    workdir: str = "./work",
+    overrides: list[str] = [],  # noqa: B006
+    force: list[str] = [],
+) -> dict[str, str]:  # noqa: B006
     """Crawl -> preprocess -> tokenizer -> token shards -> pretrain -> base evals -> register `base@candidate`."""
     return run_stages("yearly_cycle", YEARLY, preset, workdir, overrides, force)
 
 
 @flow(name="weekly_cycle")
-def weekly_cycle(preset: str = "tiny", workdir: str = "./work", overrides: list[str] = [],  # noqa: B006
-                 force: list[str] = []) -> dict[str, str]:  # noqa: B006
+def weekly_cycle(
+    preset: str = "tiny",
+    workdir: str = "./work",
+    overrides: list[str] = [],  # noqa: B006
+    force: list[str] = [],
+) -> dict[str, str]:  # noqa: B006
     """Ingest labels -> SFT -> evals -> deploy gate -> labeling queue (builds the base model first if missing)."""
     return run_stages("weekly_cycle", WEEKLY, preset, workdir, overrides, force)
 
 
 @flow(name="pipeline")
-def pipeline(preset: str = "tiny", workdir: str = "./work", overrides: list[str] = [],  # noqa: B006
-             force: list[str] = []) -> dict[str, str]:  # noqa: B006
+def pipeline(
+    preset: str = "tiny",
+    workdir: str = "./work",
+    overrides: list[str] = [],  # noqa: B006
+    force: list[str] = [],
+) -> dict[str, str]:  # noqa: B006
     """Both cycles, yearly then weekly."""
     built = yearly_cycle(preset, workdir, overrides, force)
     return {**built, **weekly_cycle(preset, workdir, overrides, [f for f in force if f not in built])}
 
 
 @flow(name="stage")
-def stage(name: str, preset: str = "tiny", workdir: str = "./work", overrides: list[str] = [],  # noqa: B006
-          force: bool = False, with_downstream: bool = False) -> dict[str, str]:
+def stage(
+    name: str,
+    preset: str = "tiny",
+    workdir: str = "./work",
+    overrides: list[str] = [],  # noqa: B006
+    force: bool = False,
+    with_downstream: bool = False,
+) -> dict[str, str]:
     """One stage by name (building any missing input first); `force` rebuilds it even if its artifact exists."""
     stages = [name] + (downstream(name) if with_downstream else [])
     return run_stages("stage", stages, preset, workdir, overrides, [name] if force else [])

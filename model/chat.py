@@ -49,7 +49,7 @@ def _check(messages: list[dict[str, Any]]) -> None:
 
 
 def render_conversation(tok: Tokenizer, messages: list[dict[str, Any]], max_len: int) -> tuple[list[int], list[int]]:
-    """ids and mask (1 = train on it): the assistant's content, tool calls and <|assistant_end|>; truncated to max_len."""
+    """ids and mask (1 = train on it): the assistant's content, tool calls and <|assistant_end|>; cut to max_len."""
     _check(messages)
     ids, mask = [tok.bos_id], [0]
 

@@ -33,7 +33,7 @@ class GPTConfig:
 
     @classmethod
     def from_depth(cls, depth: int, vocab_size: int, seq_len: int, aspect_ratio: int = 64,
-                   head_dim: int = 64, kv_ratio: int = 1, **kwargs: Any) -> "GPTConfig":
+                   head_dim: int = 64, kv_ratio: int = 1, **kwargs: Any) -> GPTConfig:
         """The one-knob sizing rule (as in nanochat): depth sets everything else.
 
         - n_embd     = depth * aspect_ratio, rounded up to a multiple of head_dim
@@ -56,7 +56,7 @@ class GPTConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -33,7 +33,7 @@ def _unicode_to_byte() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
@@ -43,7 +43,7 @@ def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     ])
 
 
-def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> "Tokenizer":
+def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
     """Train a byte-level BPE on `texts`. Ids 0..11 are SPECIAL_TOKENS, then the 256 byte tokens, then merges,
     so any string is encodable. The result may be smaller than vocab_size when the corpus runs out of merges."""
     floor = len(SPECIAL_TOKENS) + 256
@@ -73,7 +73,7 @@ class Tokenizer:
             raise ValueError(f"tokenizer lacks special tokens {missing}")
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "Tokenizer":
+    def from_file(cls, path: str | os.PathLike) -> Tokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ MANIFEST = "manifest.json"
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -111,8 +111,14 @@ class ArtifactStore:
     def commit(self, stage: str, key: str, manifest: dict) -> Artifact:
         """Write the manifest last: from this moment the artifact is complete and reusable."""
         path = self.path(stage, key)
-        manifest = {"stage": stage, "key": key, "build_id": uuid.uuid4().hex[:12], "created": now_iso(),
-                    "versions": versions(), **manifest}
+        manifest = {
+            "stage": stage,
+            "key": key,
+            "build_id": uuid.uuid4().hex[:12],
+            "created": now_iso(),
+            "versions": versions(),
+            **manifest,
+        }
         atomic_write_json(path / MANIFEST, manifest)
         return Artifact(stage, key, path, manifest)
 
@@ -122,9 +128,9 @@ class ArtifactStore:
 
 
 def versions() -> dict:
-    import torch
-
     from importlib.metadata import PackageNotFoundError, version
+
+    import torch
 
     found = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("llm-factory", "tokenizers", "prefect", "mlflow"):

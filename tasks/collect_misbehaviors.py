@@ -19,14 +19,29 @@ def collect_misbehaviors(s: StageRun) -> dict:
     items = []
     for r in read_jsonl(evals.path / "results.jsonl"):
         if not r["correct"]:
-            items.append(queue_item(r["messages"], r["response"], f"failed eval task {r['task']}",
-                                    f"eval:{r['task']}", expected=r.get("answer"), meta={"eval_id": r["id"]}))
+            items.append(
+                queue_item(
+                    r["messages"],
+                    r["response"],
+                    f"failed eval task {r['task']}",
+                    f"eval:{r['task']}",
+                    expected=r.get("answer"),
+                    meta={"eval_id": r["id"]},
+                )
+            )
     flags = flags_file(s.workdir)
     n_flags = 0
     if flags.exists():
         for f in read_jsonl(flags):
-            items.append(queue_item(f["messages"], f.get("model_answer", ""), f.get("reason", "flagged by a user"),
-                                    "user_flag", meta=f.get("meta")))
+            items.append(
+                queue_item(
+                    f["messages"],
+                    f.get("model_answer", ""),
+                    f.get("reason", "flagged by a user"),
+                    "user_flag",
+                    meta=f.get("meta"),
+                )
+            )
             n_flags += 1
     items = items[: s.cfg.collect.max_items]
     write_jsonl(s.out / "queue.jsonl", items)
@@ -38,5 +53,7 @@ def collect_misbehaviors(s: StageRun) -> dict:
     for it in items:
         by_source[it["source"]] = by_source.get(it["source"], 0) + 1
     s.table("queue", [{"source": k, "items": v} for k, v in sorted(by_source.items())], f"labeling queue: {queue}")
-    return {"counts": {"queued": len(items), "from_evals": len(items) - n_flags, "from_flags": n_flags},
-            "metrics": {"queued": len(items)}}
+    return {
+        "counts": {"queued": len(items), "from_evals": len(items) - n_flags, "from_flags": n_flags},
+        "metrics": {"queued": len(items)},
+    }

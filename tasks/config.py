@@ -23,7 +23,7 @@ class Section(BaseModel):
 class CrawlConfig(Section):
     sources: list[str] = Field(
         default=[BUILTIN_SAMPLE],
-        description="WARC/WET paths or globs, parquet/JSONL documents, 'hf:NAME[:CONFIG][:SPLIT]', or 'builtin:sample'.",
+        description="WARC/WET paths or globs, parquet/JSONL documents, 'hf:NAME[:CONFIG][:SPLIT]' or 'builtin:sample'.",
     )
     sample_pages: int = Field(400, description="Pages rendered into the built-in sample WARC.")
     max_documents: int | None = Field(None, description="Stop after this many documents (None: read everything).")
@@ -130,7 +130,8 @@ class DeployConfig(Section):
     model_name: str = "assistant"
     alias: str = "production"
     tolerance: dict[str, float] = Field(
-        default={"default": 0.05}, description="How much each task's score may drop against production; 'default' for the rest."
+        default={"default": 0.05},
+        description="How much each task's score may drop against production; 'default' for the rest.",
     )
     min_score: dict[str, float] = Field(default={}, description="Absolute floors per task.")
 

@@ -24,21 +24,39 @@ def crawl(s: StageRun) -> dict:
     sources = expand_sources(crawl_sources(cfg, s.workdir))
     stats: Counter = Counter()
     documents = 0
-    with Quarantine(s.out / "quarantine.jsonl") as quarantine, \
-            ShardWriter(s.out / "documents", "raw", cfg.rows_per_shard) as writer:
+    with (
+        Quarantine(s.out / "quarantine.jsonl") as quarantine,
+        ShardWriter(s.out / "documents", "raw", cfg.rows_per_shard) as writer,
+    ):
         for raw in read_sources(sources, quarantine, stats):
-            text = raw.content.decode(raw.meta.get("charset") or "utf-8", errors="replace") \
-                if isinstance(raw.content, bytes) else raw.content
-            writer.write({"id": raw.id, "url": raw.url, "text": text, "source": raw.source,
-                          "meta": {**raw.meta, "content_type": raw.content_type}})
+            text = (
+                raw.content.decode(raw.meta.get("charset") or "utf-8", errors="replace")
+                if isinstance(raw.content, bytes)
+                else raw.content
+            )
+            writer.write(
+                {
+                    "id": raw.id,
+                    "url": raw.url,
+                    "text": text,
+                    "source": raw.source,
+                    "meta": {**raw.meta, "content_type": raw.content_type},
+                }
+            )
             documents += 1
             if documents % 200 == 0:
                 s.log.info(f"crawl: {documents} documents, {stats['read']} records read")
             if cfg.max_documents and documents >= cfg.max_documents:
                 break
     filtered = sum(v for k, v in stats.items() if k.startswith("filtered_"))
-    counts = {"sources": len(sources), "read": stats["read"], "documents": documents, "filtered": filtered,
-              "quarantined": stats["quarantined"], **{k: v for k, v in sorted(stats.items()) if k not in ("read", "quarantined")}}
+    counts = {
+        "sources": len(sources),
+        "read": stats["read"],
+        "documents": documents,
+        "filtered": filtered,
+        "quarantined": stats["quarantined"],
+        **{k: v for k, v in sorted(stats.items()) if k not in ("read", "quarantined")},
+    }
     if not cfg.max_documents or documents < cfg.max_documents:
         assert stats["read"] == documents + filtered + stats["quarantined"], f"crawl counts do not reconcile: {counts}"
     s.table("counts", [{"count": k, "value": v} for k, v in counts.items()], "crawl: records read, kept, dropped")

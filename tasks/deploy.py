@@ -12,8 +12,12 @@ from tasks.stage import StageRun, stage
 from tasks.tracking import client
 
 
-def gate(candidate: dict[str, float], production: dict[str, float] | None, tolerance: dict[str, float],
-         min_score: dict[str, float]) -> list[dict]:
+def gate(
+    candidate: dict[str, float],
+    production: dict[str, float] | None,
+    tolerance: dict[str, float],
+    min_score: dict[str, float],
+) -> list[dict]:
     """One row per task: candidate vs production score, the allowed drop, and whether it passes."""
     rows = []
     for name, value in sorted(candidate.items()):
@@ -26,8 +30,16 @@ def gate(candidate: dict[str, float], production: dict[str, float] | None, toler
             reasons.append(f"{value:.3f} < production {prod:.3f} - tolerance {allowed}")
         if floor is not None and value < floor:
             reasons.append(f"{value:.3f} < floor {floor}")
-        rows.append({"task": task, "candidate": value, "production": prod, "tolerance": allowed,
-                     "passed": not reasons, "why": "; ".join(reasons)})
+        rows.append(
+            {
+                "task": task,
+                "candidate": value,
+                "production": prod,
+                "tolerance": allowed,
+                "passed": not reasons,
+                "why": "; ".join(reasons),
+            }
+        )
     return rows
 
 
@@ -40,19 +52,26 @@ def deploy(s: StageRun) -> dict:
     current = registry.alias_version(c, cfg.model_name, cfg.alias)
     production = None
     if current is not None:
-        production = {k.removeprefix("metric."): float(v) for k, v in current.tags.items()
-                      if k.startswith("metric.score.")}
+        production = {
+            k.removeprefix("metric."): float(v) for k, v in current.tags.items() if k.startswith("metric.score.")
+        }
     rows = gate(candidate, production, cfg.tolerance, cfg.min_score)
     passed = all(r["passed"] for r in rows)
     decision = {"passed": passed, "production_before": current.version if current else None, "rows": rows}
     if passed:
-        tags = {"artifact_key": finetune.key, "artifact_path": str(finetune.path),
-                **{f"metric.{k}": v for k, v in evals.metrics.items()}}
-        version = registry.register(c, cfg.model_name, finetune.path / "model", finetune.manifest.get("mlflow_run_id"), tags)
+        tags = {
+            "artifact_key": finetune.key,
+            "artifact_path": str(finetune.path),
+            **{f"metric.{k}": v for k, v in evals.metrics.items()},
+        }
+        version = registry.register(
+            c, cfg.model_name, finetune.path / "model", finetune.manifest.get("mlflow_run_id"), tags
+        )
         registry.move_alias(c, cfg.model_name, cfg.alias, version)
         decision["production_after"] = version
-        verdict = f"deployed {cfg.model_name} v{version} to @{cfg.alias}" + \
-            ("" if current else " (first production model)")
+        verdict = f"deployed {cfg.model_name} v{version} to @{cfg.alias}" + (
+            "" if current else " (first production model)"
+        )
     else:
         decision["production_after"] = decision["production_before"]
         failing = "; ".join(f"{r['task']}: {r['why']}" for r in rows if not r["passed"])
@@ -62,5 +81,7 @@ def deploy(s: StageRun) -> dict:
     s.table("gate", [{**r, "production": "" if r["production"] is None else r["production"]} for r in rows], verdict)
     s.log.info(f"deploy: {verdict}")
     s.mlflow.tags({"verdict": verdict, "decision": json.dumps(decision)[:4000]})
-    return {"counts": {}, "metrics": {"deployed": int(passed),
-                                      "production_version": int(decision["production_after"] or 0)}}
+    return {
+        "counts": {},
+        "metrics": {"deployed": int(passed), "production_version": int(decision["production_after"] or 0)},
+    }

@@ -59,8 +59,13 @@ def eval_base(s: StageRun) -> dict:
     (s.out / "samples.json").write_text(json.dumps(samples, indent=2))
     (s.out / "probe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
 
-    metrics = {"val_bpb": bpb, "unigram_bpb": baseline, "bpb_ratio_to_unigram": bpb / baseline,
-               "probe_accuracy": accuracy, "probe_chance": chance}
+    metrics = {
+        "val_bpb": bpb,
+        "unigram_bpb": baseline,
+        "bpb_ratio_to_unigram": bpb / baseline,
+        "probe_accuracy": accuracy,
+        "probe_chance": chance,
+    }
     s.table("scores", [{"metric": k, "value": round(v, 4)} for k, v in metrics.items()], "base model evaluation")
     s.markdown("samples", "\n\n".join(f"**{x['prompt']}**{x['completion']}" for x in samples))
     s.log.info(f"eval_base: val bpb {bpb:.3f} (unigram {baseline:.3f}), probe {accuracy:.2f} (chance {chance:.2f})")

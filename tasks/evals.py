@@ -36,16 +36,26 @@ def evals(s: StageRun) -> dict:
             ok = score(item, response)
             correct += ok
             results.append({**item, "response": response, "correct": ok})
-        rows.append({"task": task, "items": len(items), "correct": correct, "score": round(correct / max(1, len(items)), 3)})
+        rows.append(
+            {"task": task, "items": len(items), "correct": correct, "score": round(correct / max(1, len(items)), 3)}
+        )
         s.log.info(f"evals: {task} {correct}/{len(items)}")
     write_jsonl(s.out / "results.jsonl", results)
 
     val = [r["messages"] for r in read_jsonl(labels / "conversations_val.jsonl")]
-    val_loss = mean_loss(model, ((x, y, m) for x, y, m in ConversationBatches(val, tok, 16, model.config.seq_len).sequential(16))) \
-        if val else float("nan")
+    val_loss = (
+        mean_loss(
+            model, ((x, y, m) for x, y, m in ConversationBatches(val, tok, 16, model.config.seq_len).sequential(16))
+        )
+        if val
+        else float("nan")
+    )
     metrics = {f"score.{r['task']}": r["score"] for r in rows}
     metrics["score_mean"] = sum(r["score"] for r in rows) / max(1, len(rows))
     metrics["val_loss"] = val_loss
-    s.table("scores", rows + [{"task": "val_loss", "items": len(val), "correct": "", "score": round(val_loss, 4)}],
-            "assistant evaluation: score per task")
+    s.table(
+        "scores",
+        rows + [{"task": "val_loss", "items": len(val), "correct": "", "score": round(val_loss, 4)}],
+        "assistant evaluation: score per task",
+    )
     return {"counts": {"items": len(results), "failures": sum(not r["correct"] for r in results)}, "metrics": metrics}

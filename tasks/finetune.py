@@ -39,7 +39,18 @@ def finetune(s: StageRun) -> dict:
     answer = Engine(model, tok).chat(PROBE, max_new_tokens=48)
     (s.out / "sample.json").write_text(json.dumps({"messages": PROBE, "answer": answer}, indent=2))
     s.log.info(f"finetune: {PROBE[0]['content']!r} -> {answer!r}")
-    metrics = {"val_loss": result.get("final_val_loss"), "train_loss": result.get("final_loss"),
-               "tokens_per_s": result.get("tokens_per_s"), "seconds": result.get("seconds")}
-    return {"counts": {"steps": result["steps"], "tokens": result["tokens"], "conversations": len(train_batches)},
-            "metrics": {k: v for k, v in metrics.items() if v is not None}}
+    metrics = {
+        "val_loss": result.get("final_val_loss"),
+        "train_loss": result.get("final_loss"),
+        "tokens_per_s": result.get("tokens_per_s"),
+        "seconds": result.get("seconds"),
+    }
+    return {
+        "counts": {
+            "steps": result["steps"],
+            "tokens": result["tokens"],
+            "resumed_from_step": result["resumed_from_step"],
+            "conversations": len(train_batches),
+        },
+        "metrics": {k: v for k, v in metrics.items() if v is not None},
+    }

@@ -35,19 +35,28 @@ def ingest_labels(s: StageRun) -> dict:
                 continue
             seen.add(digest)
             kept[kind].append(record)
-    counts = {"files": len(list(inbox.rglob("*.jsonl"))), "read": stats["read"], "duplicates": stats["duplicates"],
-              "quarantined": stats["quarantined"]}
+    counts = {
+        "files": len(list(inbox.rglob("*.jsonl"))),
+        "read": stats["read"],
+        "duplicates": stats["duplicates"],
+        "quarantined": stats["quarantined"],
+    }
     for kind, name in (("conversation", "conversations"), ("comparison", "comparisons")):
         train, val = split_records(kept[kind], cfg.val_fraction, cfg.seed)
         counts[f"{name}_train"] = write_jsonl(s.out / f"{name}_train.jsonl", train)
         counts[f"{name}_val"] = write_jsonl(s.out / f"{name}_val.jsonl", val)
     kept_total = sum(len(v) for v in kept.values())
-    assert counts["read"] == kept_total + counts["duplicates"] + counts["quarantined"], \
+    assert counts["read"] == kept_total + counts["duplicates"] + counts["quarantined"], (
         f"ingest_labels counts do not reconcile: {counts}"
+    )
     if not counts["conversations_train"]:
         raise ValueError(f"labels inbox {inbox}: no valid conversations to train on (see quarantine.jsonl)")
     s.table("counts", [{"count": k, "value": v} for k, v in counts.items()], f"labels from {inbox}")
-    s.log.info(f"ingest_labels: {counts['read']} read, {kept_total} kept, {counts['duplicates']} duplicates, "
-               f"{counts['quarantined']} quarantined -> {s.out / 'quarantine.jsonl'}")
-    return {"counts": counts, "metrics": {"conversations_train": counts["conversations_train"],
-                                          "quarantined": counts["quarantined"]}}
+    s.log.info(
+        f"ingest_labels: {counts['read']} read, {kept_total} kept, {counts['duplicates']} duplicates, "
+        f"{counts['quarantined']} quarantined -> {s.out / 'quarantine.jsonl'}"
+    )
+    return {
+        "counts": counts,
+        "metrics": {"conversations_train": counts["conversations_train"], "quarantined": counts["quarantined"]},
+    }

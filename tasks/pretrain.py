@@ -1,4 +1,4 @@
-"""Stage `pretrain`: train the Llama-style GPT on the token shards; the final model lands in `model/` of the artifact."""
+"""Stage `pretrain`: train the Llama-style GPT on the token shards; the final model lands in the artifact's `model/`."""
 
 from __future__ import annotations
 
@@ -16,12 +16,19 @@ from tasks.training import run_training
 
 def model_config(s: StageRun, vocab_size: int) -> GPTConfig:
     m = s.cfg.model
-    return GPTConfig.from_depth(m.depth, vocab_size, m.seq_len, aspect_ratio=m.aspect_ratio, head_dim=m.head_dim,
-                                kv_ratio=m.kv_ratio)
+    return GPTConfig.from_depth(
+        m.depth, vocab_size, m.seq_len, aspect_ratio=m.aspect_ratio, head_dim=m.head_dim, kv_ratio=m.kv_ratio
+    )
 
 
-@stage("pretrain", inputs=("tokenize", "train_tokenizer"), sections=("model", "pretrain"), version="1",
-       main_metric="val_loss", resumable=True)
+@stage(
+    "pretrain",
+    inputs=("tokenize", "train_tokenizer"),
+    sections=("model", "pretrain"),
+    version="1",
+    main_metric="val_loss",
+    resumable=True,
+)
 def pretrain(s: StageRun) -> dict:
     cfg = s.cfg.pretrain
     tok_path = s.inputs["train_tokenizer"].path / "tokenizer.json"
@@ -32,8 +39,11 @@ def pretrain(s: StageRun) -> dict:
     model = GPT(model_config(s, tok.vocab_size))
     n_params = model.num_params()
     tokens_planned = cfg.steps * cfg.batch_size * cfg.grad_accum * s.cfg.model.seq_len
-    s.log.info(f"pretrain: {n_params / 1e6:.2f}M params, {len(train_tokens):,} train tokens, "
-               f"{tokens_planned:,} planned ({tokens_planned / max(1, chinchilla_tokens(n_params)):.2f}x the 20 tokens/param budget)")
+    s.log.info(
+        f"pretrain: {n_params / 1e6:.2f}M params, {len(train_tokens):,} train tokens, "
+        f"{tokens_planned:,} planned "
+        f"({tokens_planned / max(1, chinchilla_tokens(n_params)):.2f}x the 20 tokens/param budget)"
+    )
     s.mlflow.params({"model.params": n_params, "model.config": model.config.to_dict()})
 
     train_batches = TokenBatches(train_tokens, cfg.batch_size, s.cfg.model.seq_len, cfg.seed)
@@ -48,5 +58,14 @@ def pretrain(s: StageRun) -> dict:
     save_model(model.to("cpu"), s.out / "model")
     shutil.copy(tok_path, s.out / "model" / "tokenizer.json")
     metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
-    metrics.update({"params": n_params, "val_loss": result.get("final_val_loss"), "train_loss": result.get("final_loss")})
-    return {"counts": {"steps": result["steps"], "tokens": result["tokens"]}, "metrics": metrics}
+    metrics.update(
+        {"params": n_params, "val_loss": result.get("final_val_loss"), "train_loss": result.get("final_loss")}
+    )
+    return {
+        "counts": {
+            "steps": result["steps"],
+            "tokens": result["tokens"],
+            "resumed_from_step": result["resumed_from_step"],
+        },
+        "metrics": metrics,
+    }

@@ -12,9 +12,14 @@ def register_base(s: StageRun) -> dict:
     cfg = s.cfg.register_base
     pretrain, evals = s.inputs["pretrain"], s.inputs["eval_base"]
     c = client(s.workdir)
-    tags = {"artifact_key": pretrain.key, "artifact_path": str(pretrain.path),
-            **{f"metric.{k}": v for k, v in evals.metrics.items()}}
-    version = registry.register(c, cfg.model_name, pretrain.path / "model", pretrain.manifest.get("mlflow_run_id"), tags)
+    tags = {
+        "artifact_key": pretrain.key,
+        "artifact_path": str(pretrain.path),
+        **{f"metric.{k}": v for k, v in evals.metrics.items()},
+    }
+    version = registry.register(
+        c, cfg.model_name, pretrain.path / "model", pretrain.manifest.get("mlflow_run_id"), tags
+    )
     registry.move_alias(c, cfg.model_name, cfg.alias, version)
     s.log.info(f"register_base: {cfg.model_name} version {version} is now @{cfg.alias}")
     return {"metrics": {"version": int(version)}, "counts": {}}

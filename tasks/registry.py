@@ -18,8 +18,9 @@ def register(c: MlflowClient, name: str, source: Path, run_id: str | None, tags:
         c.get_registered_model(name)
     except MlflowException:
         c.create_registered_model(name, description=f"LLM Factory {name} models")
-    version = c.create_model_version(name, source=str(Path(source).resolve()), run_id=run_id,
-                                     tags={k: str(v) for k, v in tags.items()})
+    version = c.create_model_version(
+        name, source=str(Path(source).resolve()), run_id=run_id, tags={k: str(v) for k, v in tags.items()}
+    )
     return str(version.version)
 
 

@@ -62,8 +62,13 @@ def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int) -> Path:
     if not path.exists():
         tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        build_label_inbox(tmp, sample_pages(sample_warc(workdir, pages)), n_conversations=cfg.sample_conversations,
-                          n_comparisons=cfg.sample_comparisons, seed=cfg.seed)
+        build_label_inbox(
+            tmp,
+            sample_pages(sample_warc(workdir, pages)),
+            n_conversations=cfg.sample_conversations,
+            n_comparisons=cfg.sample_comparisons,
+            seed=cfg.seed,
+        )
         os.replace(tmp, path)
     return path
 

@@ -10,12 +10,18 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.exceptions import MissingContextError
@@ -49,7 +55,7 @@ class StageSpec:
     version: str
     main_metric: str | None
     resumable: bool
-    build: Callable[["StageRun"], dict]
+    build: Callable[[StageRun], dict]
     external: Callable[[FactoryConfig, Path], dict] | None = None
     task: Any = None
 
@@ -110,8 +116,9 @@ class StageRun:
     def progress(self, fraction: float) -> None:
         percent = max(0.0, min(100.0, 100.0 * fraction))
         if self._progress_id is None:
-            self._progress_id = create_progress_artifact(percent, key=_artifact_key(self.name, "progress"),
-                                                         description=f"{self.name} progress")
+            self._progress_id = create_progress_artifact(
+                percent, key=_artifact_key(self.name, "progress"), description=f"{self.name} progress"
+            )
         else:
             update_progress_artifact(self._progress_id, percent)
 
@@ -129,9 +136,16 @@ def _flow_run_id() -> str:
         return ""
 
 
-def stage(name: str, *, inputs: tuple[str, ...] = (), sections: tuple[str, ...] = (), version: str = "1",
-          main_metric: str | None = None, resumable: bool = False,
-          external: Callable[[FactoryConfig, Path], dict] | None = None) -> Callable:
+def stage(
+    name: str,
+    *,
+    inputs: tuple[str, ...] = (),
+    sections: tuple[str, ...] = (),
+    version: str = "1",
+    main_metric: str | None = None,
+    resumable: bool = False,
+    external: Callable[[FactoryConfig, Path], dict] | None = None,
+) -> Callable:
     """Register `build` as the stage `name` and wrap it in a Prefect task."""
 
     def register(build: Callable[[StageRun], dict]) -> StageSpec:
@@ -176,21 +190,28 @@ def execute(spec: StageSpec, ctx: Context, upstream: dict[str, Artifact]):
         run.end("FAILED")
         raise
     seconds = round(time.time() - started, 2)
-    artifact = store.commit(spec.name, key, {
-        "config": spec.config(cfg),
-        "inputs": {n: {"key": a.key, "build_id": a.build_id} for n, a in inputs.items()},
-        "counts": result.get("counts", {}),
-        "metrics": result.get("metrics", {}),
-        "timings": {"seconds": seconds, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
-        "mlflow_run_id": run.run_id,
-        "prefect_flow_run_id": tags["prefect_flow_run_id"],
-        **({"main_metric": spec.main_metric} if spec.main_metric else {}),
-    })
-    run.metrics({**{k: v for k, v in artifact.metrics.items() if isinstance(v, (int, float))}, "stage_seconds": seconds})
+    artifact = store.commit(
+        spec.name,
+        key,
+        {
+            "config": spec.config(cfg),
+            "inputs": {n: {"key": a.key, "build_id": a.build_id} for n, a in inputs.items()},
+            "counts": result.get("counts", {}),
+            "metrics": result.get("metrics", {}),
+            "timings": {"seconds": seconds, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
+            "mlflow_run_id": run.run_id,
+            "prefect_flow_run_id": tags["prefect_flow_run_id"],
+            **({"main_metric": spec.main_metric} if spec.main_metric else {}),
+        },
+    )
+    run.metrics(
+        {**{k: v for k, v in artifact.metrics.items() if isinstance(v, (int, float))}, "stage_seconds": seconds}
+    )
     run.log_file(artifact.file("manifest.json"))
     run.end()
-    summary = ", ".join(f"{k}={_fmt(v)}" for k, v in {**artifact.counts, **artifact.metrics}.items()
-                        if isinstance(v, (int, float)))
+    summary = ", ".join(
+        f"{k}={_fmt(v)}" for k, v in {**artifact.counts, **artifact.metrics}.items() if isinstance(v, (int, float))
+    )
     logger().info(f"{spec.name}: done in {seconds:.1f}s -> {out} ({summary})")
     return artifact
 
@@ -205,5 +226,9 @@ def resolve(name: str, ctx: Context, memo: dict[str, Artifact | None] | None = N
     if name not in memo:
         spec = STAGES[name]
         ups = {n: resolve(n, ctx, memo) for n in spec.inputs}
-        memo[name] = None if any(a is None for a in ups.values()) else ctx.store.load(name, spec.key(ctx.config, ups, Path(ctx.workdir)))  # type: ignore[arg-type]
+        memo[name] = (
+            None
+            if any(a is None for a in ups.values())
+            else ctx.store.load(name, spec.key(ctx.config, ups, Path(ctx.workdir)))
+        )  # type: ignore[arg-type]
     return memo[name]

@@ -54,8 +54,9 @@ class Run:
         self.client, self.run_id = c, run_id
 
     @classmethod
-    def start(cls, workdir: Path, experiment: str, name: str, parent: str | None = None,
-              tags: dict[str, str] | None = None) -> "Run":
+    def start(
+        cls, workdir: Path, experiment: str, name: str, parent: str | None = None, tags: dict[str, str] | None = None
+    ) -> Run:
         c = client(workdir)
         all_tags = dict(tags or {})
         if parent:

@@ -20,7 +20,9 @@ def _texts(files, max_chars: int):
 def train_tokenizer(s: StageRun) -> dict:
     cfg = s.cfg.tokenizer
     docs = s.inputs["preprocess"].path / "documents"
-    tok = train_bpe(_texts(sorted(docs.glob("train-*.parquet")), cfg.max_train_chars), cfg.vocab_size, cfg.min_frequency)
+    tok = train_bpe(
+        _texts(sorted(docs.glob("train-*.parquet")), cfg.max_train_chars), cfg.vocab_size, cfg.min_frequency
+    )
     tok.save(s.out / "tokenizer.json")
     # Compression on held-out text: how many UTF-8 bytes one token carries.
     val_texts = list(_texts(sorted(docs.glob("val-*.parquet")), 2_000_000))

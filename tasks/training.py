@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -52,7 +53,19 @@ def run_training(s: StageRun, model, section: TrainSection, train_batches, val_b
         return text
 
     model.to(cfg.device)
-    result = train(model, cfg, train_batches, val_batches, s.out / "checkpoints", on_log=on_log,
-                   sample_fn=sample_and_log if sample_fn else None, peak_flops=peak_flops(cfg.device))
+    result = train(
+        model,
+        cfg,
+        train_batches,
+        val_batches,
+        s.out / "checkpoints",
+        on_log=on_log,
+        sample_fn=sample_and_log if sample_fn else None,
+        peak_flops=peak_flops(cfg.device),
+    )
     s.progress(1.0)
+    resumed = result.get("resumed_from")
+    if resumed:
+        s.log.info(f"{s.name}: resumed from {resumed}")
+    result["resumed_from_step"] = int(Path(resumed).name.removeprefix("ckpt_")) if resumed else 0
     return result

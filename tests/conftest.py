@@ -8,6 +8,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="factory-prefect-"
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real, temporary Prefect API (SQLite) for every flow run of the session."""

@@ -54,9 +54,10 @@ NO_SUBMODULES = {"encodings", "distutils", "unittest.test", "ctypes.test", "emai
 SITE_PACKAGES = [
     "yaml", "click", "certifi", "idna", "charset_normalizer", "urllib3", "requests", "jinja2", "markupsafe",
     "packaging", "tqdm", "filelock", "dateutil", "attr", "cachetools", "cloudpickle", "docstring_parser",
-    "courlan", "htmldate", "justext", "tabulate", "typer", "rich",
+    "courlan", "htmldate", "justext", "tabulate", "typer", "rich", "pydantic", "numpy", "pyarrow", "sqlalchemy",
+    "fsspec", "httpx", "anyio", "jsonschema", "pygments", "markdown", "werkzeug", "flask", "alembic",
 ]
-BASE_DATE = dt.datetime(2024, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
+BASE_DATE = dt.datetime(2024, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
 USER_AGENT = "LLMFactoryBot/0.1 (+https://llm-factory.example/bot; bot@llm-factory.example)"
 
 NAV = ('<div class="related" role="navigation"><a href="/3/index.html">Python 3 Documentation</a> &raquo; '
@@ -166,6 +167,11 @@ def _module_candidates() -> list[tuple[str, str]]:
                     out.append((full, f"https://docs.python.org/3/library/{full}.html"))
     for pkg in SITE_PACKAGES:
         out.append((pkg, f"https://pypi-docs.example/{pkg}/index.html"))
+        spec = importlib.util.find_spec(pkg)
+        if spec and spec.submodule_search_locations:
+            for sub in sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)):
+                if not sub.startswith("_") and "test" not in sub:
+                    out.append((f"{pkg}.{sub}", f"https://pypi-docs.example/{pkg}/{sub}.html"))
     return out
 
 
@@ -359,12 +365,12 @@ class _SampleWriter:
         return BASE_DATE + dt.timedelta(seconds=7 * self.n + self.rng.randrange(5))
 
     def warcinfo(self) -> None:
-        fields = (f"software: llm-factory sample crawler (warcio)\nhostname: crawl-01.llm-factory.example\n"
-                  f"operator: LLM Factory <bot@llm-factory.example>\nrobots: checked via crawler-commons\n"
-                  f"description: Sample crawl of Python documentation for the LLM Factory demo\n"
-                  f"isPartOf: LLMF-SAMPLE-2024-10\nformat: WARC File Format 1.0\n"
-                  f"conformsTo: https://iipc.github.io/warc-specifications/specifications/warc-format/"
-                  f"warc-1.0/\n").encode()
+        fields = (b"software: llm-factory sample crawler (warcio)\nhostname: crawl-01.llm-factory.example\n"
+                  b"operator: LLM Factory <bot@llm-factory.example>\nrobots: checked via crawler-commons\n"
+                  b"description: Sample crawl of Python documentation for the LLM Factory demo\n"
+                  b"isPartOf: LLMF-SAMPLE-2024-10\nformat: WARC File Format 1.0\n"
+                  b"conformsTo: https://iipc.github.io/warc-specifications/specifications/warc-format/"
+                  b"warc-1.0/\n")
         record = self.writer.create_warc_record(
             "", "warcinfo", payload=io.BytesIO(fields), length=len(fields),
             warc_content_type="application/warc-fields",

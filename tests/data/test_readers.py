@@ -217,6 +217,24 @@ ARTICLE = ("<p>The pathlib module offers classes representing filesystem paths w
            "Path is most likely what you need. It instantiates a concrete path for the platform the code runs on.</p>")
 
 
+def test_hf_source_streams_a_local_dataset_folder_through_datasets(tmp_path, monkeypatch):
+    # The same `datasets.load_dataset(..., streaming=True)` path users take for hub datasets, on a folder it can read
+    # offline; one row lacks text and is quarantined with its row number.
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    folder = tmp_path / "my_corpus"
+    folder.mkdir()
+    rows = [{"id": f"d{i}", "url": f"https://example.org/{i}", "text": f"document {i} " * 20} for i in range(4)]
+    rows.insert(2, {"id": "bad", "url": "https://example.org/bad", "text": None})
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stats = Counter()
+    with Quarantine(tmp_path / "q.jsonl") as q:
+        docs = list(read_sources([f"hf:{folder}"], q, stats))
+    assert [d.url for d in docs] == [f"https://example.org/{i}" for i in range(4)]
+    assert stats["read"] == 5 and stats["quarantined"] == 1
+    bad = json.loads((tmp_path / "q.jsonl").read_text())
+    assert bad["source"] == f"hf:{folder}" and "row 2" in bad["reason"]
+
+
 def test_html_to_text_keeps_the_article_and_drops_navigation():
     from data.extract import html_to_text
 

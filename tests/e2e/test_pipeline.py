@@ -1,6 +1,7 @@
 """The whole pipeline under Prefect with a real SQLite MLflow store: build, reuse, force, config change, CLI."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,9 @@ def manifests(wd: Path) -> dict[str, dict]:
 
 def task_states(flow_state) -> dict[str, str]:
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id]))
+        )
     return {r.name: r.state.name for r in runs}
 
 
@@ -52,8 +55,12 @@ def test_pipeline_builds_every_stage_with_reconciled_counts(workdir):
     assert crawl["quarantined"] >= 1  # the sample crawl has broken records
     labels = built["ingest_labels"]["counts"]
     assert labels["quarantined"] >= 3 and labels["duplicates"] >= 1
-    quarantine = [json.loads(x) for x in (workdir / "artifacts/ingest_labels" / built["ingest_labels"]["key"]
-                                          / "quarantine.jsonl").read_text().splitlines()]
+    quarantine = [
+        json.loads(x)
+        for x in (workdir / "artifacts/ingest_labels" / built["ingest_labels"]["key"] / "quarantine.jsonl")
+        .read_text()
+        .splitlines()
+    ]
     assert all(".jsonl line " in q["reason"] for q in quarantine)
     assert built["pretrain"]["metrics"]["val_loss"] > 0
     assert built["eval_base"]["metrics"]["val_bpb"] < built["eval_base"]["metrics"]["unigram_bpb"] * 1.5
@@ -69,8 +76,11 @@ def test_mlflow_has_a_parent_run_per_cycle_and_a_nested_run_per_stage(workdir):
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert {r.data.tags["stage"] for r in children} == set(ORDER)
-    pretrain = next(r for r in c.search_runs([c.get_experiment_by_name("yearly_cycle").experiment_id])
-                    if r.data.tags.get("stage") == "pretrain")
+    pretrain = next(
+        r
+        for r in c.search_runs([c.get_experiment_by_name("yearly_cycle").experiment_id])
+        if r.data.tags.get("stage") == "pretrain"
+    )
     assert len(c.get_metric_history(pretrain.info.run_id, "loss")) >= 2
     assert c.get_model_version_by_alias("base", "candidate")
     assert c.get_model_version_by_alias("assistant", "production")
@@ -117,5 +127,22 @@ def test_changed_finetune_config_redeploys_and_rollback_restores(workdir):
     result = CliRunner().invoke(app, ["rollback", "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
     assert c.get_model_version_by_alias("assistant", "production").version == "1"
-    chat = CliRunner().invoke(app, ["chat", "--workdir", str(workdir), "--prompt", "Who made you?", "--max-new-tokens", "8"])
+    chat = CliRunner().invoke(
+        app, ["chat", "--workdir", str(workdir), "--prompt", "Who made you?", "--max-new-tokens", "8"]
+    )
     assert chat.exit_code == 0, chat.output
+
+
+def test_interrupted_pretrain_resumes_from_its_last_checkpoint(workdir):
+    before = manifests(workdir)["pretrain"]
+    path = workdir / "artifacts/pretrain" / before["key"]
+    # What a crash between the step-15 checkpoint and the end leaves behind: checkpoints, no final model, no manifest.
+    (path / "manifest.json").unlink()
+    for leftover in [path / "model", *sorted((path / "checkpoints").iterdir())[1:]]:
+        shutil.rmtree(leftover)
+    result = CliRunner().invoke(app, ["status", "--workdir", str(workdir), *sum([["--set", o] for o in MICRO], [])])
+    assert "incomplete" in result.output
+    yearly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO)
+    after = manifests(workdir)["pretrain"]
+    assert after["key"] == before["key"]
+    assert after["counts"]["resumed_from_step"] == 15 and after["counts"]["steps"] == 30
