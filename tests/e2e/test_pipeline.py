@@ -123,10 +123,10 @@ def test_changed_finetune_config_redeploys_and_rollback_restores(workdir):
     states = task_states(state)
     assert states["ingest_labels"] == "Cached" and states["finetune"] == "Completed"
     c = mlflow_client(workdir)
-    assert c.get_model_version_by_alias("assistant", "production").version == "2"
+    assert str(c.get_model_version_by_alias("assistant", "production").version) == "2"
     result = CliRunner().invoke(app, ["rollback", "--workdir", str(workdir)])
     assert result.exit_code == 0, result.output
-    assert c.get_model_version_by_alias("assistant", "production").version == "1"
+    assert str(c.get_model_version_by_alias("assistant", "production").version) == "1"
     chat = CliRunner().invoke(
         app, ["chat", "--workdir", str(workdir), "--prompt", "Who made you?", "--max-new-tokens", "8"]
     )
