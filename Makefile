@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make demo` (set up + full pipeline on the built-in sample data) and `make test`.
+SHELL      := /bin/bash
 PYTHON     ?= $(shell command -v python3.11 || command -v python3)
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0

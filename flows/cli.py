@@ -64,8 +64,15 @@ def stage(
     preset: Preset = "tiny",
     workdir: Workdir = Path("work"),
     set: Sets = None,
-    force: Annotated[bool, typer.Option(help="Rebuild even if the artifact exists.")] = False,
-    with_downstream: Annotated[bool, typer.Option(help="Also run every stage after it.")] = False,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the artifact exists, then what follows it.")] = False,
+    with_downstream: Annotated[
+        bool | None,
+        typer.Option(
+            "--with-downstream/--only",
+            help="Also run every stage after it (default: only when --force), or only this stage.",
+            show_default=False,
+        ),
+    ] = None,
 ):
     """Run one stage (building any missing input first)."""
     wd = setup(workdir)
@@ -164,13 +171,16 @@ def chat(
     from model.tokenizer import Tokenizer
 
     version = _production(wd, model, alias)
-    engine = Engine(load_model(version.source).eval(), Tokenizer.from_file(Path(version.source) / "tokenizer.json"))
+    from tasks.registry import model_dir
+
+    path = model_dir(version)
+    engine = Engine(load_model(path).eval(), Tokenizer.from_file(path / "tokenizer.json"))
     if prompt is not None:
         print(
             engine.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens, temperature=temperature)
         )
         return
-    console.print(f"[bold]{model} v{version.version}[/] (@{alias}) from {version.source}; /reset, /quit")
+    console.print(f"[bold]{model} v{version.version}[/] (@{alias}) from {path}; /reset, /quit")
     messages: list[dict] = []
     while True:
         try:

@@ -12,19 +12,28 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.states import State
 
-from tasks.config import load_config
+from tasks.config import FactoryConfig, load_config, with_overrides
 from tasks.dag import WEEKLY, YEARLY, downstream, upstream
 from tasks.stage import STAGES, Context
 from tasks.tracking import Run
 
 
 def run_stages(
-    flow_name: str, stages: list[str], preset: str, workdir: str, overrides: list[str], force: list[str]
+    flow_name: str,
+    stages: list[str],
+    preset: str,
+    workdir: str,
+    overrides: list[str],
+    force: list[str],
+    config: FactoryConfig | None = None,
 ) -> dict[str, str]:
-    """Run `stages` (plus whatever they need) in order; returns {stage: artifact path}."""
+    """Run `stages` (plus whatever they need) in order; returns {stage: artifact path}.
+
+    The config is `configs/<preset>.yaml` with `overrides`, or, when a whole typed `config` is given (the Prefect UI
+    renders it as a form), that config with the overrides applied on top."""
     workdir = str(Path(workdir).expanduser().resolve())
     os.makedirs(workdir, exist_ok=True)
-    config = load_config(preset, overrides)
+    config = load_config(preset, overrides) if config is None else with_overrides(config, overrides)
     unknown = set(force) - set(STAGES)
     if unknown:
         raise ValueError(f"--force names unknown stages {sorted(unknown)}")
@@ -56,34 +65,37 @@ def run_stages(
 def yearly_cycle(
     preset: str = "tiny",
     workdir: str = "./work",
-    overrides: list[str] = [],  # noqa: B006
+    overrides: list[str] = [],
     force: list[str] = [],
-) -> dict[str, str]:  # noqa: B006
+    config: FactoryConfig | None = None,
+) -> dict[str, str]:
     """Crawl -> preprocess -> tokenizer -> token shards -> pretrain -> base evals -> register `base@candidate`."""
-    return run_stages("yearly_cycle", YEARLY, preset, workdir, overrides, force)
+    return run_stages("yearly_cycle", YEARLY, preset, workdir, overrides, force, config)
 
 
 @flow(name="weekly_cycle")
 def weekly_cycle(
     preset: str = "tiny",
     workdir: str = "./work",
-    overrides: list[str] = [],  # noqa: B006
+    overrides: list[str] = [],
     force: list[str] = [],
-) -> dict[str, str]:  # noqa: B006
+    config: FactoryConfig | None = None,
+) -> dict[str, str]:
     """Ingest labels -> SFT -> evals -> deploy gate -> labeling queue (builds the base model first if missing)."""
-    return run_stages("weekly_cycle", WEEKLY, preset, workdir, overrides, force)
+    return run_stages("weekly_cycle", WEEKLY, preset, workdir, overrides, force, config)
 
 
 @flow(name="pipeline")
 def pipeline(
     preset: str = "tiny",
     workdir: str = "./work",
-    overrides: list[str] = [],  # noqa: B006
+    overrides: list[str] = [],
     force: list[str] = [],
-) -> dict[str, str]:  # noqa: B006
+    config: FactoryConfig | None = None,
+) -> dict[str, str]:
     """Both cycles, yearly then weekly."""
-    built = yearly_cycle(preset, workdir, overrides, force)
-    return {**built, **weekly_cycle(preset, workdir, overrides, [f for f in force if f not in built])}
+    built = yearly_cycle(preset, workdir, overrides, force, config)
+    return {**built, **weekly_cycle(preset, workdir, overrides, [f for f in force if f not in built], config)}
 
 
 @flow(name="stage")
@@ -91,10 +103,14 @@ def stage(
     name: str,
     preset: str = "tiny",
     workdir: str = "./work",
-    overrides: list[str] = [],  # noqa: B006
+    overrides: list[str] = [],
     force: bool = False,
-    with_downstream: bool = False,
+    with_downstream: bool | None = None,
+    config: FactoryConfig | None = None,
 ) -> dict[str, str]:
-    """One stage by name (building any missing input first); `force` rebuilds it even if its artifact exists."""
+    """One stage by name, building any missing input first. `force` rebuilds it even if its artifact exists, and
+    then (unless `with_downstream` is False) every stage after it, whose inputs it has just changed."""
+    if with_downstream is None:
+        with_downstream = force
     stages = [name] + (downstream(name) if with_downstream else [])
-    return run_stages("stage", stages, preset, workdir, overrides, [name] if force else [])
+    return run_stages("stage", stages, preset, workdir, overrides, [name] if force else [], config)

@@ -188,6 +188,8 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
         else:
             window_start += time.perf_counter() - paused
 
+    if result["final_val_loss"] is None and val_batches is not None and rank == 0:
+        result["final_val_loss"] = evaluate()  # resumed from the final checkpoint: no step ran, still report val loss
     if is_ddp:
         dist.barrier()  # every rank returns only once the final checkpoint exists
     result.update(steps=cfg.steps, tokens=tokens_total, seconds=time.perf_counter() - run_start,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from data.labels import queue_item, read_jsonl, write_jsonl
+from tasks.samples import fingerprint
 from tasks.stage import StageRun, stage
 
 
@@ -13,7 +14,14 @@ def flags_file(workdir: Path) -> Path:
     return Path(workdir) / "feedback" / "flags.jsonl"
 
 
-@stage("collect_misbehaviors", inputs=("evals", "deploy"), sections=("collect",), main_metric="queued")
+def _external(cfg, workdir: Path) -> dict:
+    flags = flags_file(workdir)
+    return {"flags": fingerprint([str(flags)])} if flags.exists() else {}
+
+
+@stage(
+    "collect_misbehaviors", inputs=("evals", "deploy"), sections=("collect",), main_metric="queued", external=_external
+)
 def collect_misbehaviors(s: StageRun) -> dict:
     evals = s.inputs["evals"]
     items = []

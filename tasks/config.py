@@ -175,6 +175,13 @@ def apply_override(data: dict, text: str) -> None:
     node[keys[-1]] = value
 
 
+def with_overrides(config: FactoryConfig, overrides: list[str] | tuple[str, ...] = ()) -> FactoryConfig:
+    data = config.model_dump(mode="json")
+    for text in overrides:
+        apply_override(data, text)
+    return FactoryConfig.model_validate(data)
+
+
 def load_config(preset: str = "tiny", overrides: list[str] | tuple[str, ...] = ()) -> FactoryConfig:
     """Read configs/<preset>.yaml (or a YAML file path), apply overrides, validate."""
     path = Path(preset)

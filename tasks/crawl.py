@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from data.documents import ShardWriter
+from data.extract import decode
 from data.quarantine import Quarantine
 from data.readers import expand_sources, read_sources
 from tasks.config import BUILTIN_SAMPLE, FactoryConfig
@@ -29,11 +30,7 @@ def crawl(s: StageRun) -> dict:
         ShardWriter(s.out / "documents", "raw", cfg.rows_per_shard) as writer,
     ):
         for raw in read_sources(sources, quarantine, stats):
-            text = (
-                raw.content.decode(raw.meta.get("charset") or "utf-8", errors="replace")
-                if isinstance(raw.content, bytes)
-                else raw.content
-            )
+            text = decode(raw.content, raw.meta.get("charset"))  # unknown charsets fall back to UTF-8
             writer.write(
                 {
                     "id": raw.id,

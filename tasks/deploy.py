@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 
+from data.labels import read_jsonl
 from tasks import registry
 from tasks.artifacts import atomic_write_json
+from tasks.evals import load_assistant, run_items
 from tasks.stage import StageRun, stage
-from tasks.tracking import client
+from tasks.tracking import client, registry_identity
 
 
 def gate(
@@ -43,30 +45,41 @@ def gate(
     return rows
 
 
-@stage("deploy", inputs=("evals", "finetune"), main_metric="deployed")
+def production_scores(s: StageRun, current, evals) -> dict[str, float]:
+    """Production's scores on the candidate's eval items: its stored scores when they came from the same items,
+    otherwise production is evaluated again here, so the gate always compares like with like."""
+    items_hash = evals.manifest.get("info", {}).get("items_hash")
+    stored = {k.removeprefix("metric."): float(v) for k, v in current.tags.items() if k.startswith("metric.score.")}
+    if items_hash and current.tags.get("items_hash") == items_hash:
+        return stored
+    s.log.info(f"deploy: production v{current.version} was scored on other items; evaluating it on the candidate's")
+    model, tok = load_assistant(registry.model_dir(current))
+    items = read_jsonl(evals.path / "items.jsonl")
+    _, scores = run_items(model, tok, items, s.cfg.evals.max_new_tokens)
+    return scores
+
+
+@stage("deploy", inputs=("evals", "finetune"), main_metric="deployed", external=registry_identity)
 def deploy(s: StageRun) -> dict:
     cfg = s.cfg.deploy
     evals, finetune = s.inputs["evals"], s.inputs["finetune"]
     candidate = {k: v for k, v in evals.metrics.items() if k.startswith("score.")}
     c = client(s.workdir)
     current = registry.alias_version(c, cfg.model_name, cfg.alias)
-    production = None
-    if current is not None:
-        production = {
-            k.removeprefix("metric."): float(v) for k, v in current.tags.items() if k.startswith("metric.score.")
-        }
+    production = None if current is None else production_scores(s, current, evals)
     rows = gate(candidate, production, cfg.tolerance, cfg.min_score)
     passed = all(r["passed"] for r in rows)
-    decision = {"passed": passed, "production_before": current.version if current else None, "rows": rows}
+    before = str(current.version) if current else None
+    decision = {"passed": passed, "production_before": before, "rows": rows}
     if passed:
         tags = {
             "artifact_key": finetune.key,
             "artifact_path": str(finetune.path),
+            "items_hash": evals.manifest.get("info", {}).get("items_hash", ""),
             **{f"metric.{k}": v for k, v in evals.metrics.items()},
         }
-        version = registry.register(
-            c, cfg.model_name, finetune.path / "model", finetune.manifest.get("mlflow_run_id"), tags
-        )
+        tags["trained_in_run"] = finetune.manifest.get("mlflow_run_id", "")
+        version = registry.register(c, cfg.model_name, finetune.path / "model", s.mlflow.run_id, tags)
         registry.move_alias(c, cfg.model_name, cfg.alias, version)
         decision["production_after"] = version
         verdict = f"deployed {cfg.model_name} v{version} to @{cfg.alias}" + (
@@ -75,7 +88,8 @@ def deploy(s: StageRun) -> dict:
     else:
         decision["production_after"] = decision["production_before"]
         failing = "; ".join(f"{r['task']}: {r['why']}" for r in rows if not r["passed"])
-        verdict = f"gate failed, {cfg.model_name}@{cfg.alias} stays at v{current.version}: {failing}"
+        where = f"stays at v{before}" if before else "stays empty"
+        verdict = f"gate failed, {cfg.model_name}@{cfg.alias} {where}: {failing}"
     decision["verdict"] = verdict
     atomic_write_json(s.out / "decision.json", decision)
     s.table("gate", [{**r, "production": "" if r["production"] is None else r["production"]} for r in rows], verdict)

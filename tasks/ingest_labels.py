@@ -14,7 +14,9 @@ from tasks.stage import StageRun, stage
 
 
 def _external(cfg: FactoryConfig, workdir: Path) -> dict:
-    return {} if cfg.labels.inbox == BUILTIN_SAMPLE else {"inbox": fingerprint([cfg.labels.inbox])}
+    if cfg.labels.inbox == BUILTIN_SAMPLE:  # generated from the sample crawl's pages
+        return {"sample_pages": cfg.crawl.sample_pages}
+    return {"inbox": fingerprint([cfg.labels.inbox])}
 
 
 @stage("ingest_labels", sections=("labels",), main_metric="conversations_train", external=_external)
@@ -36,8 +38,9 @@ def ingest_labels(s: StageRun) -> dict:
             seen.add(digest)
             kept[kind].append(record)
     counts = {
-        "files": len(list(inbox.rglob("*.jsonl"))),
+        "files": len([p for p in inbox.rglob("*") if p.suffix in (".jsonl", ".json")]),
         "read": stats["read"],
+        "kept": sum(len(v) for v in kept.values()),
         "duplicates": stats["duplicates"],
         "quarantined": stats["quarantined"],
     }
@@ -45,15 +48,14 @@ def ingest_labels(s: StageRun) -> dict:
         train, val = split_records(kept[kind], cfg.val_fraction, cfg.seed)
         counts[f"{name}_train"] = write_jsonl(s.out / f"{name}_train.jsonl", train)
         counts[f"{name}_val"] = write_jsonl(s.out / f"{name}_val.jsonl", val)
-    kept_total = sum(len(v) for v in kept.values())
-    assert counts["read"] == kept_total + counts["duplicates"] + counts["quarantined"], (
+    assert counts["read"] == counts["kept"] + counts["duplicates"] + counts["quarantined"], (
         f"ingest_labels counts do not reconcile: {counts}"
     )
     if not counts["conversations_train"]:
         raise ValueError(f"labels inbox {inbox}: no valid conversations to train on (see quarantine.jsonl)")
     s.table("counts", [{"count": k, "value": v} for k, v in counts.items()], f"labels from {inbox}")
     s.log.info(
-        f"ingest_labels: {counts['read']} read, {kept_total} kept, {counts['duplicates']} duplicates, "
+        f"ingest_labels: {counts['read']} read, {counts['kept']} kept, {counts['duplicates']} duplicates, "
         f"{counts['quarantined']} quarantined -> {s.out / 'quarantine.jsonl'}"
     )
     return {

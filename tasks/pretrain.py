@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import shutil
+
+import numpy as np
 
 from data.shards import TokenBatches, load_tokens
 from model.checkpoint import save_model
@@ -54,13 +57,21 @@ def pretrain(s: StageRun) -> dict:
         return Engine(m, tok).complete(prompt, max_new_tokens=32)
 
     val_batches = lambda: ((x, y, None) for x, y in val.sequential(cfg.eval_batches))  # noqa: E731
-    result = run_training(s, model, cfg, train_batches, val_batches, sample)
+    # bits per byte of the val windows the trainer evaluates (eval_base computes it exactly, per target token)
+    targets = np.concatenate([y.numpy().ravel() for _, y, _ in val_batches()])
+    nats_to_bpb = len(targets) / (math.log(2) * max(1, int(np.array(tok.token_bytes())[targets].sum())))
+    result = run_training(s, model, cfg, train_batches, val_batches, sample, nats_to_bpb)
     save_model(model.to("cpu"), s.out / "model")
     shutil.copy(tok_path, s.out / "model" / "tokenizer.json")
-    metrics = {k: v for k, v in result.items() if isinstance(v, (int, float)) and v is not None}
-    metrics.update(
-        {"params": n_params, "val_loss": result.get("final_val_loss"), "train_loss": result.get("final_loss")}
-    )
+    val_loss = result.get("final_val_loss")
+    metrics = {
+        **{k: v for k, v in result.items() if isinstance(v, (int, float))},
+        "params": n_params,
+        "val_loss": val_loss,
+        "val_bpb": val_loss * nats_to_bpb if val_loss is not None else None,
+        "train_loss": result.get("final_loss"),
+    }
+    metrics = {k: v for k, v in metrics.items() if v is not None}
     return {
         "counts": {
             "steps": result["steps"],

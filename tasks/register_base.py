@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from tasks import registry
 from tasks.stage import StageRun, stage
-from tasks.tracking import client
+from tasks.tracking import client, registry_identity
 
 
-@stage("register_base", inputs=("pretrain", "eval_base"), sections=("register_base",), main_metric="version")
+@stage(
+    "register_base",
+    inputs=("pretrain", "eval_base"),
+    sections=("register_base",),
+    main_metric="version",
+    external=registry_identity,
+)
 def register_base(s: StageRun) -> dict:
     cfg = s.cfg.register_base
     pretrain, evals = s.inputs["pretrain"], s.inputs["eval_base"]
@@ -17,9 +23,8 @@ def register_base(s: StageRun) -> dict:
         "artifact_path": str(pretrain.path),
         **{f"metric.{k}": v for k, v in evals.metrics.items()},
     }
-    version = registry.register(
-        c, cfg.model_name, pretrain.path / "model", pretrain.manifest.get("mlflow_run_id"), tags
-    )
+    tags["trained_in_run"] = pretrain.manifest.get("mlflow_run_id", "")
+    version = registry.register(c, cfg.model_name, pretrain.path / "model", s.mlflow.run_id, tags)
     registry.move_alias(c, cfg.model_name, cfg.alias, version)
     s.log.info(f"register_base: {cfg.model_name} version {version} is now @{cfg.alias}")
     return {"metrics": {"version": int(version)}, "counts": {}}

@@ -12,16 +12,24 @@ from mlflow.exceptions import MlflowException
 HISTORY_TAG = "alias_history.{alias}"
 
 
-def register(c: MlflowClient, name: str, source: Path, run_id: str | None, tags: dict) -> str:
-    """A new version of `name` pointing at a model directory; returns the version number."""
+def register(c: MlflowClient, name: str, model_dir: Path, run_id: str, tags: dict) -> str:
+    """A new version of `name`: the model directory is copied into the run's artifacts first, so the version stays
+    what it was even when its stage artifact is later rebuilt (`--force`) or deleted. Returns the version number."""
     try:
         c.get_registered_model(name)
     except MlflowException:
         c.create_registered_model(name, description=f"LLM Factory {name} models")
-    version = c.create_model_version(
-        name, source=str(Path(source).resolve()), run_id=run_id, tags={k: str(v) for k, v in tags.items()}
-    )
+    c.log_artifacts(run_id, str(model_dir), "model")
+    source = f"{c.get_run(run_id).info.artifact_uri}/model"
+    version = c.create_model_version(name, source=source, run_id=run_id, tags={k: str(v) for k, v in tags.items()})
     return str(version.version)
+
+
+def model_dir(version) -> Path:
+    """A local directory holding the files of a model version (the path itself for a local store)."""
+    from mlflow.artifacts import download_artifacts
+
+    return Path(download_artifacts(artifact_uri=version.source))
 
 
 def alias_version(c: MlflowClient, name: str, alias: str):

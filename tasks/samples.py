@@ -57,7 +57,7 @@ def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int) -> Path:
     """`<workdir>/samples/inbox-.../`: generated conversations and comparisons, as labelers would deliver them."""
     from data.samples.labels import build_label_inbox
 
-    name = f"inbox-{cfg.sample_conversations}-{cfg.sample_comparisons}-{cfg.seed}"
+    name = f"inbox-{cfg.sample_conversations}-{cfg.sample_comparisons}-{cfg.seed}-{pages}"
     path = sample_dir(workdir) / name
     if not path.exists():
         tmp = path.with_name(f".{name}.{os.getpid()}.tmp")

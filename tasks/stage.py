@@ -198,6 +198,7 @@ def execute(spec: StageSpec, ctx: Context, upstream: dict[str, Artifact]):
             "inputs": {n: {"key": a.key, "build_id": a.build_id} for n, a in inputs.items()},
             "counts": result.get("counts", {}),
             "metrics": result.get("metrics", {}),
+            "info": result.get("info", {}),
             "timings": {"seconds": seconds, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))},
             "mlflow_run_id": run.run_id,
             "prefect_flow_run_id": tags["prefect_flow_run_id"],

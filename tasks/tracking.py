@@ -22,6 +22,13 @@ def tracking_uri(workdir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workdir).resolve()}/mlflow.db"
 
 
+def registry_identity(cfg, workdir: Path) -> dict:
+    """Part of the key of stages that write to the model registry: another store means registering again there.
+    (The default store lives in the workdir, so it adds nothing; a moved workdir keeps its keys.)"""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return {"registry": uri} if uri else {}
+
+
 def client(workdir: Path) -> MlflowClient:
     uri = tracking_uri(workdir)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

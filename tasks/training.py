@@ -21,6 +21,10 @@ def device_and_dtype(section: TrainSection) -> tuple[str, str]:
     return device, dtype
 
 
+def inference_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def peak_flops(device: str) -> float | None:
     if not device.startswith("cuda"):
         return None
@@ -34,12 +38,16 @@ def train_config(section: TrainSection) -> TrainConfig:
     return TrainConfig(**fields, device=device, dtype=dtype)
 
 
-def run_training(s: StageRun, model, section: TrainSection, train_batches, val_batches, sample_fn=None) -> dict:
+def run_training(
+    s: StageRun, model, section: TrainSection, train_batches, val_batches, sample_fn=None, nats_to_bpb=None
+) -> dict:
     """Train with checkpoints under the artifact (so a rerun after a crash resumes), reporting every log step."""
     cfg = train_config(section)
     last = {"t": time.time()}
 
     def on_log(step: int, metrics: dict) -> None:
+        if nats_to_bpb and "val_loss" in metrics:  # nats/token -> bits/byte, comparable across tokenizers
+            metrics = {**metrics, "val_bpb": metrics["val_loss"] * nats_to_bpb}
         s.metrics(metrics, step)
         s.progress(step / cfg.steps)
         if time.time() - last["t"] > 5 or "val_loss" in metrics or step == cfg.steps:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cycles import pipeline, stage, weekly_cycle, yearly_cycle
-from tasks.dag import ORDER, YEARLY
+from tasks.dag import ORDER, YEARLY, downstream
 from tests.micro import MICRO
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +63,7 @@ def test_pipeline_builds_every_stage_with_reconciled_counts(workdir):
     ]
     assert all(".jsonl line " in q["reason"] for q in quarantine)
     assert built["pretrain"]["metrics"]["val_loss"] > 0
-    assert built["eval_base"]["metrics"]["val_bpb"] < built["eval_base"]["metrics"]["unigram_bpb"] * 1.5
+    assert built["eval_base"]["metrics"]["val_bpb"] < built["eval_base"]["metrics"]["unigram_bpb"]
     assert built["deploy"]["metrics"]["deployed"] == 1
     assert list((workdir / "labeling/queue").glob("queue-*.jsonl"))
 
@@ -106,37 +106,49 @@ def test_forced_pretrain_rebuilds_it_and_downstream_but_nothing_upstream(workdir
     assert after["eval_base"]["key"] != before["eval_base"]["key"]
 
 
-def test_stage_command_rebuilds_one_stage(workdir):
+def cli(workdir: Path, *args: str):
+    result = CliRunner().invoke(app, [*args, "--workdir", str(workdir), *sum([["--set", o] for o in MICRO], [])])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_stage_only_rebuilds_one_stage_and_leaves_what_follows_stale(workdir):
     before = manifests(workdir)
-    stage(name="train_tokenizer", preset="tiny", workdir=str(workdir), overrides=MICRO, force=True)
+    cli(workdir, "stage", "train_tokenizer", "--force", "--only")
     after = manifests(workdir)
     assert after["train_tokenizer"]["build_id"] != before["train_tokenizer"]["build_id"]
     assert after["preprocess"]["build_id"] == before["preprocess"]["build_id"]
-    result = CliRunner().invoke(app, ["status", "--workdir", str(workdir), *sum([["--set", o] for o in MICRO], [])])
-    assert result.exit_code == 0, result.output
-    assert "tokenize" in result.output and "missing" in result.output  # downstream now stale
+    assert after["tokenize"]["build_id"] == before["tokenize"]["build_id"]
+    status = {line.split()[1]: line for line in cli(workdir, "status").splitlines() if line.startswith("│")}
+    assert "missing" in status["tokenize"] and "done" in status["train_tokenizer"]
+
+
+def test_forced_stage_rebuilds_everything_after_it_and_nothing_before(workdir):
+    state = stage(name="train_tokenizer", workdir=str(workdir), overrides=MICRO, force=True, return_state=True)
+    states = task_states(state)
+    after = ["train_tokenizer", *downstream("train_tokenizer")]
+    assert {n for n, s in states.items() if s == "Completed"} == set(after)
+    assert {n for n, s in states.items() if s == "Cached"} == {"crawl", "preprocess", "ingest_labels"}
 
 
 def test_changed_finetune_config_redeploys_and_rollback_restores(workdir):
+    c = mlflow_client(workdir)
+    before = str(c.get_model_version_by_alias("assistant", "production").version)
     overrides = [*MICRO, "finetune.steps=12", "deploy.tolerance={default: 1.0}"]
     state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=overrides, return_state=True)
     states = task_states(state)
     assert states["ingest_labels"] == "Cached" and states["finetune"] == "Completed"
-    c = mlflow_client(workdir)
-    assert str(c.get_model_version_by_alias("assistant", "production").version) == "2"
-    result = CliRunner().invoke(app, ["rollback", "--workdir", str(workdir)])
-    assert result.exit_code == 0, result.output
-    assert str(c.get_model_version_by_alias("assistant", "production").version) == "1"
-    chat = CliRunner().invoke(
-        app, ["chat", "--workdir", str(workdir), "--prompt", "Who made you?", "--max-new-tokens", "8"]
-    )
-    assert chat.exit_code == 0, chat.output
+    deployed = str(c.get_model_version_by_alias("assistant", "production").version)
+    assert deployed != before
+    assert f"v{deployed} -> v{before}" in cli(workdir, "rollback")
+    assert str(c.get_model_version_by_alias("assistant", "production").version) == before
+    assert cli(workdir, "chat", "--prompt", "Who made you?", "--max-new-tokens", "8") is not None
 
 
 def test_interrupted_pretrain_resumes_from_its_last_checkpoint(workdir):
     before = manifests(workdir)["pretrain"]
     path = workdir / "artifacts/pretrain" / before["key"]
-    # What a crash between the step-15 checkpoint and the end leaves behind: checkpoints, no final model, no manifest.
+    # What a crash between the step-75 checkpoint and the end leaves behind: checkpoints, no final model, no manifest.
     (path / "manifest.json").unlink()
     for leftover in [path / "model", *sorted((path / "checkpoints").iterdir())[1:]]:
         shutil.rmtree(leftover)
@@ -145,4 +157,4 @@ def test_interrupted_pretrain_resumes_from_its_last_checkpoint(workdir):
     yearly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO)
     after = manifests(workdir)["pretrain"]
     assert after["key"] == before["key"]
-    assert after["counts"]["resumed_from_step"] == 15 and after["counts"]["steps"] == 30
+    assert after["counts"]["resumed_from_step"] == 75 and after["counts"]["steps"] == 150

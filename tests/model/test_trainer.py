@@ -121,3 +121,13 @@ def test_a_diverged_loss_stops_training_with_the_step_named(tmp_path):
     cfg = TrainConfig(steps=5, batch_size=4, log_every=2, eval_every=0, ckpt_every=0)
     with pytest.raises(FloatingPointError, match="at step 2"):
         train(model, cfg, repeated_sequence_batches(), None, tmp_path)
+
+
+def test_resuming_from_the_final_checkpoint_trains_nothing_and_still_reports_val_loss(tmp_path):
+    batches = repeated_sequence_batches()
+    val = lambda: (batches(1000 + i) for i in range(2))  # noqa: E731
+    cfg = TrainConfig(steps=4, batch_size=4, log_every=2, eval_every=0, ckpt_every=0)
+    first = train(make_model(), cfg, batches, val, tmp_path)
+    again = train(make_model(seed=1), cfg, batches, val, tmp_path)
+    assert again["resumed_from"].endswith("ckpt_000004") and again["tokens"] == first["tokens"]
+    assert again["final_val_loss"] == pytest.approx(first["final_val_loss"])

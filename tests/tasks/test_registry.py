@@ -4,7 +4,7 @@ import pytest
 
 from tasks import registry
 from tasks.deploy import gate
-from tasks.tracking import client
+from tasks.tracking import Run
 
 
 def test_gate_passes_within_tolerance_and_fails_beyond():
@@ -25,16 +25,32 @@ def test_first_deploy_has_nothing_to_compare_against():
     assert all(r["passed"] for r in gate({"score.identity": 0.0}, None, {"default": 0.0}, {}))
 
 
+def _model(tmp_path, name: str, weights: str):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "model.safetensors").write_text(weights)
+    return folder
+
+
+def test_registered_version_keeps_its_files_when_the_artifact_is_rebuilt(tmp_path):
+    run = Run.start(tmp_path, "t", "deploy")
+    folder = _model(tmp_path, "finetune", "first weights")
+    version = registry.register(run.client, "assistant", folder, run.run_id, {})
+    (folder / "model.safetensors").write_text("rebuilt weights")  # what `--force finetune` does to the artifact
+    stored = registry.model_dir(run.client.get_model_version("assistant", version))
+    assert (stored / "model.safetensors").read_text() == "first weights"
+
+
 def test_alias_moves_and_rolls_back(tmp_path):
-    c = client(tmp_path)
-    (tmp_path / "m1").mkdir()
-    (tmp_path / "m2").mkdir()
-    v1 = registry.register(c, "assistant", tmp_path / "m1", None, {"metric.score.identity": 1.0})
+    first, second = Run.start(tmp_path, "t", "deploy"), Run.start(tmp_path, "t", "deploy")  # one run per deploy
+    c = first.client
+    v1 = registry.register(c, "assistant", _model(tmp_path, "m1", "one"), first.run_id, {"metric.score.identity": 1})
     registry.move_alias(c, "assistant", "production", v1)
-    v2 = registry.register(c, "assistant", tmp_path / "m2", None, {})
+    v2 = registry.register(c, "assistant", _model(tmp_path, "m2", "two"), second.run_id, {})
     registry.move_alias(c, "assistant", "production", v2)
     assert str(registry.alias_version(c, "assistant", "production").version) == v2
     assert registry.rollback(c, "assistant", "production") == (v2, v1)
-    assert registry.alias_version(c, "assistant", "production").source == str((tmp_path / "m1").resolve())
+    restored = registry.model_dir(registry.alias_version(c, "assistant", "production"))
+    assert (restored / "model.safetensors").read_text() == "one"
     with pytest.raises(RuntimeError, match="no earlier version"):
         registry.rollback(c, "assistant", "production")
