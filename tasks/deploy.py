@@ -45,18 +45,18 @@ def gate(
     return rows
 
 
-def production_scores(s: StageRun, current, evals) -> dict[str, float]:
-    """Production's scores on the candidate's eval items: its stored scores when they came from the same items,
-    otherwise production is evaluated again here, so the gate always compares like with like."""
+def production_scores(s: StageRun, current, evals) -> tuple[dict[str, float], str]:
+    """Production's scores on the candidate's eval items, and where they come from: its stored scores when they were
+    measured on the same items, otherwise production is evaluated again here, so the gate compares like with like."""
     items_hash = evals.manifest.get("info", {}).get("items_hash")
     stored = {k.removeprefix("metric."): float(v) for k, v in current.tags.items() if k.startswith("metric.score.")}
     if items_hash and current.tags.get("items_hash") == items_hash:
-        return stored
+        return stored, "stored"
     s.log.info(f"deploy: production v{current.version} was scored on other items; evaluating it on the candidate's")
     model, tok = load_assistant(registry.model_dir(current))
     items = read_jsonl(evals.path / "items.jsonl")
     _, scores = run_items(model, tok, items, s.cfg.evals.max_new_tokens)
-    return scores
+    return scores, "re-evaluated"
 
 
 @stage("deploy", inputs=("evals", "finetune"), main_metric="deployed", external=registry_identity)
@@ -66,11 +66,11 @@ def deploy(s: StageRun) -> dict:
     candidate = {k: v for k, v in evals.metrics.items() if k.startswith("score.")}
     c = client(s.workdir)
     current = registry.alias_version(c, cfg.model_name, cfg.alias)
-    production = None if current is None else production_scores(s, current, evals)
+    production, scored = (None, "none") if current is None else production_scores(s, current, evals)
     rows = gate(candidate, production, cfg.tolerance, cfg.min_score)
     passed = all(r["passed"] for r in rows)
     before = str(current.version) if current else None
-    decision = {"passed": passed, "production_before": before, "rows": rows}
+    decision = {"passed": passed, "production_before": before, "production_scores": scored, "rows": rows}
     if passed:
         tags = {
             "artifact_key": finetune.key,

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cycles import pipeline, stage, weekly_cycle, yearly_cycle
+from tasks.config import load_config
 from tasks.dag import ORDER, YEARLY, downstream
 from tests.micro import MICRO
 
@@ -158,3 +159,28 @@ def test_interrupted_pretrain_resumes_from_its_last_checkpoint(workdir):
     after = manifests(workdir)["pretrain"]
     assert after["key"] == before["key"]
     assert after["counts"]["resumed_from_step"] == 75 and after["counts"]["steps"] == 150
+
+
+def decision(workdir: Path) -> dict:
+    return json.loads(
+        (workdir / "artifacts/deploy" / manifests(workdir)["deploy"]["key"] / "decision.json").read_text()
+    )
+
+
+def test_gate_failure_keeps_production_and_says_why(workdir):
+    c = mlflow_client(workdir)
+    before = str(c.get_model_version_by_alias("assistant", "production").version)
+    weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, "deploy.min_score={identity: 1.01}"])
+    made = decision(workdir)
+    assert not made["passed"] and made["production_after"] == before
+    assert "identity" in made["verdict"] and "floor 1.01" in made["verdict"]
+    assert str(c.get_model_version_by_alias("assistant", "production").version) == before
+
+
+def test_gate_scores_production_again_when_the_eval_items_changed(workdir):
+    weekly_cycle(
+        preset="tiny", workdir=str(workdir), overrides=[*MICRO, "evals.seed=7", "deploy.tolerance={default: 1.0}"]
+    )
+    made = decision(workdir)
+    assert made["production_scores"] == "re-evaluated" and made["passed"]
+    assert {r["task"] for r in made["rows"]} == set(load_config("tiny").evals.tasks)
