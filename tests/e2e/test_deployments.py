@@ -59,6 +59,8 @@ def server(tmp_path):
 
 
 def prefect(env, *args: str) -> str:
+    # run from the repository root, as the README says; prefect.yaml's pull step reads $PWD
+    env = {**env, "PWD": str(ROOT)}
     done = subprocess.run(
         [PREFECT, "--no-prompt", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
