@@ -140,10 +140,14 @@ def _path_scrubs() -> list[tuple[str, str]]:
 _ADDRESS = re.compile(r"(?:\s|&nbsp;)+(?:at|handle)(?:\s|&nbsp;)+(?:0x)?[0-9a-fA-F]{6,16}")
 
 
+# id() values inside reprs (e.g. pydantic's schema refs 'pydantic.root_model.RootModel:93923865868160')
+_OBJECT_ID = re.compile(r"([A-Za-z_]):\d{12,20}\b")
+
+
 def _scrub(text: str, scrubs: list[tuple[str, str]]) -> str:
     for local, neutral in scrubs:
         text = text.replace(local, neutral)
-    return _ADDRESS.sub("", text)
+    return _OBJECT_ID.sub(r"\1", _ADDRESS.sub("", text))
 
 
 def _decorate(page_html: str) -> str:
@@ -185,6 +189,8 @@ def _render_module(name: str, scrubs: list[tuple[str, str]]) -> str | None:
             with _environ_hidden():
                 page = pydoc.html.page(pydoc.describe(module), pydoc.html.document(module, name))
     except BaseException:  # noqa: BLE001 - a module that fails to import (or exits) is simply not in the crawl
+        return None
+    if "&lt;code object" in page:  # a repr of live code objects: addresses and install paths, different every run
         return None
     return _decorate(_scrub(page, scrubs))
 
