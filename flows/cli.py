@@ -131,13 +131,45 @@ def _summary(wd: Path, preset: str, overrides: list[str], names: list[str]) -> N
     from tasks.tracking import tracking_uri
 
     _status_table(wd, preset, overrides, names)
+    _results(wd, preset, overrides)
     uri = tracking_uri(wd)
     console.print(f"[bold]artifacts[/]  {wd / 'artifacts'}")
     console.print(f"[bold]MLflow[/]     {uri}   browse: mlflow ui --backend-store-uri {uri} --port 5000")
     console.print(
         f"[bold]Prefect[/]    PREFECT_HOME={os.environ['PREFECT_HOME']} prefect server start   (http://127.0.0.1:4200)"
     )
-    console.print(f"[bold]chat[/]       factory chat --workdir {wd}")
+    console.print(f"[bold]talk[/]       factory chat --workdir {wd}")
+
+
+def _results(wd: Path, preset: str, overrides: list[str]) -> None:
+    """The headline numbers of what this config has built: the base model, the assistant, the deploy verdict."""
+    import json
+
+    import tasks.dag  # noqa: F401  (registers the stages)
+    from tasks.config import load_config
+    from tasks.stage import Context, resolve
+
+    ctx, memo = Context(str(wd), load_config(preset, overrides)), {}
+    base = resolve("eval_base", ctx, memo)
+    if base is not None:
+        m = base.metrics
+        console.print(
+            f"[bold]base model[/] val {m['val_bpb']:.3f} bits/byte (unigram baseline {m['unigram_bpb']:.3f}), "
+            f"crawl probe accuracy {m['probe_accuracy']:.2f} (chance {m['probe_chance']:.2f})"
+        )
+    evals = resolve("evals", ctx, memo)
+    if evals is not None:
+        scores = ", ".join(
+            f"{k.removeprefix('score.')} {v:.2f}" for k, v in evals.metrics.items() if k.startswith("score.")
+        )
+        console.print(f"[bold]assistant[/]  {scores}")
+    finetune = resolve("finetune", ctx, memo)
+    if finetune is not None and finetune.file("sample.json").exists():
+        sample = json.loads(finetune.file("sample.json").read_text())
+        console.print(f"[bold]chat[/]       {sample['messages'][-1]['content']!r} -> {sample['answer']!r}")
+    deploy = resolve("deploy", ctx, memo)
+    if deploy is not None:
+        console.print(f"[bold]deploy[/]     {json.loads(deploy.file('decision.json').read_text())['verdict']}")
 
 
 def _production(wd: Path, name: str, alias: str):
