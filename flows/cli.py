@@ -252,6 +252,53 @@ def rollback(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets
 
 
 @app.command()
+def lineage(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS (assistant@production) or NAME/VERSION (base/2).")],
+    workdir: Workdir = Path("work"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the chain as JSON.")] = False,
+):
+    """Where a registered model came from: version -> runs -> stage artifacts, back to the crawl."""
+    import json
+
+    from rich.tree import Tree
+
+    from tasks.lineage import lineage as find
+
+    wd = setup(workdir)
+    try:
+        chain = find(wd, ref)
+    except (LookupError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(chain, indent=2))
+        return
+    tree = Tree(
+        f"[bold]{chain['model']}[/] {' '.join('@' + a for a in chain['aliases'])}  source {chain['source']}\n"
+        f"registered by MLflow run {chain['registered_by_run']}, trained in run {chain['trained_in_run']}, "
+        f"Prefect flow run {chain['prefect_flow_run_id']}"
+    )
+
+    def add(parent: Tree, node: dict) -> None:
+        if node.get("missing"):
+            parent.add(f"[red]{node['stage']}/{node['key']} (artifact missing)")
+            return
+        metric = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in node["main_metric"].items()
+        )
+        branch = parent.add(
+            f"[bold]{node['stage']}[/]/{node['key']} {metric}  built {node['created']}  "
+            f"mlflow {node['mlflow_run_id']}  prefect {node['prefect_flow_run_id']}"
+        )
+        for child in node["inputs"]:
+            add(branch, child)
+
+    if chain["artifacts"]:
+        add(tree, chain["artifacts"])
+    console.print(tree)
+
+
+@app.command()
 def samples(workdir: Workdir = Path("work"), preset: Preset = "tiny", set: Sets = None):
     """Build the built-in sample data (a WARC crawl of installed docs, a labeling inbox) under <workdir>/samples."""
     wd = setup(workdir)

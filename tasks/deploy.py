@@ -79,6 +79,7 @@ def deploy(s: StageRun) -> dict:
             **{f"metric.{k}": v for k, v in evals.metrics.items()},
         }
         tags["trained_in_run"] = finetune.manifest.get("mlflow_run_id", "")
+        tags["prefect_flow_run_id"] = s.flow_run_id
         version = registry.register(c, cfg.model_name, finetune.path / "model", s.mlflow.run_id, tags)
         registry.move_alias(c, cfg.model_name, cfg.alias, version)
         decision["production_after"] = version

@@ -24,6 +24,7 @@ def register_base(s: StageRun) -> dict:
         **{f"metric.{k}": v for k, v in evals.metrics.items()},
     }
     tags["trained_in_run"] = pretrain.manifest.get("mlflow_run_id", "")
+    tags["prefect_flow_run_id"] = s.flow_run_id
     version = registry.register(c, cfg.model_name, pretrain.path / "model", s.mlflow.run_id, tags)
     registry.move_alias(c, cfg.model_name, cfg.alias, version)
     s.log.info(f"register_base: {cfg.model_name} version {version} is now @{cfg.alias}")

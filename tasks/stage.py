@@ -93,6 +93,7 @@ class StageRun:
     inputs: dict[str, Artifact]
     workdir: Path
     mlflow: Run
+    flow_run_id: str = ""
     _progress_id: Any = None
 
     @property
@@ -181,7 +182,7 @@ def execute(spec: StageSpec, ctx: Context, upstream: dict[str, Artifact]):
     run = Run.start(Path(ctx.workdir), ctx.experiment, spec.name, ctx.parent_run_id, {**tags, "cached": "false"})
     run.params(spec.config(cfg))
     started = time.time()
-    srun = StageRun(spec.name, key, out, cfg, inputs, Path(ctx.workdir), run)
+    srun = StageRun(spec.name, key, out, cfg, inputs, Path(ctx.workdir), run, tags["prefect_flow_run_id"])
     logger().info(f"{spec.name}: building {out}")
     try:
         result = spec.build(srun) or {}

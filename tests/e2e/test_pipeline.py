@@ -87,6 +87,19 @@ def test_mlflow_has_a_parent_run_per_cycle_and_a_nested_run_per_stage(workdir):
     assert c.get_model_version_by_alias("assistant", "production")
 
 
+def test_lineage_leads_from_the_production_model_back_to_the_crawl(workdir):
+    result = CliRunner().invoke(app, ["lineage", "assistant@production", "--workdir", str(workdir), "--json"])
+    assert result.exit_code == 0, result.output
+    chain = json.loads(result.output)
+    assert chain["model"].startswith("assistant/") and "production" in chain["aliases"]
+    stages, node = [], chain["artifacts"]
+    while node:
+        stages.append(node["stage"])
+        assert node["mlflow_run_id"] and node["prefect_flow_run_id"]
+        node = next((n for n in node["inputs"] if n["stage"] in ("pretrain", "tokenize", "preprocess", "crawl")), None)
+    assert stages == ["finetune", "pretrain", "tokenize", "preprocess", "crawl"]
+
+
 def test_rerun_with_nothing_changed_reuses_every_stage(workdir):
     before = {k: m["build_id"] for k, m in manifests(workdir).items()}
     state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO, return_state=True)
