@@ -19,7 +19,7 @@ def _external(cfg: FactoryConfig, workdir: Path) -> dict:
     return {"sources": fingerprint(local)} if local else {}
 
 
-@stage("crawl", main_metric="documents", external=_external)
+@stage("crawl", main_metric="documents", external=_external, retries=2)
 def crawl(s: StageRun) -> dict:
     cfg = s.cfg.crawl
     sources = expand_sources(crawl_sources(cfg, s.workdir))

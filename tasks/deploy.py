@@ -10,6 +10,7 @@ from data.labels import read_jsonl
 from tasks import registry
 from tasks.artifacts import atomic_write_json
 from tasks.evals import load_assistant, run_items
+from tasks.plots import score_bars
 from tasks.stage import StageRun, stage
 from tasks.tracking import client, registry_identity
 
@@ -93,6 +94,13 @@ def deploy(s: StageRun) -> dict:
         verdict = f"gate failed, {cfg.model_name}@{cfg.alias} {where}: {failing}"
     decision["verdict"] = verdict
     atomic_write_json(s.out / "decision.json", decision)
+    chart = score_bars(
+        {r["task"]: r["candidate"] for r in rows},
+        s.out / "gate.png",
+        "deploy gate: candidate vs production",
+        baseline={r["task"]: r["production"] for r in rows if r["production"] is not None} or None,
+    )
+    s.image("gate-chart", chart, verdict)
     s.table("gate", [{**r, "production": "" if r["production"] is None else r["production"]} for r in rows], verdict)
     s.log.info(f"deploy: {verdict}")
     s.mlflow.tags({"verdict": verdict, "decision": json.dumps(decision)[:4000]})

@@ -13,6 +13,7 @@ from model.engine import Engine
 from model.evaluate import mean_loss
 from model.sft import ConversationBatches
 from model.tokenizer import Tokenizer
+from tasks.plots import score_bars
 from tasks.stage import StageRun, stage
 from tasks.training import inference_device
 
@@ -73,6 +74,8 @@ def evals(s: StageRun) -> dict:
     if "val_loss" in metrics:
         rows.append({"task": "val_loss", "items": len(val), "correct": "", "score": round(metrics["val_loss"], 4)})
     s.table("scores", rows, "assistant evaluation: score per task")
+    bars = score_bars({k.removeprefix("score."): v for k, v in scores.items()}, s.out / "scores.png", "eval scores")
+    s.image("score-chart", bars, "eval scores per task")
     return {
         "counts": {"items": len(results), "failures": sum(not r["correct"] for r in results)},
         "metrics": metrics,

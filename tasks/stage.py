@@ -26,10 +26,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.exceptions import MissingContextError
 from prefect.states import Completed
+from prefect.tasks import exponential_backoff
 
 from tasks.artifacts import Artifact, ArtifactStore, stage_key
 from tasks.config import FactoryConfig
-from tasks.tracking import Run
+from tasks.tracking import Run, mlflow_ui_url
 
 
 @dataclass
@@ -114,6 +115,16 @@ class StageRun:
         create_markdown_artifact(text, key=_artifact_key(self.name, name), description=name)
         self.mlflow.log_text(text, f"{name}.md")
 
+    def image(self, name: str, path: Path, description: str = "") -> None:
+        """A PNG into the MLflow run (folder `plots/`), shown in the Prefect UI through MLflow's artifact endpoint."""
+        self.mlflow.log_file(path, "plots")
+        base = mlflow_ui_url(self.workdir)
+        run = self.mlflow.client.get_run(self.mlflow.run_id)
+        src = f"{base}/get-artifact?path=plots/{path.name}&run_uuid={run.info.run_id}"
+        page = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts"
+        text = f"![{name}]({src})\n\n[{description or name} in MLflow]({page}) (file: `{path}`)"
+        create_markdown_artifact(text, key=_artifact_key(self.name, name), description=description or name)
+
     def progress(self, fraction: float) -> None:
         percent = max(0.0, min(100.0, 100.0 * fraction))
         if self._progress_id is None:
@@ -146,13 +157,26 @@ def stage(
     main_metric: str | None = None,
     resumable: bool = False,
     external: Callable[[FactoryConfig, Path], dict] | None = None,
+    retries: int = 0,
 ) -> Callable:
-    """Register `build` as the stage `name` and wrap it in a Prefect task."""
+    """Register `build` as the stage `name` and wrap it in a Prefect task.
+
+    `retries`: for stages that read remote data, transient errors (network, I/O) are retried with exponential
+    backoff; a bug or bad input fails at once."""
 
     def register(build: Callable[[StageRun], dict]) -> StageSpec:
         spec = StageSpec(name, inputs, sections or (name,), version, main_metric, resumable, build, external)
 
-        @task(name=name, cache_policy=NO_CACHE, persist_result=False, task_run_name=name)
+        @task(
+            name=name,
+            cache_policy=NO_CACHE,
+            persist_result=False,
+            task_run_name=name,
+            retries=retries,
+            retry_delay_seconds=exponential_backoff(backoff_factor=10) if retries else 0,
+            retry_jitter_factor=0.5 if retries else None,
+            retry_condition_fn=_transient if retries else None,
+        )
         def run_stage(ctx: Context, upstream: dict[str, Artifact]) -> Artifact:
             return execute(spec, ctx, upstream)
 
@@ -161,6 +185,12 @@ def stage(
         return spec
 
     return register
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry only what a second try can fix: connection, timeout and other OS-level I/O errors."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, (OSError, TimeoutError)) and not isinstance(error, (FileNotFoundError, PermissionError))
 
 
 def execute(spec: StageSpec, ctx: Context, upstream: dict[str, Artifact]):

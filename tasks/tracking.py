@@ -29,6 +29,16 @@ def registry_identity(cfg, workdir: Path) -> dict:
     return {"registry": uri} if uri else {}
 
 
+def mlflow_ui_url(workdir: Path) -> str:
+    """Where people browse MLflow: FACTORY_MLFLOW_URL, else what `factory up` started, else MLflow's default port."""
+    if os.environ.get("FACTORY_MLFLOW_URL"):
+        return os.environ["FACTORY_MLFLOW_URL"].rstrip("/")
+    urls = Path(workdir) / "run" / "urls.json"
+    if urls.exists():
+        return json.loads(urls.read_text()).get("mlflow", "http://127.0.0.1:5000").rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
 def client(workdir: Path) -> MlflowClient:
     uri = tracking_uri(workdir)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)

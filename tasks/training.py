@@ -9,6 +9,7 @@ import torch
 
 from model.trainer import TrainConfig, train
 from tasks.config import TrainSection
+from tasks.plots import loss_curve
 from tasks.stage import StageRun
 
 # Dense bf16 peak FLOP/s of common accelerators, for MFU (CPU runs report none).
@@ -44,11 +45,13 @@ def run_training(
     """Train with checkpoints under the artifact (so a rerun after a crash resumes), reporting every log step."""
     cfg = train_config(section)
     last = {"t": time.time()}
+    history: list[tuple[int, dict]] = []
 
     def on_log(step: int, metrics: dict) -> None:
         if nats_to_bpb and "val_loss" in metrics:  # nats/token -> bits/byte, comparable across tokenizers
             metrics = {**metrics, "val_bpb": metrics["val_loss"] * nats_to_bpb}
         s.metrics(metrics, step)
+        history.append((step, metrics))
         s.progress(step / cfg.steps)
         if time.time() - last["t"] > 5 or "val_loss" in metrics or step == cfg.steps:
             last["t"] = time.time()
@@ -72,6 +75,9 @@ def run_training(
         peak_flops=peak_flops(cfg.device),
     )
     s.progress(1.0)
+    if history:
+        curve = loss_curve(history, s.out / "loss.png", f"{s.name}: loss")
+        s.image("loss-curve", curve, f"{s.name} loss curve")
     resumed = result.get("resumed_from")
     if resumed:
         s.log.info(f"{s.name}: resumed from {resumed}")

@@ -87,6 +87,27 @@ def test_mlflow_has_a_parent_run_per_cycle_and_a_nested_run_per_stage(workdir):
     assert c.get_model_version_by_alias("assistant", "production")
 
 
+def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(workdir):
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a.type for a in client.read_artifacts() if a.key}
+    expected = {
+        "crawl-counts": "table",
+        "preprocess-counts": "table",
+        "train-tokenizer-report": "markdown",
+        "pretrain-progress": "progress",
+        "pretrain-loss-curve": "markdown",
+        "eval-base-scores": "table",
+        "evals-scores": "table",
+        "evals-score-chart": "markdown",
+        "deploy-gate": "table",
+        "collect-misbehaviors-queue": "table",
+    }
+    assert {k: artifacts.get(k) for k in expected} == expected
+    c = mlflow_client(workdir)
+    evals_run = manifests(workdir)["evals"]["mlflow_run_id"]
+    assert [f.path for f in c.list_artifacts(evals_run, "plots")] == ["plots/scores.png"]
+
+
 def test_lineage_leads_from_the_production_model_back_to_the_crawl(workdir):
     result = CliRunner().invoke(app, ["lineage", "assistant@production", "--workdir", str(workdir), "--json"])
     assert result.exit_code == 0, result.output

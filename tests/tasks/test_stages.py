@@ -77,3 +77,23 @@ def test_ingest_labels_quarantines_bad_records_and_sees_new_files(tmp_path, pref
     assert len(store.list_keys("ingest_labels")) == 2  # a new delivery is a new input, not a cache hit
     (newest,) = [store.load("ingest_labels", k) for k in store.list_keys("ingest_labels") if k != first.key]
     assert newest.counts["read"] == 7 and newest.counts["conversations_train"] + newest.counts["conversations_val"] == 2
+
+
+def test_a_failed_stage_leaves_no_complete_looking_artifact(tmp_path, prefect_server):
+    broken = tmp_path / "cut.jsonl"
+    broken.write_text(json.dumps({"id": "a", "url": "u", "text": "x " * 80}) + "\n")
+    overrides = [f'crawl.sources=["{broken}", "{tmp_path}/missing-*.warc.gz"]']
+    state = stage(name="crawl", workdir=str(tmp_path / "w"), overrides=overrides, return_state=True)
+    assert state.is_failed() and "missing-*.warc.gz" in str(state.result(raise_on_failure=False))
+    assert not list((tmp_path / "w" / "artifacts").glob("crawl/*/manifest.json"))
+
+
+def test_only_transient_errors_are_retried():
+    from prefect.states import Failed
+
+    from tasks.stage import _transient
+
+    assert _transient(None, None, Failed(data=ConnectionResetError("peer reset")))
+    assert _transient(None, None, Failed(data=TimeoutError("read timed out")))
+    assert not _transient(None, None, Failed(data=FileNotFoundError("no such file")))
+    assert not _transient(None, None, Failed(data=ValueError("bad record")))

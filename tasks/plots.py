@@ -1,0 +1,51 @@
+"""Plots people would rather look at than read: training curves and eval scores, as PNG files (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def loss_curve(history: list[tuple[int, dict]], path: Path, title: str) -> Path:
+    """Train loss at every log step and val loss (and bits per byte, if logged) at eval steps."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, style in (("loss", "-"), ("val_loss", "o-")):
+        points = [(step, m[key]) for step, m in history if key in m]
+        if points:
+            ax.plot(*zip(*points, strict=True), style, label=key.replace("_", " "), markersize=4)
+    bpb = [(step, m["val_bpb"]) for step, m in history if "val_bpb" in m]
+    if bpb:
+        ax.plot(*zip(*bpb, strict=True), "s--", label="val bits/byte", markersize=4)
+    ax.set(xlabel="step", ylabel="nats/token (bits/byte)", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def score_bars(scores: dict[str, float], path: Path, title: str, baseline: dict[str, float] | None = None) -> Path:
+    """One bar per eval task (and the production model's beside it, when given)."""
+    tasks = list(scores)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tasks)), 4))
+    width = 0.4 if baseline else 0.6
+    xs = range(len(tasks))
+    ax.bar([x - (width / 2 if baseline else 0) for x in xs], [scores[t] for t in tasks], width, label="candidate")
+    if baseline:
+        ax.bar([x + width / 2 for x in xs], [baseline.get(t, 0.0) for t in tasks], width, label="production")
+        ax.legend()
+    ax.set_xticks(list(xs), tasks, rotation=20)
+    ax.set(ylim=(0, 1.05), ylabel="accuracy", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)
