@@ -7,7 +7,9 @@ EXTRAS     ?= dev
 PRESET     ?= tiny
 WORKDIR    ?= work
 PYTEST_ARGS ?=
+CHROMIUM   ?= /usr/bin/chromium
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: setup demo test test-fast status clean
 
@@ -29,8 +31,13 @@ demo: setup
 	@echo
 	@echo "Next: '$(BIN)/factory status --workdir $(WORKDIR)', '$(BIN)/factory chat --workdir $(WORKDIR)'; the README shows both UIs."
 
-test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# The UI tests drive Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+test: setup $(CHROMIUM)
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)

@@ -252,6 +252,39 @@ def rollback(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets
 
 
 @app.command()
+def up(
+    workdir: Workdir = Path("work"),
+    prefect_port: Annotated[int, typer.Option(help="Prefect server (UI and API).")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow server (UI).")] = 5000,
+    deploy: Annotated[bool, typer.Option(help="Register prefect.yaml's deployments on a `local` process pool.")] = True,
+    worker: Annotated[bool, typer.Option(help="Start a worker for the `local` pool.")] = True,
+):
+    """Start the local stack in the background: Prefect server + pool + deployments + worker, and MLflow's UI."""
+    wd = setup(workdir)
+    from flows.services import up as start
+
+    try:
+        urls = start(wd, prefect_port=prefect_port, mlflow_port=mlflow_port, deploy=deploy, worker=worker)
+    except (RuntimeError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[bold]Prefect UI[/]   {urls['prefect_ui']}")
+    console.print(f"[bold]Prefect API[/]  {urls['prefect_api']}   (export PREFECT_API_URL={urls['prefect_api']})")
+    console.print(f"[bold]MLflow[/]       {urls['mlflow']}")
+    console.print(f"logs in {wd / 'logs'}; stop with: factory down --workdir {wd}")
+
+
+@app.command()
+def down(workdir: Workdir = Path("work")):
+    """Stop the stack `factory up` started for this workdir (and nothing else)."""
+    wd = setup(workdir)
+    from flows.services import down as stop
+
+    stopped = stop(wd)
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else f"nothing of {wd} was running")
+
+
+@app.command()
 def lineage(
     ref: Annotated[str, typer.Argument(help="NAME@ALIAS (assistant@production) or NAME/VERSION (base/2).")],
     workdir: Workdir = Path("work"),

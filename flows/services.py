@@ -44,8 +44,9 @@ def up(
         _say(f"the stack of {workdir} is already running: Prefect {urls['prefect_ui']}, MLflow {urls['mlflow']}")
         return urls
     if any(running.values()):
-        _say(f"part of the stack of {workdir} is not running ({running}): stopping the rest to start it again")
-        down(workdir)
+        gone = ", ".join(name for name, alive in running.items() if not alive)
+        _say(f"{gone} of the stack of {workdir} stopped: stopping the rest to start it again")
+    down(workdir)  # also clears pid files left by processes that are gone
     if prefect_port == mlflow_port:
         raise ValueError(f"the Prefect and MLflow ports are both {prefect_port}: pass two different ports")
     for port, option in ((prefect_port, "--prefect-port"), (mlflow_port, "--mlflow-port")):
@@ -71,7 +72,8 @@ def up(
         mlflow_cmd = [str(BIN / "mlflow"), "server", "--host", host, "--port", str(mlflow_port), "--workers", "1",
                       "--backend-store-uri", f"sqlite:///{workdir}/mlflow.db",
                       "--artifacts-destination", str(workdir / "mlartifacts")]  # fmt: skip
-        tracking = _start(workdir, "mlflow", mlflow_cmd, env)
+        # MLflow's job runner (7 consumer processes) runs nothing of ours: keep 2 cores for the pipeline
+        tracking = _start(workdir, "mlflow", mlflow_cmd, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
         _wait(workdir, "prefect", server, lambda: _answers(f"{api}/health"), deadline, timeout)
         _wait(workdir, "mlflow", tracking, lambda: _answers(f"{urls['mlflow']}/health"), deadline, timeout)
         if deploy:
@@ -96,16 +98,14 @@ def down(workdir: Path) -> list[str]:
     stopped: dict[str, int] = {}
     for pid_file in sorted(run.glob("*.pid"), key=lambda p: p.stem != "worker"):
         pid = _read_pid(pid_file)
-        # A leader that is gone while its group lives on (a crashed `mlflow server` leaves its workers holding
-        # the port): the kernel never reuses a pid that still names a process group, so the group is ours.
-        if pid and (_ours(pid_file.stem, pid) or (not Path(f"/proc/{pid}").exists() and _group_members(pid))):
+        # Or a leader that died while its group lives on (a crashed `mlflow server` leaves its workers holding
+        # the port): the kernel never reuses a pid that still names a process group, so that group is ours.
+        if pid and (_ours(pid_file.stem, pid) or (pid not in (members := _group_members(pid)) and members)):
             stopped[pid_file.stem] = pid
     if "worker" in stopped:  # while the API still answers, so it can leave cleanly
         _stop_groups([stopped["worker"]])
     _stop_groups([pid for name, pid in stopped.items() if name != "worker"])
-    for name in stopped:
-        (run / f"{name}.pid").unlink(missing_ok=True)
-    for pid_file in run.glob("*.pid"):  # stale: its process is gone or is no longer ours
+    for pid_file in run.glob("*.pid"):  # stopped, or stale: its process is gone or is no longer ours
         pid_file.unlink()
     return list(stopped)
 
@@ -255,8 +255,10 @@ def _stop_groups(pgids: list[int], grace: float = 20.0) -> None:
 
 
 def _alive_group(pgid: int) -> bool:
-    try:  # reap the leader if it is our own child (a caller in this process started it), so it leaves no zombie
-        os.waitpid(pgid, os.WNOHANG)
+    if _group_members(pgid):
+        return True
+    try:  # the leader is dead: reap it if it is our own child (up() ran in this process), so no zombie is left
+        os.waitpid(pgid, 0)
     except ChildProcessError:
         pass
-    return bool(_group_members(pgid))
+    return False
