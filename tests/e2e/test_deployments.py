@@ -11,7 +11,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tasks.config import load_config
 from tests.micro import MICRO
 
 pytestmark = pytest.mark.e2e
@@ -68,26 +70,27 @@ def prefect(env, *args: str) -> str:
     return done.stdout
 
 
-def test_deployments_have_cron_schedules_and_a_worker_runs_a_stage(server, tmp_path):
+def test_deployments_have_cron_schedules_and_a_worker_reruns_a_stage_with_typed_settings(server, tmp_path):
     prefect(server, "work-pool", "create", "local", "--type", "process")
     prefect(server, "deploy", "--all")
     listed = prefect(server, "deployment", "ls")
-    assert "yearly_cycle/yearly" in listed and "stage/stage-pretrain" in listed
+    assert "yearly_cycle/yearly" in listed and "stage-pretrain/rerun" in listed
     weekly = prefect(server, "deployment", "inspect", "weekly_cycle/weekly")
     assert "0 0 * * 1" in weekly
+    schema = json.loads(prefect(server, "deployment", "inspect", "stage-train_tokenizer/rerun", "--output", "json"))
+    assert "vocab_size" in json.dumps(schema["parameter_openapi_schema"])  # the UI's form: typed tokenizer settings
 
+    preset = tmp_path / "micro.yaml"
+    preset.write_text(yaml.safe_dump(load_config("tiny", MICRO).model_dump(mode="json")))
     workdir = tmp_path / "work"
-    overrides = json.dumps([o for o in MICRO if o.split(".")[0] in ("crawl", "preprocess", "tokenizer")])
-    prefect(
-        server,
-        "deployment",
-        "run",
-        "stage/stage-train_tokenizer",
-        "-p",
-        f"workdir={workdir}",
-        "-p",
-        f"overrides={overrides}",
-    )
+    settings = json.dumps({"min_frequency": 3})  # one field set in the form; the rest stays the preset's
+    prefect(server, "deployment", "run", "stage-train_tokenizer/rerun", "-p", f"preset={preset}",
+            "-p", f"workdir={workdir}", "-p", f"tokenizer={settings}", "-p", "with_downstream=false")  # fmt: skip
     prefect(server, "worker", "start", "--pool", "local", "--run-once")
-    built = {p.parent.parent.name for p in (workdir / "artifacts").glob("*/*/manifest.json")}
-    assert built == {"crawl", "preprocess", "train_tokenizer"}
+    built = {p.parent.parent.name: json.loads(p.read_text()) for p in (workdir / "artifacts").glob("*/*/manifest.json")}
+    assert set(built) == {"crawl", "preprocess", "train_tokenizer"}
+    assert built["train_tokenizer"]["config"]["tokenizer"] == {
+        **load_config(preset).tokenizer.model_dump(),
+        "min_frequency": 3,
+    }
+    assert built["train_tokenizer"]["metrics"]["vocab_size"] == 512  # the micro preset's, not the class default
