@@ -41,9 +41,13 @@ def score_bars(scores: dict[str, float], path: Path, title: str, baseline: dict[
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tasks)), 4))
     width = 0.4 if baseline else 0.6
     xs = range(len(tasks))
-    ax.bar([x - (width / 2 if baseline else 0) for x in xs], [scores[t] for t in tasks], width, label="candidate")
+    bars = ax.bar(
+        [x - (width / 2 if baseline else 0) for x in xs], [scores[t] for t in tasks], width, label="candidate"
+    )
+    ax.bar_label(bars, fmt="%.2f")  # a zero score is otherwise an invisible bar
     if baseline:
-        ax.bar([x + width / 2 for x in xs], [baseline.get(t, 0.0) for t in tasks], width, label="production")
+        prod = ax.bar([x + width / 2 for x in xs], [baseline.get(t, 0.0) for t in tasks], width, label="production")
+        ax.bar_label(prod, fmt="%.2f")
         ax.legend()
     ax.set_xticks(list(xs), tasks, rotation=20)
     ax.set(ylim=(0, 1.05), ylabel="accuracy", title=title)
