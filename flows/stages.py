@@ -40,7 +40,7 @@ def rerun(name: str, preset: str, workdir: str, force: bool, with_downstream: bo
             update[section] = current.model_validate({**current.model_dump(), **given.model_dump(exclude_unset=True)})
     config = config.model_copy(update=update)
     stages = [name, *downstream(name)] if with_downstream else [name]
-    return run_stages(f"stage-{name}", stages, preset, workdir, [], [name] if force else [], config)
+    return run_stages("stage", stages, preset, workdir, [], [name] if force else [], config)  # one MLflow experiment
 
 
 @flow(name="stage-crawl")
