@@ -116,7 +116,7 @@ class _QuietArchiveIterator(ArchiveIterator):
 
 def _iter_warc_records(path: str, doc_type: str, quarantine: Quarantine,
                        stats: Counter) -> Iterator[tuple[Any, int]]:
-    """Yield (warcio record, offset) for every readable record.
+    """Yield (warcio record, offset) for every readable `doc_type` record; other types are counted as skipped.
 
     Damage does not lose the rest of the file: on a record that ends early (warcio stops at a corrupt gzip member
     as if the file ended) or data warcio cannot parse, skip to the next gzip member / WARC header and go on.
@@ -136,7 +136,10 @@ def _iter_warc_records(path: str, doc_type: str, quarantine: Quarantine,
                     # iterator.offset is this record's start until warcio reads past it (get_record_offset() would
                     # consume the record to find its length).
                     offset = iterator.offset
-                    yield record, offset
+                    if record.rec_type == doc_type:
+                        yield record, offset
+                    else:
+                        stats[f"skipped_{record.rec_type or 'unknown'}"] += 1
                     missing = _drain(record)
                     if missing:
                         if record.rec_type != doc_type:
@@ -230,10 +233,6 @@ def _split_content_type(value: str | None) -> tuple[str, str | None]:
 
 def _read_warc(path: str, quarantine: Quarantine, stats: Counter) -> Iterator[RawDocument]:
     for record, offset in _iter_warc_records(path, "response", quarantine, stats):
-        rec_type = record.rec_type or "unknown"
-        if rec_type != "response":
-            stats[f"skipped_{rec_type}"] += 1
-            continue
         stats["read"] += 1
         doc = _response_to_raw(record, path, offset, quarantine, stats)
         if doc is not None:
@@ -295,10 +294,6 @@ def _response_to_raw(record: Any, path: str, offset: int, quarantine: Quarantine
 
 def _read_wet(path: str, quarantine: Quarantine, stats: Counter) -> Iterator[RawDocument]:
     for record, offset in _iter_warc_records(path, "conversion", quarantine, stats):
-        rec_type = record.rec_type or "unknown"
-        if rec_type != "conversion":
-            stats[f"skipped_{rec_type}"] += 1
-            continue
         stats["read"] += 1
         url = record.rec_headers.get_header("WARC-Target-URI") or ""
         try:
