@@ -11,13 +11,15 @@ from model.gpt import GPT
 from model.tokenizer import Tokenizer
 
 
-def _unpack(batch: Sequence[torch.Tensor | None]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Accept (x, y) or (x, y, mask) batches; mask == 0 positions count as ignored targets."""
-    if len(batch) == 2:
-        return batch[0], batch[1], None
-    if len(batch) == 3:
-        return batch[0], batch[1], batch[2]
-    raise ValueError(f"a batch must be (x, y) or (x, y, mask), got {len(batch)} items")
+def _inputs_targets(batch: Sequence[torch.Tensor | None], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) or (x, y, mask) on `device`; mask == 0 positions become ignored targets (-1)."""
+    if len(batch) not in (2, 3):
+        raise ValueError(f"a batch must be (x, y) or (x, y, mask), got {len(batch)} items")
+    x, y = batch[0].to(device), batch[1].to(device)
+    mask = batch[2] if len(batch) == 3 else None
+    if mask is not None:
+        y = y.masked_fill(mask.to(device) == 0, -1)
+    return x, y
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -33,10 +35,7 @@ def mean_loss(model: GPT, batches: Iterable[Sequence[torch.Tensor | None]]) -> f
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.int64, device=device)
     for batch in batches:
-        x, y, mask = _unpack(batch)
-        x, y = x.to(device), y.to(device)
-        if mask is not None:
-            y = y.masked_fill(mask.to(device) == 0, -1)
+        x, y = _inputs_targets(batch, device)
         _, loss = model(x, y)
         n = (y != -1).sum()
         total += loss.double() * n
@@ -58,10 +57,7 @@ def bits_per_byte(model: GPT, batches: Iterable[Sequence[torch.Tensor | None]], 
     nats = torch.zeros((), dtype=torch.float64, device=device)
     nbytes = torch.zeros((), dtype=torch.int64, device=device)
     for batch in batches:
-        x, y, mask = _unpack(batch)
-        x, y = x.to(device), y.to(device)
-        if mask is not None:
-            y = y.masked_fill(mask.to(device) == 0, -1)
+        x, y = _inputs_targets(batch, device)
         logits, _ = model(x)
         ce = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1), ignore_index=-1, reduction="none")
         b = torch.where(y.view(-1) >= 0, token_bytes[y.view(-1).clamp(min=0)], 0)
