@@ -26,3 +26,6 @@ MICRO = [
     "evals.items_per_task=2",
     "evals.max_new_tokens=16",
 ]
+
+# The same overrides as `factory` command-line options.
+MICRO_ARGS = [arg for override in MICRO for arg in ("--set", override)]

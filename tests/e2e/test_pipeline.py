@@ -14,7 +14,7 @@ from flows.cli import app
 from flows.cycles import pipeline, stage, weekly_cycle, yearly_cycle
 from tasks.config import load_config
 from tasks.dag import ORDER, YEARLY, downstream
-from tests.micro import MICRO
+from tests.micro import MICRO, MICRO_ARGS
 
 pytestmark = pytest.mark.e2e
 
@@ -142,7 +142,7 @@ def test_forced_pretrain_rebuilds_it_and_downstream_but_nothing_upstream(workdir
 
 
 def cli(workdir: Path, *args: str):
-    result = CliRunner().invoke(app, [*args, "--workdir", str(workdir), *sum([["--set", o] for o in MICRO], [])])
+    result = CliRunner().invoke(app, [*args, "--workdir", str(workdir), *MICRO_ARGS])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -187,7 +187,7 @@ def test_interrupted_pretrain_resumes_from_its_last_checkpoint(workdir):
     (path / "manifest.json").unlink()
     for leftover in [path / "model", *sorted((path / "checkpoints").iterdir())[1:]]:
         shutil.rmtree(leftover)
-    result = CliRunner().invoke(app, ["status", "--workdir", str(workdir), *sum([["--set", o] for o in MICRO], [])])
+    result = CliRunner().invoke(app, ["status", "--workdir", str(workdir), *MICRO_ARGS])
     assert "incomplete" in result.output
     yearly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO)
     after = manifests(workdir)["pretrain"]

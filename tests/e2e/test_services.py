@@ -17,16 +17,11 @@ from mlflow import MlflowClient
 
 from flows import services
 from tasks.tracking import experiment_id
+from tests.net import free_port
 
 pytestmark = pytest.mark.e2e
 PREFECT = str(Path(sys.executable).parent / "prefect")
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def can_listen(port: int) -> bool:

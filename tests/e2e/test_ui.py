@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -12,17 +11,12 @@ from pathlib import Path
 import pytest
 
 from flows.services import down, up
-from tests.micro import MICRO
+from tests.micro import MICRO_ARGS
+from tests.net import free_port
 
 pytestmark = pytest.mark.e2e
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FACTORY = str(Path(sys.executable).parent / "factory")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def post(url: str, body: dict) -> list | dict:
@@ -36,8 +30,7 @@ def stack(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ui") / "work"
     # As a user: the CLI with no server, Prefect's state in <workdir>/prefect, MLflow's in <workdir>/mlflow.db.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
-    sets = [arg for o in MICRO for arg in ("--set", o)]
-    subprocess.run([FACTORY, "run", "all", "--workdir", str(workdir), *sets], env=env, check=True,
+    subprocess.run([FACTORY, "run", "all", "--workdir", str(workdir), *MICRO_ARGS], env=env, check=True,
                    capture_output=True, timeout=600)  # fmt: skip
     urls = up(workdir, prefect_port=free_port(), mlflow_port=free_port(), deploy=False, worker=False)
     try:
