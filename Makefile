@@ -3,7 +3,7 @@ SHELL      := /bin/bash
 PYTHON     ?= $(shell command -v python3.11 || command -v python3)
 VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS     ?= dev
+EXTRAS     ?= dev,dist
 PRESET     ?= tiny
 WORKDIR    ?= work
 PYTEST_ARGS ?=

@@ -111,21 +111,28 @@ def load_tokens(shard_dir: str | os.PathLike[str], split: str) -> np.ndarray:
 
 
 class TokenBatches:
-    """Batches of (x, y) windows from one token array; y is x shifted by one token.
+    """Batches of (x, y) windows from one token array (a memmap reads only the windows it needs); y is x shifted by
+    one token.
 
-    __call__(index) draws random windows from a generator seeded by (seed, index), so batch `index` is the same
-    in every run: a resumed trainer gets exactly the batches it would have had.
+    __call__(index) is a pure function of (seed, index), so batch `index` is the same in every run and a resumed
+    trainer gets exactly the batches it would have had. windows="random" draws window starts at random;
+    "sequential" walks the non-overlapping windows in order (batch i holds windows i*B .. i*B+B-1, wrapping into
+    the next epoch), so every token is seen once per epoch.
     """
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0):
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0, windows: str = "random"):
         if tokens.ndim != 1:
             raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
         if len(tokens) < seq_len + 1:
             raise ValueError(f"need at least seq_len + 1 = {seq_len + 1} tokens, got {len(tokens)}")
+        if windows not in ("random", "sequential"):
+            raise ValueError(f"windows must be 'random' or 'sequential', got {windows!r}")
         self.tokens = tokens
         self.batch_size = batch_size
         self.seq_len = seq_len
         self.seed = seed
+        self.windows = windows
+        self.n_windows = (len(tokens) - 1) // seq_len
 
     def _stack(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         T = self.seq_len
@@ -134,16 +141,18 @@ class TokenBatches:
         return rows_t[:, :-1].contiguous(), rows_t[:, 1:].contiguous()
 
     def __call__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, None]:
-        rng = np.random.default_rng([self.seed, index])
-        starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
+        if self.windows == "sequential":
+            starts = (np.arange(index * self.batch_size, (index + 1) * self.batch_size) % self.n_windows) * self.seq_len
+        else:
+            rng = np.random.default_rng([self.seed, index])
+            starts = rng.integers(0, len(self.tokens) - self.seq_len, size=self.batch_size)
         x, y = self._stack(starts)
         return x, y, None
 
     def sequential(self, max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Non-overlapping windows from the start, in order (for validation); the last batch may be smaller."""
-        n_windows = (len(self.tokens) - 1) // self.seq_len
-        starts = np.arange(n_windows) * self.seq_len
-        for b, i in enumerate(range(0, n_windows, self.batch_size)):
+        starts = np.arange(self.n_windows) * self.seq_len
+        for b, i in enumerate(range(0, self.n_windows, self.batch_size)):
             if max_batches is not None and b >= max_batches:
                 return
             yield self._stack(starts[i:i + self.batch_size])

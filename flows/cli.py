@@ -1,4 +1,5 @@
-"""`factory`: run the cycles or one stage, see what is built, chat with the production model, roll back a deploy."""
+"""`factory`: run the cycles or one stage, see what is built, chat with the production model, roll back a deploy,
+export a registered model (Hugging Face format)."""
 
 from __future__ import annotations
 
@@ -329,6 +330,73 @@ def lineage(
     if chain["artifacts"]:
         add(tree, chain["artifacts"])
     console.print(tree)
+
+
+class ExportFormat(StrEnum):
+    hf = "hf"
+
+
+def _registered(wd: Path, ref: str):
+    """The model version behind NAME@ALIAS or NAME/VERSION; a red message and exit code 1 when there is none."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks import registry
+    from tasks.lineage import parse_ref
+    from tasks.tracking import client
+
+    try:
+        name, alias, number = parse_ref(ref)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
+    c = client(wd)
+    if alias:
+        version = registry.alias_version(c, name, alias)
+    else:
+        try:
+            version = c.get_model_version(name, number)
+        except MlflowException:
+            version = None
+    if version is None:
+        console.print(f"[red]no model {ref} in the registry of {wd}: build it first (`factory run all --workdir {wd}`)")
+        raise typer.Exit(1)
+    return version
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (must be missing or empty).")],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", "-f", help="hf: a Hugging Face LlamaForCausalLM directory (transformers, vLLM)."),
+    ] = ExportFormat.hf,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="NAME@ALIAS (assistant@production, base@candidate) or NAME/VERSION.")
+    ] = "assistant@production",
+    workdir: Workdir = Path("work"),
+    force: Annotated[bool, typer.Option(help="Replace --out even if it is not empty.")] = False,
+):
+    """Export a registered model for other tools: `--format hf` loads with transformers' AutoModelForCausalLM."""
+    wd = setup(workdir)
+    version = _registered(wd, model)
+    from model.checkpoint import load_model
+    from model.hf import export_hf
+    from model.tokenizer import Tokenizer
+    from tasks.registry import model_dir
+
+    path = model_dir(version)
+    gpt, tok = load_model(path), Tokenizer.from_file(path / "tokenizer.json")
+    try:
+        written = export_hf(gpt, out, tok, overwrite=force)
+    except FileExistsError:
+        console.print(f"[red]{out} exists and is not empty: use --force to replace it")
+        raise typer.Exit(1) from None
+    c = gpt.config
+    console.print(f"[bold]{version.name} v{version.version}[/] ({model}) from {path}")
+    console.print(
+        f"wrote {fmt.value} LlamaForCausalLM to [bold]{written}[/]: {gpt.num_params():,} params, "
+        f"{c.n_layer} layers x {c.n_embd}, vocab {tok.vocab_size}, seq_len {c.seq_len}"
+    )
+    console.print(f"files: {', '.join(sorted(p.name for p in written.iterdir()))}")
 
 
 @app.command()

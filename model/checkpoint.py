@@ -45,8 +45,12 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".safetensors.tmp")
     os.close(fd)
     try:
-        # safetensors' save_model drops the duplicate name of a tied embedding/lm_head weight
-        safetensors.torch.save_model(model, tmp, metadata={"format": "pt"})
+        state = model.state_dict()
+        if model.config.tie_embeddings:  # one tensor under two names: keep the embedding's (load_model re-ties it)
+            state.pop("lm_head.weight", None)
+        # copies: under DeepSpeed ZeRO the parameters are views into one flat buffer, which safetensors refuses
+        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+        safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"})
         os.chmod(tmp, 0o644)
         os.replace(tmp, directory / "model.safetensors")
     except BaseException:
@@ -74,12 +78,14 @@ def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu")
     return model
 
 
-def save_training_state(directory: str | os.PathLike, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        step: int, extra: dict[str, Any], keep: int = 2) -> Path:
+def save_training_state(directory: str | os.PathLike, model: torch.nn.Module,
+                        optimizer: torch.optim.Optimizer | None, step: int, extra: dict[str, Any], keep: int = 2,
+                        staging: Path | None = None) -> Path:
     """Write `directory/ckpt_{step:06d}/` (model.safetensors, config.json, optimizer.pt, rng.pt, state.json).
 
     Everything goes into a hidden temp dir that is renamed into place last, so an interrupted save never looks like a
-    checkpoint. Then only the newest `keep` checkpoints are kept.
+    checkpoint. Then only the newest `keep` checkpoints are kept. `staging` is a hidden temp dir the caller already
+    filled (DeepSpeed's partitioned optimizer state); optimizer None writes no optimizer.pt.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -88,11 +94,12 @@ def save_training_state(directory: str | os.PathLike, model: torch.nn.Module, op
     except TypeError as e:
         raise TypeError(f"save_training_state: 'extra' must be JSON-serializable: {e}") from None
     final = directory / f"ckpt_{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".tmp_ckpt_{step:06d}_"))
+    tmp = staging or Path(tempfile.mkdtemp(dir=directory, prefix=f".tmp_ckpt_{step:06d}_"))
     try:
         os.chmod(tmp, 0o755)
         save_model(model, tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         rng = {"cpu": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -136,11 +143,26 @@ def load_training_state(path: str | os.PathLike, model: torch.nn.Module,
     device = next(model.parameters()).device
     safetensors.torch.load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
     if optimizer is not None:
+        if not (path / "optimizer.pt").exists():
+            raise FileNotFoundError(f"{path}: no optimizer.pt (a DeepSpeed checkpoint? resume it with strategy "
+                                    f"deepspeed and the same world size)")
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device, weights_only=True))
-    rng_path = path / "rng.pt"
+    restore_rng(path)
+    return read_state(path)
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    return json.loads((Path(path) / "state.json").read_text())
+
+
+def restore_rng(path: Path) -> None:
+    rng_path = Path(path) / "rng.pt"
     if rng_path.exists():
         rng = torch.load(rng_path, weights_only=True)
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((path / "state.json").read_text())
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,4 +1,12 @@
-"""Model shape (GPTConfig) and the sizing rules: one depth knob sets width/heads, Chinchilla sets the token budget."""
+"""Model shape (GPTConfig) and the sizing rules, as nanochat does it: one knob, depth, sets everything.
+
+- width, heads, MLP: GPTConfig.from_depth (n_embd = depth * aspect_ratio, heads of head_dim).
+- token budget: chinchilla_tokens, 20 tokens per parameter (Hoffmann et al. 2022).
+- batch size: batch_tokens, the compute-optimal batch of DeepSeek LLM (Bi et al. 2024, B = 0.292 * C^0.3271 tokens for
+  C = 6 * params * tokens FLOPs), rounded to a power of two.
+training_budget turns those into optimizer steps and gradient accumulation for a given micro-batch and world size;
+`pretrain.steps: auto` and `pretrain.grad_accum: auto` in a preset use it.
+"""
 from __future__ import annotations
 
 import math
@@ -70,3 +78,21 @@ TOKENS_PER_PARAM = 20
 def chinchilla_tokens(n_params: int) -> int:
     """Compute-optimal token budget from Hoffmann et al. 2022 ("Chinchilla"): about 20 training tokens per parameter."""
     return int(TOKENS_PER_PARAM * n_params)
+
+
+def batch_tokens(n_params: int, tokens: int) -> int:
+    """Compute-optimal global batch in tokens (DeepSeek LLM's fit B = 0.292 * C^0.3271, C = 6ND FLOPs), rounded to
+    the nearest power of two: ~16K tokens for 2M params, ~256K for 124M, ~1M for 1B."""
+    compute = 6.0 * n_params * tokens
+    return 2 ** round(math.log2(0.292 * compute ** 0.3271))
+
+
+def training_budget(n_params: int, seq_len: int, micro_batch: int, world: int = 1,
+                    tokens: int | None = None) -> tuple[int, int]:
+    """(steps, grad_accum) for `tokens` training tokens (default: the Chinchilla budget) at the compute-optimal
+    batch, given `micro_batch` sequences of seq_len per process and `world` processes."""
+    tokens = tokens if tokens is not None else chinchilla_tokens(n_params)
+    per_micro_step = micro_batch * seq_len * world
+    grad_accum = max(1, round(batch_tokens(n_params, tokens) / per_micro_step))
+    steps = max(1, math.ceil(tokens / (per_micro_step * grad_accum)))
+    return steps, grad_accum

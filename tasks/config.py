@@ -63,7 +63,7 @@ class ModelSection(Section):
 
 class TrainSection(Section):
     steps: int = 600
-    batch_size: int = 8
+    batch_size: int = Field(8, description="Sequences per micro-batch on each process.")
     grad_accum: int = 1
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
@@ -76,14 +76,27 @@ class TrainSection(Section):
     ckpt_every: int = 200
     log_every: int = 10
     sample_every: int = 0
+    keep_checkpoints: int = Field(2, description="Newest checkpoints kept in the artifact (also written on SIGTERM).")
+    optimizer: Literal["adamw", "muon"] = Field("adamw", description="muon: Muon on the blocks' matrices, AdamW else.")
+    muon_lr: float = 0.02
+    bad_loss: Literal["stop", "skip"] = Field("stop", description="What a non-finite or spiking loss does.")
+    spike_factor: float = Field(0.0, description="Loss above this x its running average is a spike; 0 disables.")
+    max_bad_steps: int = Field(5, description="Consecutive skipped steps before 'skip' stops too.")
+    prefetch: int = Field(2, description="Micro-batches the loader thread prepares ahead (0: no thread).")
     seed: int = 1337
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     compile: bool = False
+    nproc: int = Field(1, ge=1, description="Processes (GPUs) on this node; >1 launches one per rank.")
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (strategy deepspeed).")
+    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
 
 
 class PretrainConfig(TrainSection):
-    pass
+    steps: int | Literal["auto"] = Field(600, description="'auto': the Chinchilla token budget (model.config).")
+    grad_accum: int | Literal["auto"] = Field(1, description="'auto': the batch-size rule (model.config).")
+    windows: Literal["random", "sequential"] = "random"
 
 
 class EvalBaseConfig(Section):
@@ -111,6 +124,10 @@ class LabelsConfig(Section):
 
 
 class FinetuneConfig(TrainSection):
+    init_from: str | None = Field(
+        None, description="A Hugging Face Llama-architecture model folder to finetune instead of our base model."
+    )
+    max_seq_len: int | None = Field(None, description="Cap the context of an imported model (memory).")
     steps: int = 300
     batch_size: int = 16
     lr: float = 1e-3

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import shutil
 
-import numpy as np
-
-from data.shards import TokenBatches, load_tokens
 from model.checkpoint import save_model
-from model.config import GPTConfig, chinchilla_tokens
-from model.engine import Engine
+from model.config import GPTConfig, chinchilla_tokens, training_budget
 from model.gpt import GPT
-from model.tokenizer import Tokenizer
 from tasks.stage import StageRun, stage
 from tasks.training import run_training
 
@@ -28,42 +22,45 @@ def model_config(s: StageRun, vocab_size: int) -> GPTConfig:
     "pretrain",
     inputs=("tokenize", "train_tokenizer"),
     sections=("model", "pretrain"),
-    version="1",
+    version="2",
     main_metric="val_loss",
     resumable=True,
 )
 def pretrain(s: StageRun) -> dict:
+    from model.tokenizer import Tokenizer
+
     cfg = s.cfg.pretrain
     tok_path = s.inputs["train_tokenizer"].path / "tokenizer.json"
-    tok = Tokenizer.from_file(tok_path)
-    shards = s.inputs["tokenize"].path / "shards"
-    train_tokens, val_tokens = load_tokens(shards, "train"), load_tokens(shards, "val")
-
-    model = GPT(model_config(s, tok.vocab_size))
-    n_params = model.num_params()
-    tokens_planned = cfg.steps * cfg.batch_size * cfg.grad_accum * s.cfg.model.seq_len
+    config = model_config(s, Tokenizer.from_file(tok_path).vocab_size)
+    n_params = GPT(config).num_params()
+    seq_len = s.cfg.model.seq_len
+    if cfg.steps == "auto" or cfg.grad_accum == "auto":  # the depth-based budget: 20 tokens/param, optimal batch
+        steps, accum = training_budget(n_params, seq_len, cfg.batch_size, cfg.nproc)
+        cfg = cfg.model_copy(update={"steps": steps if cfg.steps == "auto" else cfg.steps,
+                                     "grad_accum": accum if cfg.grad_accum == "auto" else cfg.grad_accum})
+        s.log.info(f"pretrain: depth {s.cfg.model.depth} -> {cfg.steps} steps x grad_accum {cfg.grad_accum}")
+    tokens_planned = cfg.steps * cfg.batch_size * cfg.grad_accum * cfg.nproc * seq_len
     s.log.info(
-        f"pretrain: {n_params / 1e6:.2f}M params, {len(train_tokens):,} train tokens, "
-        f"{tokens_planned:,} planned "
+        f"pretrain: {n_params / 1e6:.2f}M params, {tokens_planned:,} tokens planned "
         f"({tokens_planned / max(1, chinchilla_tokens(n_params)):.2f}x the 20 tokens/param budget)"
     )
-    s.mlflow.params({"model.params": n_params, "model.config": model.config.to_dict()})
-
-    train_batches = TokenBatches(train_tokens, cfg.batch_size, s.cfg.model.seq_len, cfg.seed)
-    val = TokenBatches(val_tokens, cfg.batch_size, s.cfg.model.seq_len, cfg.seed + 1)
-    prompt = s.cfg.eval_base.samples[0]
-
-    def sample(m) -> str:
-        return Engine(m, tok).complete(prompt, max_new_tokens=32)
-
-    val_batches = lambda: ((x, y, None) for x, y in val.sequential(cfg.eval_batches))  # noqa: E731
-    # bits per byte of the val windows the trainer evaluates (eval_base computes it exactly, per target token)
-    targets = np.concatenate([y.numpy().ravel() for _, y, _ in val_batches()])
-    nats_to_bpb = len(targets) / (math.log(2) * max(1, int(np.array(tok.token_bytes())[targets].sum())))
-    result = run_training(s, model, cfg, train_batches, val_batches, sample, nats_to_bpb)
-    save_model(model.to("cpu"), s.out / "model")
+    s.mlflow.params({"model.params": n_params, "model.config": config.to_dict(),
+                     "pretrain.steps_resolved": cfg.steps, "pretrain.grad_accum_resolved": cfg.grad_accum})
+    args = {
+        "tokenizer": str(tok_path),
+        "shards": str(s.inputs["tokenize"].path / "shards"),
+        "model": config.to_dict(),
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "eval_batches": cfg.eval_batches,
+        "windows": cfg.windows,
+        "sample_prompt": s.cfg.eval_base.samples[0],
+    }
+    job, result = run_training(s, cfg, "tasks.jobs:pretrain_job", args)
+    s.log.info(f"pretrain: {job.info['train_tokens']:,} train tokens in the shards")
+    save_model(job.model.to("cpu"), s.out / "model")
     shutil.copy(tok_path, s.out / "model" / "tokenizer.json")
-    val_loss = result.get("final_val_loss")
+    val_loss, nats_to_bpb = result.get("final_val_loss"), job.info["nats_to_bpb"]
     metrics = {
         **{k: v for k, v in result.items() if isinstance(v, (int, float))},
         "params": n_params,
@@ -77,6 +74,7 @@ def pretrain(s: StageRun) -> dict:
             "steps": result["steps"],
             "tokens": result["tokens"],
             "resumed_from_step": result["resumed_from_step"],
+            "skipped_steps": result.get("skipped_steps", 0),
         },
         "metrics": metrics,
     }

@@ -1,19 +1,23 @@
-"""Glue shared by `pretrain` and `finetune`: device choice, TrainConfig from the preset, logging to MLflow/Prefect."""
+"""Glue shared by `pretrain` and `finetune`: device choice, TrainConfig from the preset, one process in the task or
+several started by a launcher (model/launch.py), and every log step reported to MLflow and Prefect."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from model.trainer import TrainConfig, train
+from model import checkpoint as ckpt
+from model import launch
+from model.trainer import TrainConfig, peak_flops, train
 from tasks.config import TrainSection
 from tasks.plots import loss_curve
 from tasks.stage import StageRun
 
-# Dense bf16 peak FLOP/s of common accelerators, for MFU (CPU runs report none).
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+# section fields that pick how to launch, or what to build, rather than how the loop trains
+_NOT_TRAIN = {"device", "dtype", "nproc", "launcher", "windows", "init_from", "max_seq_len"}
 
 
 def device_and_dtype(section: TrainSection) -> tuple[str, str]:
@@ -26,24 +30,20 @@ def inference_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def peak_flops(device: str) -> float | None:
-    if not device.startswith("cuda"):
-        return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
 def train_config(section: TrainSection) -> TrainConfig:
     device, dtype = device_and_dtype(section)
-    fields = section.model_dump(exclude={"device", "dtype"})
+    fields = section.model_dump(exclude=_NOT_TRAIN)
     return TrainConfig(**fields, device=device, dtype=dtype)
 
 
-def run_training(
-    s: StageRun, model, section: TrainSection, train_batches, val_batches, sample_fn=None, nats_to_bpb=None
-) -> dict:
-    """Train with checkpoints under the artifact (so a rerun after a crash resumes), reporting every log step."""
+def run_training(s: StageRun, section: TrainSection, builder: str, args: dict):
+    """Build the job (model + batches) and train it to section.steps, checkpointing under the artifact so a rerun
+    after a crash resumes. With section.nproc > 1 the ranks run as subprocesses of a launcher and this process
+    follows their metrics, then loads the final weights. Returns (the built job with trained weights, result)."""
     cfg = train_config(section)
+    job = launch.build(builder, args)
+    nats_to_bpb = job.info.get("nats_to_bpb")
+    ckpt_dir = s.out / "checkpoints"
     last = {"t": time.time()}
     history: list[tuple[int, dict]] = []
 
@@ -58,22 +58,23 @@ def run_training(
             shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
             s.log.info(f"{s.name} step {step}/{cfg.steps} {shown}")
 
-    def sample_and_log(m) -> str:
-        text = sample_fn(m)
-        s.log.info(f"{s.name} sample: {text!r}")
-        return text
+    if section.nproc > 1:
+        s.log.info(f"{s.name}: {section.nproc} processes, {cfg.strategy}"
+                   + (f" ZeRO-{cfg.zero_stage}" if cfg.strategy == "deepspeed" else "") + f", via {section.launcher}")
+        spec = launch.Job(builder, args, dataclasses.asdict(cfg), str(ckpt_dir), section.nproc, section.launcher)
+        result = launch.run(spec, s.out / "launch", on_log=on_log, on_output=lambda line: s.log.info(line))
+        for sample in result.get("samples", []):
+            s.log.info(f"{s.name} sample at step {sample['step']}: {sample['text']!r}")
+        ckpt.load_training_state(ckpt.latest_checkpoint(ckpt_dir), job.model, None)  # the ranks' final weights
+    else:
+        def sample_and_log(m) -> str:
+            text = job.sample_fn(m)
+            s.log.info(f"{s.name} sample: {text!r}")
+            return text
 
-    model.to(cfg.device)
-    result = train(
-        model,
-        cfg,
-        train_batches,
-        val_batches,
-        s.out / "checkpoints",
-        on_log=on_log,
-        sample_fn=sample_and_log if sample_fn else None,
-        peak_flops=peak_flops(cfg.device),
-    )
+        job.model.to(cfg.device)
+        result = train(job.model, cfg, job.train_batches, job.val_batches, ckpt_dir, on_log=on_log,
+                       sample_fn=sample_and_log if job.sample_fn else None, peak_flops=peak_flops(cfg.device))
     s.progress(1.0)
     if history:
         curve = loss_curve(history, s.out / "loss.png", f"{s.name}: loss")
@@ -82,4 +83,4 @@ def run_training(
     if resumed:
         s.log.info(f"{s.name}: resumed from {resumed}")
     result["resumed_from_step"] = int(Path(resumed).name.removeprefix("ckpt_")) if resumed else 0
-    return result
+    return job, result

@@ -119,7 +119,7 @@ def test_a_diverged_loss_stops_training_with_the_step_named(tmp_path):
     with torch.no_grad():
         model.lm_head.weight.fill_(float("nan"))
     cfg = TrainConfig(steps=5, batch_size=4, log_every=2, eval_every=0, ckpt_every=0)
-    with pytest.raises(FloatingPointError, match="at step 2"):
+    with pytest.raises(FloatingPointError, match="at step 1"):
         train(model, cfg, repeated_sequence_batches(), None, tmp_path)
 
 

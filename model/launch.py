@@ -1,0 +1,233 @@
+"""Run training as one process per rank, started by a launcher, and follow it from the calling process.
+
+The caller (the `pretrain` or `finetune` task) describes the run as a `Job`: a builder ("module:function" that returns
+a `TrainJob`: model, batches, sampler) with its JSON arguments, the TrainConfig fields, and the checkpoint folder.
+`run()` writes it to job.json and starts
+
+    torchrun --standalone --nproc_per_node N -m model.launch job.json        (launcher "torchrun")
+    deepspeed --num_gpus N --module model.launch job.json                    (launcher "deepspeed")
+
+Every rank builds the same model and data from the job, joins torch.distributed (nccl on cuda, gloo on cpu) and runs
+model.trainer.train, which wraps the model in DDP or a DeepSpeed engine by `strategy`. Rank 0 appends its per-step
+metrics to metrics.jsonl, which run() streams back to the caller's on_log as they come, logs (the other ranks log
+warnings only), and writes result.json. Stopping the caller sends SIGTERM to the whole process group: the ranks
+checkpoint and exit, and the next run resumes. `python -m model.launch job.json` alone runs one process.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from model.gpt import GPT
+from model.trainer import TrainConfig, TrainingInterrupted, peak_flops, train
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS = ("torchrun", "deepspeed")
+STOP_GRACE_S = 120  # how long the ranks get to checkpoint after SIGTERM before SIGKILL
+
+
+@dataclass
+class TrainJob:
+    """What a builder returns: everything train() needs besides the config."""
+    model: GPT
+    train_batches: Callable
+    val_batches: Callable | None = None
+    sample_fn: Callable[[GPT], str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    builder: str  # "module:function", called with `args`, returning a TrainJob
+    args: dict[str, Any]
+    train: dict[str, Any]  # TrainConfig fields
+    ckpt_dir: str
+    nproc: int = 1
+    launcher: str = "torchrun"
+
+
+def build(builder: str, args: dict[str, Any]) -> TrainJob:
+    module, sep, name = builder.partition(":")
+    if not sep:
+        raise ValueError(f"builder {builder!r}: expected 'module:function'")
+    return getattr(importlib.import_module(module), name)(args)
+
+
+def command(job_file: Path, nproc: int, launcher: str) -> list[str]:
+    if launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                "-m", "model.launch", str(job_file)]
+    if launcher == "deepspeed":
+        exe = shutil.which("deepspeed") or str(Path(sys.executable).parent / "deepspeed")
+        return [exe, f"--num_gpus={nproc}", f"--master_port={_free_port()}", "--no_local_rank", "--module",
+                "model.launch", str(job_file)]
+    raise ValueError(f"launcher must be one of {LAUNCHERS}, got {launcher!r}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _environment(job: Job) -> dict[str, str]:
+    env = dict(os.environ)
+    # the workers import this project by module name, from wherever the caller runs
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    if not torch.cuda.is_available():
+        env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU path, with the gloo backend
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // job.nproc)))
+    return env
+
+
+class _Tail:
+    """Reads the JSON lines appended to a file since the last call."""
+
+    def __init__(self, path: Path):
+        self.path, self.offset = path, 0
+
+    def new(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path) as f:
+            f.seek(self.offset)
+            text = f.read()
+        complete = text[:text.rfind("\n") + 1]  # a line still being written waits for the next call
+        self.offset += len(complete.encode())
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def run(job: Job, work_dir: Path, on_log: Callable[[int, dict], None] | None = None,
+        on_output: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Start the job's processes, stream rank 0's metrics to on_log and every output line to on_output, and return
+    rank 0's result. Raises RuntimeError with the last output lines if a rank fails."""
+    if job.launcher not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {LAUNCHERS}, got {job.launcher!r}")
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    job_file, metrics_file, result_file = work_dir / "job.json", work_dir / "metrics.jsonl", work_dir / "result.json"
+    for stale in (metrics_file, result_file):
+        stale.unlink(missing_ok=True)
+    job_file.write_text(json.dumps(asdict(job), indent=2) + "\n")
+    cmd = command(job_file, job.nproc, job.launcher)
+    log.info("launching %d processes: %s", job.nproc, " ".join(cmd))
+    tail_lines: list[str] = []
+
+    with open(work_dir / "launch.log", "a") as log_file:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=_environment(job), start_new_session=True)
+
+        def pump() -> None:
+            for line in proc.stdout:
+                log_file.write(line)
+                log_file.flush()
+                tail_lines.append(line.rstrip())
+                del tail_lines[:-40]
+                if on_output is not None:
+                    on_output(line.rstrip())
+
+        reader = threading.Thread(target=pump, name="launch-output", daemon=True)
+        reader.start()
+        metrics = _Tail(metrics_file)
+        try:
+            while proc.poll() is None:
+                for row in metrics.new():
+                    if on_log is not None:
+                        on_log(row.pop("step"), row)
+                time.sleep(0.5)
+        except BaseException:
+            stop(proc)
+            raise
+        finally:
+            reader.join(timeout=10)
+        for row in metrics.new():
+            if on_log is not None:
+                on_log(row.pop("step"), row)
+    if proc.returncode != 0:
+        raise RuntimeError(f"training processes exited with code {proc.returncode} ({' '.join(cmd)}); "
+                           f"last output:\n" + "\n".join(tail_lines[-20:]))
+    if not result_file.exists():
+        raise RuntimeError(f"training processes exited cleanly but wrote no {result_file}")
+    return json.loads(result_file.read_text())
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to the launcher and its ranks (they checkpoint and exit), SIGKILL after STOP_GRACE_S."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def main(job_file: str) -> int:
+    """One rank: join the process group if launched with several, build the job, train."""
+    job_file = Path(job_file)
+    job = Job(**json.loads(job_file.read_text()))
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"[rank {rank}] %(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+    cfg = TrainConfig(**job.train)
+    if cfg.device.startswith("cuda"):
+        cfg.device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    if world > 1:
+        backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
+        if cfg.strategy == "deepspeed":
+            import deepspeed
+            deepspeed.init_distributed(dist_backend=backend)
+        else:
+            dist.init_process_group(backend)
+    built = build(job.builder, job.args)
+    metrics_file = job_file.parent / "metrics.jsonl"
+
+    def on_log(step: int, metrics: dict) -> None:
+        with open(metrics_file, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+    try:
+        result = train(built.model, cfg, built.train_batches, built.val_batches, Path(job.ckpt_dir),
+                       on_log=on_log, sample_fn=built.sample_fn, peak_flops=peak_flops(cfg.device))
+    except TrainingInterrupted as e:
+        log.warning("%s", e)
+        return 128 + signal.SIGTERM
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        _write_json(job_file.parent / "result.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
