@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 LAUNCHERS = ("torchrun", "deepspeed")
 STOP_GRACE_S = 120  # how long the ranks get to checkpoint after SIGTERM before SIGKILL
+_ERROR_LINE = re.compile(r"^(\[rank\d+\]: )?(?!torch\.distributed\.elastic)[\w.]*(Error|Exception|BadLoss)\b")
 
 
 @dataclass
@@ -140,7 +142,7 @@ def run(job: Job, work_dir: Path, on_log: Callable[[int, dict], None] | None = N
                 log_file.write(line)
                 log_file.flush()
                 tail_lines.append(line.rstrip())
-                del tail_lines[:-40]
+                del tail_lines[:-400]
                 if on_output is not None:
                     on_output(line.rstrip())
 
@@ -162,7 +164,9 @@ def run(job: Job, work_dir: Path, on_log: Callable[[int, dict], None] | None = N
             if on_log is not None:
                 on_log(row.pop("step"), row)
     if proc.returncode != 0:
-        raise RuntimeError(f"training processes exited with code {proc.returncode} ({' '.join(cmd)}); "
+        # the launchers end with their own summary: name the rank's exception first
+        cause = next((line for line in reversed(tail_lines) if _ERROR_LINE.match(line)), "")
+        raise RuntimeError(f"training processes exited with code {proc.returncode}: {cause}\n({' '.join(cmd)}); "
                            f"last output:\n" + "\n".join(tail_lines[-20:]))
     if not result_file.exists():
         raise RuntimeError(f"training processes exited cleanly but wrote no {result_file}")
@@ -193,15 +197,14 @@ def main(job_file: str) -> int:
     """One rank: join the process group if launched with several, build the job, train."""
     job_file = Path(job_file)
     job = Job(**json.loads(job_file.read_text()))
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"[rank {rank}] %(asctime)s %(name)s %(levelname)s %(message)s", force=True)
     cfg = TrainConfig(**job.train)
     if cfg.device.startswith("cuda"):
         cfg.device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
-    if world > 1:
+    if "RANK" in os.environ:  # started by a launcher (even with one rank: DeepSpeed needs a process group)
         backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
         if cfg.strategy == "deepspeed":
             import deepspeed

@@ -379,6 +379,7 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
     window_tokens, window_steps, window_start, wait_mark = 0, 0, time.perf_counter(), 0.0
     # running average of good losses (for spike detection) and the skip count carry over a resume
     loss_avg, bad_in_a_row = extra.get("loss_avg"), extra.get("bad_in_a_row", 0)
+    evaluated_last = False
     model.train()
     with _Sigterm() as sigterm:
         try:
@@ -445,6 +446,7 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
                 paused = time.perf_counter()  # eval, sampling and checkpoints do not count as training time
                 if val_batches is not None and ((cfg.eval_every > 0 and done % cfg.eval_every == 0) or last):
                     val_loss = evaluate() if rank == 0 or use_ds else None  # ZeRO-3 gathers on every rank
+                    evaluated_last = last
                     if rank == 0:
                         metrics["val_loss"] = result["final_val_loss"] = val_loss
                 if rank == 0:
@@ -469,7 +471,7 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
         finally:
             loader.close()
 
-    if result["final_val_loss"] is None and val_batches is not None and (rank == 0 or use_ds):
+    if not evaluated_last and val_batches is not None and (rank == 0 or use_ds):
         val_loss = evaluate()  # resumed from the final checkpoint: no step ran, still report val loss
         if rank == 0:
             result["final_val_loss"] = val_loss

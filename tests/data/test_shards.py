@@ -76,3 +76,34 @@ def test_sequential_batches_are_non_overlapping_windows_in_order():
 def test_token_batches_need_more_tokens_than_one_window():
     with pytest.raises(ValueError, match="at least"):
         TokenBatches(np.arange(8), batch_size=1, seq_len=8, seed=0)
+
+
+def test_sequential_token_batches_walk_every_window_once_per_epoch_then_wrap():
+    tokens = np.arange(105, dtype=np.uint16)  # 104 targets -> 10 windows of 10 (the last 4 tokens never start one)
+    batches = TokenBatches(tokens, batch_size=4, seq_len=10, seed=0, windows="sequential")
+    xs, ys = zip(*(batches(i)[:2] for i in range(5)), strict=True)  # 20 windows: exactly two epochs
+    x, y = torch.cat(xs), torch.cat(ys)
+    assert torch.equal(y, x + 1)  # y is x shifted by one
+    assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(20, 9, dtype=torch.long))  # each row is one window
+    starts = x[:, 0].tolist()
+    assert starts[:4] == [0, 10, 20, 30] and starts[4:8] == [40, 50, 60, 70]  # batch i holds windows i*B .. i*B+B-1
+    assert starts[8:12] == [80, 90, 0, 10]  # batch 2 wraps into the second epoch
+    assert starts[:10] == starts[10:] == list(range(0, 100, 10))  # every window once per epoch, in order
+    assert torch.equal(batches(7)[0], TokenBatches(tokens, 4, 10, seed=9, windows="sequential")(7)[0])
+    assert batches(7)[2] is None
+
+
+def test_random_token_batches_depend_only_on_seed_and_index():
+    tokens = np.arange(10_000, dtype=np.uint16)
+    batches = TokenBatches(tokens, batch_size=4, seq_len=16, seed=3, windows="random")
+    later = batches(7)[0]
+    for i in range(7):  # what ran before does not matter
+        batches(i)
+    assert torch.equal(batches(7)[0], later)
+    assert torch.equal(later, TokenBatches(tokens, batch_size=4, seq_len=16, seed=3)(7)[0])  # "random" is the default
+    assert not torch.equal(later, TokenBatches(tokens, batch_size=4, seq_len=16, seed=3, windows="sequential")(7)[0])
+
+
+def test_an_unknown_windows_mode_is_refused():
+    with pytest.raises(ValueError, match="windows must be 'random' or 'sequential', got 'shuffled'"):
+        TokenBatches(np.arange(100), batch_size=1, seq_len=8, seed=0, windows="shuffled")

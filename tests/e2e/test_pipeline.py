@@ -1,6 +1,7 @@
 """The whole pipeline under Prefect with a real SQLite MLflow store: build, reuse, force, config change, CLI."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -218,3 +219,43 @@ def test_gate_scores_production_again_when_the_eval_items_changed(workdir):
     made = decision(workdir)
     assert made["production_scores"] == "re-evaluated" and made["passed"]
     assert {r["task"] for r in made["rows"]} == set(load_config("tiny").evals.tasks)
+
+
+# Scale-out and interoperability through the stages. Last in this module: they add pretrain/finetune artifacts that
+# are newer than the MICRO ones the tests above look up.
+
+def test_pretrain_and_finetune_train_in_two_processes_started_by_their_tasks(workdir):
+    two = [*MICRO, "pretrain.nproc=2", "pretrain.strategy=deepspeed", "pretrain.zero_stage=2", "finetune.nproc=2"]
+    stage(name="finetune", workdir=str(workdir), overrides=two)
+    found = manifests(workdir)
+    pre, fin = found["pretrain"], found["finetune"]
+    assert pre["config"]["pretrain"]["nproc"] == 2 and fin["config"]["finetune"]["nproc"] == 2
+    assert pre["counts"]["tokens"] == 150 * 4 * 64 * 2  # steps x micro-batch x seq_len x ranks
+    assert pre["metrics"]["val_loss"] < 5.0  # ln(512) = 6.2 at the start
+    pre_dir = workdir / "artifacts/pretrain" / pre["key"]
+    log = (pre_dir / "launch" / "launch.log").read_text()
+    assert "[rank 0]" in log and "step 150/150" in log
+    assert (pre_dir / "checkpoints" / "ckpt_000150" / "deepspeed").is_dir()  # ZeRO state beside the full weights
+    c = mlflow_client(workdir)
+    run = c.search_runs([e.experiment_id for e in c.search_experiments()],
+                        filter_string=f"tags.artifact_key = '{pre['key']}' and tags.cached = 'false'")[0]
+    losses = c.get_metric_history(run.info.run_id, "loss")
+    assert [m.step for m in losses][-1] == 150 and len(losses) >= 15  # the ranks' log steps reached MLflow
+    assert fin["counts"]["steps"] == 10 and fin["metrics"]["val_loss"] > 0
+
+
+def test_finetune_starts_from_a_hugging_face_llama_checkpoint(workdir, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    base = workdir / "artifacts/pretrain" / manifests(workdir)["pretrain"]["key"] / "model"
+    hf_dir = tmp_path / "hf-llama"
+    config = transformers.LlamaConfig(vocab_size=512, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    transformers.LlamaForCausalLM(config).save_pretrained(hf_dir)
+    shutil.copy(base / "tokenizer.json", hf_dir / "tokenizer.json")
+    stage(name="finetune", workdir=str(workdir), overrides=[*MICRO, f"finetune.init_from={hf_dir}",
+                                                             "finetune.max_seq_len=64"])
+    fin = manifests(workdir)["finetune"]
+    assert fin["config"]["finetune"]["init_from"] == str(hf_dir)
+    model = json.loads((workdir / "artifacts/finetune" / fin["key"] / "model" / "config.json").read_text())
+    assert (model["n_embd"], model["n_layer"], model["n_kv_head"], model["seq_len"]) == (48, 2, 2, 64)
+    assert fin["metrics"]["val_loss"] < math.log(512)
