@@ -92,6 +92,8 @@ def training_budget(n_params: int, seq_len: int, micro_batch: int, world: int = 
     """(steps, grad_accum) for `tokens` training tokens (default: the Chinchilla budget) at the compute-optimal
     batch, given `micro_batch` sequences of seq_len per process and `world` processes."""
     tokens = tokens if tokens is not None else chinchilla_tokens(n_params)
+    if n_params < 1 or tokens < 1:
+        raise ValueError(f"training_budget: params ({n_params}) and tokens ({tokens}) must be positive")
     per_micro_step = micro_batch * seq_len * world
     grad_accum = max(1, round(batch_tokens(n_params, tokens) / per_micro_step))
     steps = max(1, math.ceil(tokens / (per_micro_step * grad_accum)))

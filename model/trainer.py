@@ -132,20 +132,23 @@ class Prefetcher:
             mask = mask.pin_memory() if mask is not None else None
         return x, y, mask
 
+    def _put(self, item: tuple) -> bool:
+        """Queue `item` unless the trainer stopped meanwhile; False once it has."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _fill(self) -> None:
         try:
             for i in self.indices:
-                item = ("ok", self._load(i))
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(("ok", self._load(i))):
                     return
         except BaseException as e:  # handed to the training thread, which raises it
-            self._queue.put(("error", e))
+            self._put(("error", e))
 
     def next(self) -> Batch:
         start = time.perf_counter()
