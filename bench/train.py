@@ -3,11 +3,12 @@
 The baseline is written here, nanoGPT-style: eager (no compile), standard torch.optim.AdamW(model.parameters(), lr),
 a random-window get_batch from an np.memmap of the token file each step, forward / backward / step / zero_grad and
 loss.item() every step (nanoGPT's log_interval = 1). Ours is model.trainer.train over data.shards.TokenBatches on the
-same token file (schedule, grad clipping, logging hooks and, with --compile, torch.compile). Both use model.gpt.GPT,
-so the comparison measures the training loop and data path. bf16 autocast on cuda applies to both.
+same token file (schedule, grad clipping, logging hooks, the background loader, fused AdamW and torch.compile, as the
+presets train; --no-compile for eager). Both use model.gpt.GPT, so the comparison measures what the trainer adds
+around the same model. bf16 autocast on cuda applies to both. Compilation happens in the untimed warmup steps.
 
 Usage: python bench/train.py [--rounds 3] [--steps 30] [--depth 4] [--batch 8] [--seq 256] [--device cpu|cuda]
-       [--dtype float32|bfloat16] [--compile]
+       [--dtype float32|bfloat16] [--no-compile]
 Rounds alternate the two (so both see the same machine load); tokens/s excludes --warmup steps; medians are compared.
 Last line: `ratio: X.XX` (ours / baseline).
 """
@@ -114,7 +115,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if cuda else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16" if cuda else "float32",
                         help="bfloat16 = autocast on cuda, for both loops")
-    parser.add_argument("--compile", action="store_true", help="torch.compile our trainer's model (not the baseline)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="torch.compile our trainer's model, as the presets train (never the baseline)")
     args = parser.parse_args()
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")

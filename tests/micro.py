@@ -12,6 +12,7 @@ MICRO = [
     "pretrain.eval_every=75",
     "pretrain.eval_batches=2",
     "pretrain.ckpt_every=75",
+    "pretrain.compile=false",  # compiling takes longer than these 150 steps
     "eval_base.val_batches=2",
     "eval_base.probe_items=6",
     "eval_base.sample_tokens=8",
