@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/factory samples --preset $(PRESET) --workdir $(WORKDIR)
 	time $(BIN)/factory run all --preset $(PRESET) --workdir $(WORKDIR)
 	@echo
-	@echo "Next: '$(BIN)/factory status --workdir $(WORKDIR)', '$(BIN)/factory chat --workdir $(WORKDIR)'; the README shows both UIs."
+	@echo "Next: '$(BIN)/factory status --workdir $(WORKDIR)', '$(BIN)/factory chat --workdir $(WORKDIR)', '$(BIN)/factory export --format hf --out exported --workdir $(WORKDIR)'; the README shows both UIs."
 
 # The UI tests drive Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
 $(CHROMIUM):

@@ -173,17 +173,6 @@ def _results(wd: Path, preset: str, overrides: list[str]) -> None:
         console.print(f"[bold]deploy[/]     {json.loads(deploy.file('decision.json').read_text())['verdict']}")
 
 
-def _production(wd: Path, name: str, alias: str):
-    from tasks import registry
-    from tasks.tracking import client
-
-    version = registry.alias_version(client(wd), name, alias)
-    if version is None:
-        console.print(f"[red]no {name}@{alias} model in {wd}: run `factory run weekly --workdir {wd}` first")
-        raise typer.Exit(1)
-    return version
-
-
 @app.command()
 def chat(
     preset: Preset = "tiny",
@@ -203,7 +192,7 @@ def chat(
     from model.engine import Engine
     from model.tokenizer import Tokenizer
 
-    version = _production(wd, model, alias)
+    version = _registered(wd, f"{model}@{alias}")
     from tasks.registry import model_dir
 
     path = model_dir(version)
