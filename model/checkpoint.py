@@ -105,8 +105,10 @@ def save_training_state(directory: str | os.PathLike, model: torch.nn.Module,
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, tmp / "rng.pt")
         (tmp / "state.json").write_text(state_text)
-        if final.exists():  # re-saving the same step (e.g. after a resume): replace it
-            shutil.rmtree(final)
+        if final.exists():  # re-saving the same step (e.g. after a resume): hide the old one first, so a kill
+            old = directory / f".old_ckpt_{step:06d}_{os.getpid()}"  # mid-delete never leaves a partial ckpt_N
+            os.replace(final, old)
+            shutil.rmtree(old)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -88,13 +88,15 @@ def batch_tokens(n_params: int, tokens: int) -> int:
 
 
 def training_budget(n_params: int, seq_len: int, micro_batch: int, world: int = 1,
-                    tokens: int | None = None) -> tuple[int, int]:
+                    tokens: int | None = None, grad_accum: int | None = None) -> tuple[int, int]:
     """(steps, grad_accum) for `tokens` training tokens (default: the Chinchilla budget) at the compute-optimal
-    batch, given `micro_batch` sequences of seq_len per process and `world` processes."""
+    batch, given `micro_batch` sequences of seq_len per process and `world` processes; a given grad_accum is kept
+    and only the steps follow from it."""
     tokens = tokens if tokens is not None else chinchilla_tokens(n_params)
     if n_params < 1 or tokens < 1:
         raise ValueError(f"training_budget: params ({n_params}) and tokens ({tokens}) must be positive")
     per_micro_step = micro_batch * seq_len * world
-    grad_accum = max(1, round(batch_tokens(n_params, tokens) / per_micro_step))
+    if grad_accum is None:
+        grad_accum = max(1, round(batch_tokens(n_params, tokens) / per_micro_step))
     steps = max(1, math.ceil(tokens / (per_micro_step * grad_accum)))
     return steps, grad_accum

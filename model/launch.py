@@ -94,6 +94,7 @@ def _environment(job: Job) -> dict[str, str]:
     # the workers import this project by module name, from wherever the caller runs
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(STOP_GRACE_S))  # torchrun's wait before SIGKILLing ranks
     if not torch.cuda.is_available():
         env.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed's CPU path, with the gloo backend
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // job.nproc)))
@@ -149,6 +150,10 @@ def run(job: Job, work_dir: Path, on_log: Callable[[int, dict], None] | None = N
         reader = threading.Thread(target=pump, name="launch-output", daemon=True)
         reader.start()
         metrics = _Tail(metrics_file)
+        previous = None
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # so a SIGTERM here stops the ranks too
+            previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             while proc.poll() is None:
                 for row in metrics.new():
@@ -159,6 +164,8 @@ def run(job: Job, work_dir: Path, on_log: Callable[[int, dict], None] | None = N
             stop(proc)
             raise
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             reader.join(timeout=10)
         for row in metrics.new():
             if on_log is not None:
@@ -173,18 +180,38 @@ def run(job: Job, work_dir: Path, on_log: Callable[[int, dict], None] | None = N
     return json.loads(result_file.read_text())
 
 
+def _ranks(proc: subprocess.Popen) -> list[int]:
+    """The processes the launcher started: its process group, less the launcher itself."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != proc.pid:
+            try:
+                if os.getpgid(int(entry)) == proc.pid:
+                    pids.append(int(entry))
+            except (ProcessLookupError, PermissionError):
+                continue
+    return pids
+
+
 def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the launcher and its ranks (they checkpoint and exit), SIGKILL after STOP_GRACE_S."""
+    """SIGTERM to the ranks (they checkpoint and exit; the launcher follows), SIGKILL to all after STOP_GRACE_S.
+
+    The launcher itself is not signalled first: the deepspeed launcher would SIGKILL its ranks after 30 s."""
     if proc.poll() is not None:
         return
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
+        for pid in _ranks(proc) or [proc.pid]:
+            os.kill(pid, signal.SIGTERM)
         proc.wait(timeout=STOP_GRACE_S)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _write_json(path: Path, data: dict) -> None:

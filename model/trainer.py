@@ -230,10 +230,11 @@ class _Plain:
         self.optimizer.zero_grad(set_to_none=True)
 
     def save(self, directory: Path, step: int, extra: dict) -> Path | None:
-        if self.rank == 0:
-            return ckpt.save_training_state(directory, self.model, self.optimizer, step, extra,
-                                            keep=self.cfg.keep_checkpoints)
-        return None
+        path = ckpt.save_training_state(directory, self.model, self.optimizer, step, extra,
+                                        keep=self.cfg.keep_checkpoints) if self.rank == 0 else None
+        if self.world > 1:
+            dist.barrier()  # no rank moves on (or exits after SIGTERM) before the checkpoint exists
+        return path
 
     def load(self, path: Path) -> dict:
         return ckpt.load_training_state(path, self.model, self.optimizer)
@@ -351,6 +352,9 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
     if cfg.bad_loss not in ("stop", "skip"):
         raise ValueError(f"TrainConfig.bad_loss must be 'stop' or 'skip', got {cfg.bad_loss!r}")
     use_ds = cfg.strategy == "deepspeed" and distributed
+    if cfg.strategy == "deepspeed" and not distributed:
+        log.info("strategy deepspeed without a process group (one process, not launched): training without DeepSpeed")
+    flops_per_token = model.flops_per_token()  # before ZeRO-3 partitions the parameters away
     runner = (_DeepSpeed if use_ds else _Plain)(model, cfg, device, rank, world)
 
     start_step, tokens_total, resumed_from = 0, 0, None
@@ -362,7 +366,6 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
     extra = state["extra"] if latest is not None else {}
 
     autocast = _autocast(cfg, device) if not use_ds else contextlib.nullcontext()
-    flops_per_token = model.flops_per_token()
     loader = Prefetcher(train_batches, _indices(start_step, cfg.steps, cfg.grad_accum, world, rank),
                         cfg.prefetch, pin=device.type == "cuda")
 

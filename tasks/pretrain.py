@@ -35,7 +35,8 @@ def pretrain(s: StageRun) -> dict:
     n_params = GPT(config).num_params()
     seq_len = s.cfg.model.seq_len
     if cfg.steps == "auto" or cfg.grad_accum == "auto":  # the depth-based budget: 20 tokens/param, optimal batch
-        steps, accum = training_budget(n_params, seq_len, cfg.batch_size, cfg.nproc)
+        fixed_accum = None if cfg.grad_accum == "auto" else cfg.grad_accum
+        steps, accum = training_budget(n_params, seq_len, cfg.batch_size, cfg.nproc, grad_accum=fixed_accum)
         cfg = cfg.model_copy(update={"steps": steps if cfg.steps == "auto" else cfg.steps,
                                      "grad_accum": accum if cfg.grad_accum == "auto" else cfg.grad_accum})
         s.log.info(f"pretrain: depth {s.cfg.model.depth} -> {cfg.steps} steps x grad_accum {cfg.grad_accum}")

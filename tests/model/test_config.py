@@ -51,3 +51,10 @@ def test_from_depth_widths_follow_depth_times_aspect_ratio(depth):
     assert wide.n_embd == depth * 96 and wide.n_head == depth * 3
     odd = GPTConfig.from_depth(depth, vocab_size=1000, seq_len=128, aspect_ratio=40, head_dim=64)
     assert odd.n_embd == math.ceil(depth * 40 / 64) * 64 and odd.n_embd >= depth * 40  # rounded up to whole heads
+
+
+def test_a_fixed_grad_accum_keeps_the_token_budget_in_the_steps():
+    n_params = 20_000_000
+    steps, accum = training_budget(n_params, 1024, 8, grad_accum=1)
+    assert accum == 1
+    assert steps * 8 * 1024 >= chinchilla_tokens(n_params) > (steps - 1) * 8 * 1024
