@@ -73,6 +73,17 @@ class TokenShardWriter:
             if self._filled == self.tokens_per_shard:
                 self._flush()
 
+    def add_documents(self, docs: list[list[int]], bos_id: int) -> int:
+        """Append each document's ids after a bos token, in one array; returns the number of tokens added."""
+        lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
+        flat = np.empty(int(lengths.sum()), dtype=np.int64)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        flat[starts] = bos_id
+        for start, ids in zip(starts, docs, strict=True):
+            flat[start + 1:start + 1 + len(ids)] = ids
+        self.add(flat)
+        return len(flat)
+
     def _flush(self) -> None:
         if not self._filled:
             return

@@ -1,6 +1,7 @@
 """Byte-level BPE tokenizer (Hugging Face `tokenizers`) with the chat special tokens, plus a thin wrapper."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable
@@ -98,7 +99,19 @@ class Tokenizer:
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Encode many texts on all cores. Tokenizers we trained encode through tiktoken with the same merges (the
+        same ids, ~4x faster than `tokenizers` here); any other kind through `tokenizers`."""
+        fast = self.fast_encoding()
+        if fast is not None:
+            return fast.encode_ordinary_batch(list(texts), num_threads=os.cpu_count() or 1)
         return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def fast_encoding(self):
+        """A tiktoken Encoding equal to this tokenizer on ordinary text, or None (not our byte-level BPE with the
+        GPT-4 split, tiktoken missing, or a probe text encoding differently)."""
+        if not hasattr(self, "_fast"):
+            self._fast = _tiktoken_encoding(self)
+        return self._fast
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
         return self.hf.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -128,3 +141,41 @@ class Tokenizer:
         for token, i in self.hf.get_vocab(with_added_tokens=True).items():
             out[i] = 0 if token in specials else sum(1 for ch in token if ch in to_byte)
         return out
+
+
+# Exercises the split pattern's branches: contractions, letters across scripts, digit groups, punctuation runs,
+# newlines, runs of spaces, a special token's text (ordinary text here) and bytes outside the BMP.
+_PROBE = ("Hello, world! It's 2024-11-23: 12345 items, 3.14159... Ça va? Grüße aus Köln. 東京は晴れ。\n\n"
+          "  def f(x):\n\treturn x**2  # <|bos|> emoji 🙂 ok\r\nTHE END   ")
+
+
+def _tiktoken_encoding(tok: Tokenizer):
+    try:
+        import tiktoken
+    except ImportError:
+        return None
+    spec = json.loads(tok.hf.to_str())
+    split = json.dumps(spec.get("pre_tokenizer"), sort_keys=True)
+    if spec.get("model", {}).get("type") != "BPE" or split != _our_pre_tokenizer_json():
+        return None
+    to_byte = _unicode_to_byte()
+    added = {t["content"] for t in spec.get("added_tokens", [])}
+    ranks = {}
+    for token, i in spec["model"]["vocab"].items():
+        if token in added:
+            continue
+        if any(ch not in to_byte for ch in token):
+            return None
+        ranks[bytes(to_byte[ch] for ch in token)] = i
+    # BPE trained by `tokenizers` numbers merged tokens in merge order, so tiktoken's rank order is the merge order
+    enc = tiktoken.Encoding("factory", pat_str=SPLIT_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    if enc.encode_ordinary(_PROBE) != tok.hf.encode(_PROBE, add_special_tokens=False).ids:
+        return None
+    return enc
+
+
+@lru_cache(maxsize=1)
+def _our_pre_tokenizer_json() -> str:
+    ref = HFTokenizer(models.BPE())
+    ref.pre_tokenizer = _pre_tokenizer()
+    return json.dumps(json.loads(ref.to_str())["pre_tokenizer"], sort_keys=True)

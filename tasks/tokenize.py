@@ -16,7 +16,7 @@ def _batched(iterable, n: int):
         yield batch
 
 
-@stage("tokenize", inputs=("preprocess", "train_tokenizer"), main_metric="tokens_train")
+@stage("tokenize", inputs=("preprocess", "train_tokenizer"), main_metric="tokens_train", version="2")
 def tokenize(s: StageRun) -> dict:
     tok = Tokenizer.from_file(s.inputs["train_tokenizer"].path / "tokenizer.json")
     docs = s.inputs["preprocess"].path / "documents"
@@ -24,10 +24,8 @@ def tokenize(s: StageRun) -> dict:
     for split in ("train", "val"):
         writer = TokenShardWriter(s.out / "shards", split, tok.vocab_size, s.cfg.tokenize.tokens_per_shard)
         n_docs = n_tokens = 0
-        for batch in _batched(read_documents(sorted(docs.glob(f"{split}-*.parquet"))), 256):
-            for ids in tok.encode_batch([d["text"] for d in batch]):
-                writer.add([tok.bos_id, *ids])
-                n_tokens += len(ids) + 1
+        for batch in _batched(read_documents(sorted(docs.glob(f"{split}-*.parquet"))), 1024):
+            n_tokens += writer.add_documents(tok.encode_batch([d["text"] for d in batch]), tok.bos_id)
             n_docs += len(batch)
         shards = writer.close()
         counts.update({f"docs_{split}": n_docs, f"tokens_{split}": n_tokens, f"shards_{split}": len(shards)})

@@ -107,3 +107,11 @@ def test_random_token_batches_depend_only_on_seed_and_index():
 def test_an_unknown_windows_mode_is_refused():
     with pytest.raises(ValueError, match="windows must be 'random' or 'sequential', got 'shuffled'"):
         TokenBatches(np.arange(100), batch_size=1, seq_len=8, seed=0, windows="shuffled")
+
+
+def test_add_documents_puts_bos_before_each_document_in_one_array(tmp_path):
+    writer = TokenShardWriter(tmp_path, "train", vocab_size=50, tokens_per_shard=4)
+    assert writer.add_documents([[5, 6], [], [7]], bos_id=1) == 6
+    paths = writer.close()
+    assert load_tokens(tmp_path, "train").tolist() == [1, 5, 6, 1, 1, 7]
+    assert len(paths) == 2 and writer.num_tokens == 6

@@ -81,3 +81,26 @@ def test_save_and_load_give_the_same_tokenizer_and_leave_no_temp_files(tok, tmp_
 def test_too_small_vocab_is_rejected():
     with pytest.raises(ValueError, match="vocab_size=100"):
         train_bpe(["abc"], vocab_size=100)
+
+
+def test_batches_encode_through_tiktoken_with_exactly_the_ids_of_tokenizers(tok):
+    rng = random.Random(3)
+    alphabet = "abcdefghij klmnop,.!?'\n\t0123456789ÄöüßЖ語🙂<|>"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 300))) for _ in range(200)]
+    texts += ["It's the <|bos|> token, typed.", "   leading and trailing   ", "x" * 5000, ""]
+    assert tok.fast_encoding() is not None
+    expected = [e.ids for e in tok.hf.encode_batch(texts, add_special_tokens=False)]
+    assert tok.encode_batch(texts) == expected
+
+
+def test_a_tokenizer_of_another_kind_encodes_through_tokenizers(tok):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers, trainers
+
+    hf = HFTokenizer(models.BPE(unk_token="<|pad|>"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf.train_from_iterator(["the cat sat on the mat"] * 20,
+                           trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIAL_TOKENS, show_progress=False))
+    other = Tokenizer(hf)
+    assert other.fast_encoding() is None
+    assert other.encode_batch(["the cat", "sat"]) == [other.encode("the cat"), other.encode("sat")]
