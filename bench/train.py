@@ -14,20 +14,26 @@ Last line: `ratio: X.XX` (ours / baseline).
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import statistics
-import tempfile
-import time
-from pathlib import Path
+import os
+import sys
 
-import numpy as np
-import torch
+# bench/tokenize.py shadows the standard library's `tokenize` for scripts in this folder: keep it off the path
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-from data.shards import TokenBatches, load_tokens, token_dtype, write_token_shard
-from model.config import GPTConfig
-from model.gpt import GPT
-from model.trainer import TrainConfig, peak_flops, train
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from data.shards import TokenBatches, load_tokens, token_dtype, write_token_shard  # noqa: E402
+from model.config import GPTConfig  # noqa: E402
+from model.gpt import GPT  # noqa: E402
+from model.trainer import TrainConfig, peak_flops, train  # noqa: E402
 
 LR = 1e-3
 
