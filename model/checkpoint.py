@@ -29,12 +29,29 @@ def unwrap(model: torch.nn.Module) -> GPT:
             return model
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; artifacts are meant to be shared
     os.replace(tmp, path)
+
+
+def replace_dir(new: Path, out: Path) -> None:
+    """Rename the directory `new` to `out`. An existing `out` is first renamed aside (and put back if the swap
+    fails), then deleted, so no one ever sees a half-deleted `out`."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old_"))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old / out.name, out)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> None:
@@ -56,7 +73,7 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _atomic_write_text(directory / "config.json", json.dumps(model.config.to_dict(), indent=2) + "\n")
+    atomic_write_text(directory / "config.json", json.dumps(model.config.to_dict(), indent=2) + "\n")
 
 
 def _read_config(directory: Path) -> GPTConfig:
@@ -105,11 +122,7 @@ def save_training_state(directory: str | os.PathLike, model: torch.nn.Module,
             rng["cuda"] = torch.cuda.get_rng_state_all()
         torch.save(rng, tmp / "rng.pt")
         (tmp / "state.json").write_text(state_text)
-        if final.exists():  # re-saving the same step (e.g. after a resume): hide the old one first, so a kill
-            old = directory / f".old_ckpt_{step:06d}_{os.getpid()}"  # mid-delete never leaves a partial ckpt_N
-            os.replace(final, old)
-            shutil.rmtree(old)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)  # re-saving the same step (e.g. after a resume) swaps the old one out whole
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

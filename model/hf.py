@@ -19,7 +19,7 @@ from tokenizers import AddedToken, processors
 from tokenizers import Tokenizer as HFTokenizer
 
 from model.chat import _WRAP
-from model.checkpoint import load_model, unwrap
+from model.checkpoint import load_model, replace_dir, unwrap
 from model.config import GPTConfig
 from model.gpt import GPT, rope_tables
 from model.tokenizer import SPECIAL_TOKENS, Tokenizer
@@ -179,26 +179,11 @@ def export_hf(model: GPT | torch.nn.Module | str | os.PathLike, out_dir: str | o
         })
         for name, data in _tokenizer_files(tok, gpt.config.seq_len).items():
             _write_json(tmp / name, data)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(new, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old_"))
-    os.replace(out, old / out.name)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(old / out.name, out)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------------- import

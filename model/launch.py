@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from model.checkpoint import atomic_write_text
 from model.gpt import GPT
 from model.trainer import TrainConfig, TrainingInterrupted, peak_flops, train
 
@@ -214,12 +215,6 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def main(job_file: str) -> int:
     """One rank: join the process group if launched with several, build the job, train."""
     job_file = Path(job_file)
@@ -255,7 +250,7 @@ def main(job_file: str) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if rank == 0:
-        _write_json(job_file.parent / "result.json", result)
+        atomic_write_text(job_file.parent / "result.json", json.dumps(result, indent=2, default=str) + "\n")
     return 0
 
 

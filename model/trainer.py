@@ -357,13 +357,13 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
     flops_per_token = model.flops_per_token()  # before ZeRO-3 partitions the parameters away
     runner = (_DeepSpeed if use_ds else _Plain)(model, cfg, device, rank, world)
 
-    start_step, tokens_total, resumed_from = 0, 0, None
+    start_step, tokens_total, resumed_from, extra = 0, 0, None, {}
     latest = ckpt.latest_checkpoint(ckpt_dir)
     if latest is not None:
         state = runner.load(latest)
-        start_step, tokens_total, resumed_from = state["step"], state["extra"].get("tokens", 0), str(latest)
+        start_step, extra, resumed_from = state["step"], state["extra"], str(latest)
+        tokens_total = extra.get("tokens", 0)
         log.info("resumed from %s at step %d", latest, start_step)
-    extra = state["extra"] if latest is not None else {}
 
     autocast = _autocast(cfg, device) if not use_ds else contextlib.nullcontext()
     loader = Prefetcher(train_batches, _indices(start_step, cfg.steps, cfg.grad_accum, world, rank),
@@ -405,12 +405,13 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
                 done = step + 1
 
                 # one host sync per step: the loss (mean over ranks), whether it is usable, and SIGTERM on any rank
-                check = torch.stack([loss_sum / cfg.grad_accum,
-                                     torch.tensor(float(sigterm.received), device=device)])
                 if distributed:
+                    check = torch.stack([loss_sum / cfg.grad_accum,
+                                         torch.tensor(float(sigterm.received), device=device)])
                     dist.all_reduce(check)
-                    check[0] /= world
-                train_loss, stop_requested = float(check[0]), float(check[1]) > 0
+                    train_loss, stop_requested = float(check[0]) / world, float(check[1]) > 0
+                else:
+                    train_loss, stop_requested = float(loss_sum) / cfg.grad_accum, sigterm.received
                 norm_ok = grad_norm is None or bool(torch.isfinite(grad_norm))
                 problem = None
                 if not math.isfinite(train_loss) or not norm_ok:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 
+import torch
+
 from model.checkpoint import save_model
 from model.config import GPTConfig, chinchilla_tokens, training_budget
 from model.gpt import GPT
@@ -32,7 +34,8 @@ def pretrain(s: StageRun) -> dict:
     cfg = s.cfg.pretrain
     tok_path = s.inputs["train_tokenizer"].path / "tokenizer.json"
     config = model_config(s, Tokenizer.from_file(tok_path).vocab_size)
-    n_params = GPT(config).num_params()
+    with torch.device("meta"):  # counted without allocating (the job builds the real model)
+        n_params = GPT(config).num_params()
     seq_len = s.cfg.model.seq_len
     if cfg.steps == "auto" or cfg.grad_accum == "auto":  # the depth-based budget: 20 tokens/param, optimal batch
         fixed_accum = None if cfg.grad_accum == "auto" else cfg.grad_accum
