@@ -47,10 +47,14 @@ def _to_row(doc: Document) -> dict[str, Any]:
 
 
 class ShardWriter:
-    """Writes documents into parquet shards `{prefix}-{i:05d}.parquet`, each renamed into place only when complete."""
+    """Writes documents into parquet shards `{prefix}-{i:05d}.parquet`, each renamed into place only when complete.
+
+    Memory stays bounded whatever the shard size: rows are written one row group at a time (every
+    `row_group_size` rows or `row_group_bytes` of text, whichever comes first) into the shard's temp file.
+    """
 
     def __init__(self, out_dir: str | os.PathLike[str], prefix: str, rows_per_shard: int = 50_000,
-                 row_group_size: int = 10_000):
+                 row_group_size: int = 10_000, row_group_bytes: int = 64 << 20):
         if rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
         self.out_dir = Path(out_dir)
@@ -58,33 +62,55 @@ class ShardWriter:
         self.prefix = prefix
         self.rows_per_shard = rows_per_shard
         self.row_group_size = row_group_size
+        self.row_group_bytes = row_group_bytes
         self.paths: list[Path] = []
         self.num_rows = 0
         self._rows: list[dict[str, Any]] = []
+        self._buffered_chars = 0
+        self._shard_rows = 0
+        self._writer: pq.ParquetWriter | None = None
         self._closed = False
+
+    def _shard_path(self) -> Path:
+        return self.out_dir / f"{self.prefix}-{len(self.paths):05d}.parquet"
 
     def write(self, doc: Document) -> None:
         if self._closed:
             raise ValueError(f"ShardWriter {self.out_dir}/{self.prefix}: write() after close()")
-        self._rows.append(_to_row(doc))
+        row = _to_row(doc)
+        self._rows.append(row)
+        self._buffered_chars += len(row["text"])
         self.num_rows += 1
-        if len(self._rows) >= self.rows_per_shard:
-            self._flush()
+        self._shard_rows += 1
+        if len(self._rows) >= self.row_group_size or self._buffered_chars >= self.row_group_bytes:
+            self._write_row_group()
+        if self._shard_rows >= self.rows_per_shard:
+            self._finish_shard()
 
-    def _flush(self) -> None:
+    def _write_row_group(self) -> None:
         if not self._rows:
             return
-        path = self.out_dir / f"{self.prefix}-{len(self.paths):05d}.parquet"
-        tmp = path.with_name(path.name + ".tmp")
-        table = pa.Table.from_pylist(self._rows, schema=SCHEMA)
-        pq.write_table(table, tmp, row_group_size=self.row_group_size, compression="zstd")
-        os.replace(tmp, path)
-        self.paths.append(path)
+        if self._writer is None:
+            tmp = self._shard_path().with_name(self._shard_path().name + ".tmp")
+            self._writer = pq.ParquetWriter(tmp, SCHEMA, compression="zstd")
+        self._writer.write_table(pa.Table.from_pylist(self._rows, schema=SCHEMA), row_group_size=len(self._rows))
         self._rows = []
+        self._buffered_chars = 0
+
+    def _finish_shard(self) -> None:
+        self._write_row_group()
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        path = self._shard_path()
+        os.replace(path.with_name(path.name + ".tmp"), path)
+        self.paths.append(path)
+        self._shard_rows = 0
 
     def close(self) -> list[Path]:
         if not self._closed:
-            self._flush()
+            self._finish_shard()
             self._closed = True
         return list(self.paths)
 
@@ -92,11 +118,16 @@ class ShardWriter:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        # On an exception, keep what is already complete but do not flush a partial buffer as if it were done.
+        # On an exception, keep what is already complete but never rename a partial shard into place.
         if exc_type is None:
             self.close()
-        else:
-            self._closed = True
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            tmp = self._shard_path().with_name(self._shard_path().name + ".tmp")
+            tmp.unlink(missing_ok=True)
 
 
 def _row_to_document(row: dict[str, Any]) -> Document:

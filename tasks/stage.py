@@ -67,13 +67,15 @@ class StageSpec:
         missing = set(self.inputs) - set(inputs)
         if missing:
             raise ValueError(f"stage {self.name}: missing inputs {sorted(missing)}")
-        config = self.config(cfg)
+        # How a stage runs (processes, cluster) never changes what it makes: not part of the key.
+        config = {s: {k: v for k, v in c.items() if k not in RUNTIME_FIELDS} for s, c in self.config(cfg).items()}
         if self.external:  # files outside the artifact store (crawl sources, the labeling inbox) are inputs too
             config = {**config, "external": self.external(cfg, Path(workdir))}
         return stage_key(self.name, self.version, config, {n: inputs[n].build_id for n in self.inputs})
 
 
 STAGES: dict[str, StageSpec] = {}
+RUNTIME_FIELDS = {"workers", "dask_address"}
 
 
 def logger() -> logging.Logger:

