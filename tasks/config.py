@@ -20,27 +20,95 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SourceSpec(Section):
+    """One crawl source with its weight in the mix."""
+
+    source: str = Field(description="A path, glob, directory, URL, '.paths[.gz]' file, 'hf:...' or 'builtin:sample'.")
+    weight: float = Field(1.0, gt=0, description="Relative share of documents drawn from this source.")
+
+
 class CrawlConfig(Section):
-    sources: list[str] = Field(
+    sources: list[str | SourceSpec] = Field(
         default=[BUILTIN_SAMPLE],
-        description="WARC/WET paths or globs, parquet/JSONL documents, 'hf:NAME[:CONFIG][:SPLIT]' or 'builtin:sample'.",
+        description=(
+            "WARC/WET files, parquet/JSONL documents, local or any fsspec URL (s3:// needs s3fs, https://, "
+            "memory://...), globs, directories, Common Crawl '.paths'/'.paths.gz' listings, "
+            "'hf:NAME[:CONFIG][:SPLIT]' or 'builtin:sample'. Plain strings only: read one after another, each in "
+            "full. With any {source, weight} item, each item (plain strings weigh 1) is a group of a weighted mix: "
+            "documents are interleaved group by group with probability proportional to weight, deterministically "
+            "from `seed`, until the first group runs out (datasets' interleave_datasets 'first_exhausted') or "
+            "`max_documents`; a single source is read in full."
+        ),
+    )
+    seed: int = Field(0, description="Seed of the weighted mix's draws: the same seed gives the same order.")
+    paths_base_url: str = Field(
+        "https://data.commoncrawl.org", description="What the relative paths of a '.paths[.gz]' source are joined to."
+    )
+    max_files_per_source: int | None = Field(
+        None, ge=1, description="Keep only the first N files of each glob, directory or paths file (None: all)."
+    )
+    max_page_bytes: int = Field(
+        5_000_000, gt=0, description="Skip (count as filtered_too_large) payloads over this size; CC caps at 1 MiB."
     )
     sample_pages: int = Field(400, description="Pages rendered into the built-in sample WARC.")
     max_documents: int | None = Field(None, description="Stop after this many documents (None: read everything).")
     rows_per_shard: int = 50_000
 
+    def specs(self) -> list[SourceSpec]:
+        """Every source as a SourceSpec (plain strings weigh 1)."""
+        return [SourceSpec(source=s) if isinstance(s, str) else s for s in self.sources]
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the sources form a weighted mix (any {source, weight} item) rather than a plain list."""
+        return any(isinstance(s, SourceSpec) for s in self.sources)
+
+
+Step = bool | dict[str, Any]
+_STEP = "true: FineWeb's defaults; false: off; or a dict of the step's options (see data/filters.py)."
+
+
+class MinHashSection(Section):
+    enabled: bool = True
+    ngram: int = Field(5, ge=1, description="Words per shingle (FineWeb: 5).")
+    buckets: int = Field(14, ge=1, description="LSH bands; a pair sharing any band is a duplicate (FineWeb: 14).")
+    hashes_per_bucket: int = Field(8, ge=1, description="MinHash values per band (FineWeb: 8).")
+    seed: int = 1
+
+
+class PoisonSection(Section):
+    enabled: bool = True
+    drop: bool = Field(False, description="Drop flagged documents (default: keep them, flag them in the report).")
+    triggers: dict[str, str] | None = Field(None, description="name -> regex; None: data/poison.py's TRIGGERS.")
+    phrase_words: int = Field(8, ge=2, description="Words per phrase compared across domains.")
+    window: int = Field(4, ge=1, description="Winnowing window: phrases of phrase_words+window-1 words never missed.")
+    min_domains: int = Field(10, ge=2, description="A phrase on at least this many domains is suspicious...")
+    min_domain_ratio: float = Field(0.5, description="...when it appears about once per domain (domains/docs)...")
+    max_doc_fraction: float = Field(0.01, description="...and in at most this fraction of all documents (rare).")
+    max_common_words: int = Field(6, description="Phrases with more common English words than this are idioms.")
+
 
 class PreprocessConfig(Section):
-    favor: Literal["precision", "recall"] = Field("precision", description="trafilatura's trade-off when extracting.")
-    min_words: int = 50
-    max_chars: int = 200_000
-    gopher_repetition: bool = True
-    gopher_quality: bool = True
-    c4: bool = True
-    english: bool = True
-    dedup: bool = True
+    """The FineWeb recipe as composable steps; each step's options default to FineWeb's published values."""
+
+    url: Step = Field(True, description="URL block-list (domains, banned words). " + _STEP)
+    favor: Literal["precision", "balanced", "recall"] = Field(
+        "precision", description="trafilatura's trade-off when extracting (FineWeb: precision).")
+    language: Step = Field(True, description="Language ID (py3langid, inside its package): {languages, min_score}.")
+    gopher_repetition: Step = Field(True, description=_STEP)
+    gopher_quality: Step = Field(True, description=_STEP)
+    c4: Step = Field(True, description=_STEP)
+    fineweb: Step = Field(True, description=_STEP)
+    min_words: int = Field(0, description="Extra: drop documents with fewer words (0: off).")
+    max_chars: int = Field(0, description="Extra: drop documents longer than this (0: off).")
+    exact_dedup: bool = True
+    minhash: MinHashSection = MinHashSection()
+    poison: PoisonSection = PoisonSection()
+    pii: Step = Field(True, description="Replace e-mail and public IP addresses: {emails, ips}.")
     val_fraction: float = 0.05
     seed: int = 0
+    workers: int = Field(0, ge=0, description="Processes filtering shards in parallel (0: all cores).")
+    dask_address: str | None = Field(None, description="A Dask scheduler (tcp://host:8786): shards run there.")
 
 
 class TokenizerConfig(Section):
@@ -51,6 +119,8 @@ class TokenizerConfig(Section):
 
 class TokenizeConfig(Section):
     tokens_per_shard: int = 10_000_000
+    workers: int = Field(0, ge=0, description="Processes tokenizing document shards in parallel (0: all cores).")
+    dask_address: str | None = Field(None, description="A Dask scheduler (tcp://host:8786): shards run there.")
 
 
 class ModelSection(Section):

@@ -1,45 +1,55 @@
-"""Stage `crawl`: read crawl sources (WARC/WET, parquet/JSONL documents, HF datasets) into raw document shards."""
+"""Stage `crawl`: read crawl sources (WARC/WET, parquet/JSONL documents, HF datasets; local or fsspec URLs), alone or
+as a weighted mix, into raw document shards."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 from data.documents import ShardWriter
-from data.extract import decode
+from data.extract import decode_with_charset
 from data.quarantine import Quarantine
-from data.readers import expand_sources, read_sources
-from tasks.config import BUILTIN_SAMPLE, FactoryConfig
+from data.readers import READ_OUTCOMES, expand_sources, mix_sources
+from tasks.config import BUILTIN_SAMPLE, CrawlConfig, FactoryConfig
 from tasks.samples import crawl_sources, fingerprint
 from tasks.stage import StageRun, stage
 
 
 def _external(cfg: FactoryConfig, workdir: Path) -> dict:
-    local = [s for s in cfg.crawl.sources if s != BUILTIN_SAMPLE]
+    # Local files by name, size and mtime; URLs (s3://, https://...) by the URL string alone.
+    local = [spec.source for spec in cfg.crawl.specs() if spec.source != BUILTIN_SAMPLE]
     return {"sources": fingerprint(local)} if local else {}
+
+
+def _groups(cfg: CrawlConfig, workdir: Path) -> tuple[list[str], list[tuple[list[str], float]]]:
+    """(labels, groups): a group (files, weight) per source of a weighted mix, or all plain sources as one group."""
+    specs = crawl_sources(cfg, workdir)
+    options = {"paths_base_url": cfg.paths_base_url, "max_files": cfg.max_files_per_source}
+    if not cfg.weighted:
+        return [", ".join(s.source for s in specs)], [(expand_sources([s.source for s in specs], **options), 1.0)]
+    return [s.source for s in specs], [(expand_sources([s.source], **options), s.weight) for s in specs]
 
 
 @stage("crawl", main_metric="documents", external=_external, retries=2)
 def crawl(s: StageRun) -> dict:
     cfg = s.cfg.crawl
-    sources = expand_sources(crawl_sources(cfg, s.workdir))
+    labels, groups = _groups(cfg, s.workdir)
     stats: Counter = Counter()
     documents = 0
     with (
         Quarantine(s.out / "quarantine.jsonl") as quarantine,
         ShardWriter(s.out / "documents", "raw", cfg.rows_per_shard) as writer,
+        closing(mix_sources(groups, quarantine, stats, cfg.seed, max_page_bytes=cfg.max_page_bytes)) as docs,
     ):
-        for raw in read_sources(sources, quarantine, stats):
-            text = decode(raw.content, raw.meta.get("charset"))  # unknown charsets fall back to UTF-8
-            writer.write(
-                {
-                    "id": raw.id,
-                    "url": raw.url,
-                    "text": text,
-                    "source": raw.source,
-                    "meta": {**raw.meta, "content_type": raw.content_type},
-                }
-            )
+        for raw in docs:
+            decoded = decode_with_charset(raw.content, raw.meta.get("charset"))
+            meta = {**raw.meta, "content_type": raw.content_type}
+            if decoded.charset:
+                meta["charset_used"] = decoded.charset
+            stats["charset_fallback"] += decoded.fallback  # informational: the document is kept
+            writer.write({"id": raw.id, "url": raw.url, "text": decoded.text, "source": raw.source, "meta": meta})
             documents += 1
             if documents % 200 == 0:
                 s.log.info(f"crawl: {documents} documents, {stats['read']} records read")
@@ -47,14 +57,28 @@ def crawl(s: StageRun) -> dict:
                 break
     filtered = sum(v for k, v in stats.items() if k.startswith("filtered_"))
     counts = {
-        "sources": len(sources),
+        "sources": len(cfg.sources),
+        "files_listed": sum(len(files) for files, _ in groups),
         "read": stats["read"],
         "documents": documents,
         "filtered": filtered,
         "quarantined": stats["quarantined"],
         **{k: v for k, v in sorted(stats.items()) if k not in ("read", "quarantined")},
     }
-    if not cfg.max_documents or documents < cfg.max_documents:
-        assert stats["read"] == documents + filtered + stats["quarantined"], f"crawl counts do not reconcile: {counts}"
+    for i in range(len(groups)):
+        counts[f"share_source_{i}"] = round(stats[f"docs_source_{i}"] / max(1, documents), 4)
+    # Every record is counted before the next is read, so this holds even when max_documents stopped the crawl.
+    assert stats["read"] == sum(stats[k] for k in READ_OUTCOMES) and stats["yielded"] == documents, (
+        f"crawl counts do not reconcile: {counts}"
+    )
+    if documents == 0 and stats["bad_files"] and stats["bad_files"] == stats["files"]:
+        reasons = [json.loads(line)["reason"] for line in quarantine.path.read_text().splitlines()[:3]]
+        raise ValueError(f"crawl: all {stats['files']} files failed to read (see {quarantine.path}): {reasons}")
+    total_weight = sum(weight for _, weight in groups)
+    s.table("sources", [
+        {"source": label, "weight": weight, "files": len(files), "documents": stats[f"docs_source_{i}"],
+         "share": counts[f"share_source_{i}"], "target_share": round(weight / total_weight, 4)}
+        for i, (label, (files, weight)) in enumerate(zip(labels, groups, strict=True))
+    ], "crawl: documents per source (a weighted mix stops when its first source runs out)")
     s.table("counts", [{"count": k, "value": v} for k, v in counts.items()], "crawl: records read, kept, dropped")
     return {"counts": counts, "metrics": {"documents": documents}}

@@ -13,7 +13,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from tasks.config import BUILTIN_SAMPLE, CrawlConfig, LabelsConfig
+from tasks.config import BUILTIN_SAMPLE, CrawlConfig, LabelsConfig, SourceSpec
 
 
 def sample_dir(workdir: Path) -> Path:
@@ -73,8 +73,10 @@ def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int) -> Path:
     return path
 
 
-def crawl_sources(cfg: CrawlConfig, workdir: Path) -> list[str]:
-    return [str(sample_warc(workdir, cfg.sample_pages)) if s == BUILTIN_SAMPLE else s for s in cfg.sources]
+def crawl_sources(cfg: CrawlConfig, workdir: Path) -> list[SourceSpec]:
+    """The crawl's sources with their weights, 'builtin:sample' replaced by the sample WARC's path."""
+    return [spec.model_copy(update={"source": str(sample_warc(workdir, cfg.sample_pages))})
+            if spec.source == BUILTIN_SAMPLE else spec for spec in cfg.specs()]
 
 
 def inbox_dir(cfg: LabelsConfig, workdir: Path, pages: int) -> Path:
@@ -82,9 +84,10 @@ def inbox_dir(cfg: LabelsConfig, workdir: Path, pages: int) -> Path:
 
 
 def fingerprint(paths: list[str]) -> str:
-    """Names, sizes and mtimes of local files: new or changed files give a new stage key."""
+    """Names, sizes and mtimes of local files: new or changed files give a new stage key (URLs: the URL itself)."""
     entries = []
     for pattern in paths:
+        pattern = pattern.removeprefix("file://")
         matches = sorted(glob.glob(pattern, recursive=True)) if not pattern.startswith("hf:") else []
         for match in matches:
             for f in sorted(Path(match).rglob("*")) if Path(match).is_dir() else [Path(match)]:

@@ -9,19 +9,25 @@ from flows.cycles import stage
 from tasks.artifacts import ArtifactStore
 from tests.tasks.test_stages import write_warc
 
-SENTENCES = [
-    "The river runs through the old town and the people walk along it in the evening.",
-    "Many of the houses were built a long time ago, and they have been repaired with care.",
-    "She said that the library would open again next week, after the work on the roof is done.",
-    "We have to think about what the children need when they come back from school.",
-    "It is not easy to find a quiet place in the city, but the park is one of them.",
-    "There were more visitors this year than in any of the years before, which is good news.",
-]
+WORDS = {
+    "adj": "old quiet busy green narrow bright famous little heavy gentle modern ancient open warm cold".split(),
+    "noun": "river town library garden bridge market school harbour museum station village forest castle "
+            "bakery theatre".split(),
+    "verb": "welcomes surprises attracts protects connects faces follows shelters reaches overlooks".split(),
+    "prep": "near behind beyond around beside under above across".split(),
+    "adv": "every morning; in the evening; during the summer; after the rain; on most days; for many years".split("; "),
+}
+
+
+def sentence(rng: random.Random) -> str:
+    w = {k: rng.sample(v, 3) for k, v in WORDS.items() if k != "adv"}
+    return (f"The {w['adj'][0]} {w['noun'][0]} {w['verb'][0]} the {w['adj'][1]} {w['noun'][1]} "
+            f"{w['prep'][0]} a {w['adj'][2]} {w['noun'][2]} and {rng.choice(WORDS['adv'])} with {w['adj'][0]} "
+            f"{w['noun'][1]}.")
 
 
 def english_page(rng: random.Random) -> str:
-    paragraphs = ["<p>" + " ".join(rng.choice(SENTENCES) + f" Item {rng.randint(0, 10**6)} is noted."
-                                   for _ in range(6)) + "</p>" for _ in range(4)]
+    paragraphs = ["<p>" + " ".join(sentence(rng) for _ in range(5)) + "</p>" for _ in range(4)]
     return f"<html><head><title>Page</title></head><body><article>{''.join(paragraphs)}</article></body></html>"
 
 
