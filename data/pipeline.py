@@ -16,6 +16,7 @@ output is byte-identical whatever the number of workers or the order they finish
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 import shutil
@@ -42,6 +43,10 @@ FILTER_KEYS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "
 
 def utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _hash64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 def peak_rss_mb() -> float:
@@ -207,7 +212,7 @@ def filter_shard(job: dict) -> dict:
                     if found := scanner.triggers(doc["text"]):
                         triggers[rows] = found
                     fps = scanner.fingerprints(doc["text"])
-                    domain = int.from_bytes(text_hash(domain_of(doc.get("url", "")))[:8], "little")
+                    domain = _hash64(domain_of(doc.get("url", "")))
                     phrases.append(np.stack([fps, np.full(len(fps), domain, np.uint64),
                                              np.full(len(fps), gid, np.uint64)], axis=1))
                 writer.write(doc)

@@ -55,7 +55,9 @@ def preprocess(s: StageRun) -> dict:
         "counts": counts,
         "metrics": {"kept": counts["kept"], "keep_rate": counts["kept"] / max(1, counts["read"]),
                     "peak_rss_mb": round(result["peak_rss_mb"], 1)},
-        "info": {"steps": {name: {k: v for k, v in st.items() if k != "examples"} for name, st in report.steps.items()}},
+        # a list: the manifest's keys are sorted, the steps' order matters
+        "info": {"steps": [{"step": name, **{k: v for k, v in st.items() if k != "examples"}}
+                           for name, st in report.steps.items()]},
     }
 
 
