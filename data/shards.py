@@ -1,15 +1,25 @@
-"""Token shards: flat binary arrays of token ids (uint16 or uint32) with a JSON sidecar, read back by memmap,
-and the batch samplers the trainer uses (random windows for training, sequential windows for validation)."""
+"""Token shards: flat binary arrays of token ids (uint16 or uint32) with a JSON sidecar, read back by memmap; the
+worker that tokenizes one document shard into them; and the batch samplers the trainer uses (random windows for
+training, sequential windows for validation)."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+import pyarrow.parquet as pq
+
+from model.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # torch is imported where batches are made: tokenize workers never pay for it
+    import torch
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -37,20 +47,23 @@ def write_token_shard(path: str | os.PathLike[str], tokens: np.ndarray, vocab_si
                          f"[{int(tokens.min())}, {int(tokens.max())}]")
     dtype = token_dtype(vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, tokens.astype(dtype.newbyteorder("<"), copy=False).tobytes())
+    _atomic_write_bytes(path, memoryview(np.ascontiguousarray(tokens.astype(dtype.newbyteorder("<"), copy=False))))
     sidecar = {"dtype": dtype.name, "num_tokens": int(tokens.size), "vocab_size": int(vocab_size)}
     _atomic_write_bytes(path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
 
 
 class TokenShardWriter:
-    """Buffers token ids and writes full shards of `tokens_per_shard` as "{split}-{i:05d}.bin" (+ .json)."""
+    """Buffers token ids and writes full shards of `tokens_per_shard` as "{prefix}-{i:05d}.bin" (+ .json).
 
-    def __init__(self, out_dir: str | os.PathLike[str], split: str, vocab_size: int,
+    The prefix starts with the split ("train", or "train-00003" for the tokens of document shard 3): load_tokens
+    reads "{split}-*.bin" in name order."""
+
+    def __init__(self, out_dir: str | os.PathLike[str], prefix: str, vocab_size: int,
                  tokens_per_shard: int = 10_000_000):
         if tokens_per_shard < 1:
             raise ValueError(f"tokens_per_shard must be >= 1, got {tokens_per_shard}")
         self.out_dir = Path(out_dir)
-        self.split = split
+        self.prefix = prefix
         self.vocab_size = vocab_size
         self.tokens_per_shard = tokens_per_shard
         self.dtype = token_dtype(vocab_size)
@@ -60,9 +73,11 @@ class TokenShardWriter:
         self._filled = 0
 
     def add(self, ids: list[int] | np.ndarray) -> None:
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "iu":
+            ids = ids.astype(np.int64)  # a list (or an empty one, which numpy makes float)
         if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(f"{self.split} shard writer: token ids must be in [0, {self.vocab_size}), "
+            raise ValueError(f"{self.prefix} shard writer: token ids must be in [0, {self.vocab_size}), "
                              f"got range [{ids.min()}, {ids.max()}]")
         self.num_tokens += int(ids.size)
         while ids.size:
@@ -73,21 +88,29 @@ class TokenShardWriter:
             if self._filled == self.tokens_per_shard:
                 self._flush()
 
-    def add_documents(self, docs: list[list[int]], bos_id: int) -> int:
-        """Append each document's ids after a bos token, in one array; returns the number of tokens added."""
-        lengths = np.fromiter((len(d) + 1 for d in docs), dtype=np.int64, count=len(docs))
-        flat = np.empty(int(lengths.sum()), dtype=np.int64)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        flat[starts] = bos_id
-        for start, ids in zip(starts, docs, strict=True):
-            flat[start + 1:start + 1 + len(ids)] = ids
+    def add_documents(self, docs: Sequence[Sequence[int]] | Sequence[np.ndarray], bos_id: int) -> int:
+        """Append each document's ids after a bos token, in one array; returns the number of tokens added.
+        `docs`: lists of ids, or arrays (Tokenizer.encode_arrays), which are joined without a Python int per token."""
+        if not 0 <= bos_id < self.vocab_size:
+            raise ValueError(f"{self.prefix} shard writer: bos id {bos_id} is not in [0, {self.vocab_size})")
+        if not docs:
+            return 0
+        if all(isinstance(d, np.ndarray) for d in docs):
+            bos = np.array([bos_id], dtype=docs[0].dtype)
+            flat = np.concatenate([part for ids in docs for part in (bos, ids)])
+        else:  # lists: straight into the shard's dtype, no int64 copy in between
+            tokens = chain.from_iterable(chain.from_iterable(((bos_id,), ids) for ids in docs))
+            try:
+                flat = np.fromiter(tokens, dtype=self.dtype, count=len(docs) + sum(map(len, docs)))
+            except OverflowError as e:  # an id that does not fit the dtype is out of [0, vocab_size) too
+                raise ValueError(f"{self.prefix} shard writer: token ids must be in [0, {self.vocab_size}): {e}") from e
         self.add(flat)
         return len(flat)
 
     def _flush(self) -> None:
         if not self._filled:
             return
-        path = self.out_dir / f"{self.split}-{len(self.paths):05d}.bin"
+        path = self.out_dir / f"{self.prefix}-{len(self.paths):05d}.bin"
         write_token_shard(path, self._buffer[:self._filled], self.vocab_size)
         self.paths.append(path)
         self._filled = 0
@@ -95,6 +118,41 @@ class TokenShardWriter:
     def close(self) -> list[Path]:
         self._flush()
         return list(self.paths)
+
+
+@dataclass(frozen=True)
+class TokenizeJob:
+    """One document shard to tokenize, as handed to a worker process."""
+
+    documents: Path  # a parquet shard of documents; its `text` column is read
+    tokenizer: Path  # tokenizer.json
+    out_dir: Path
+    prefix: str  # the token shards are "{prefix}-{j:05d}.bin": "train-00003" for document shard 3 of train
+    tokens_per_shard: int = 10_000_000
+    num_threads: int = 1  # encoding threads in the worker: more when there are fewer shards than cores
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(path: Path) -> Tokenizer:
+    return Tokenizer.from_file(path)  # once per worker process, not once per shard
+
+
+def tokenize_document_shard(job: TokenizeJob) -> dict:
+    """Tokenize one document shard into token shards, bos before every document. What the worker wrote depends on
+    the job only (not on which process ran it or when), so a split comes out the same on any number of workers.
+    Returns {"docs", "tokens", "shards": [file names], "dtype"}."""
+    tok = _tokenizer(job.tokenizer)
+    documents = pq.ParquetFile(job.documents)
+    if "text" not in documents.schema_arrow.names:
+        raise ValueError(f"{job.documents}: no 'text' column; has {documents.schema_arrow.names}")
+    writer = TokenShardWriter(job.out_dir, job.prefix, tok.vocab_size, job.tokens_per_shard)
+    n_docs = 0
+    for batch in documents.iter_batches(batch_size=1024, columns=["text"]):
+        texts = batch.column(0).to_pylist()
+        writer.add_documents(tok.encode_arrays(texts, num_threads=job.num_threads), tok.bos_id)
+        n_docs += len(texts)
+    paths = writer.close()
+    return {"docs": n_docs, "tokens": writer.num_tokens, "shards": [p.name for p in paths], "dtype": writer.dtype.name}
 
 
 def _open_shard(path: Path) -> np.memmap:
@@ -146,6 +204,8 @@ class TokenBatches:
         self.n_windows = (len(tokens) - 1) // seq_len
 
     def _stack(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         T = self.seq_len
         rows = np.stack([np.asarray(self.tokens[s:s + T + 1], dtype=np.int64) for s in starts])
         rows_t = torch.from_numpy(rows)

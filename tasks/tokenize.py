@@ -1,32 +1,78 @@
-"""Stage `tokenize`: documents -> flat uint16/uint32 token shards (bos before every document), train and val."""
+"""Stage `tokenize`: document shards -> token shards (uint16 when the vocab fits, uint32 otherwise; bos before every
+document), one document shard per worker, in parallel; the manifest counts documents and tokens exactly."""
 
 from __future__ import annotations
 
-from itertools import islice
+from collections.abc import Callable
+from pathlib import Path
 
-from data.documents import read_documents
-from data.shards import TokenShardWriter
+from data.shards import TokenizeJob, token_dtype, tokenize_document_shard
 from model.tokenizer import Tokenizer
+from tasks.parallel import map_shards, resolve_workers
 from tasks.stage import StageRun, stage
 
-
-def _batched(iterable, n: int):
-    it = iter(iterable)
-    while batch := list(islice(it, n)):
-        yield batch
+SPLITS = ("train", "val")
 
 
-@stage("tokenize", inputs=("preprocess", "train_tokenizer"), main_metric="tokens_train", version="2")
+def plan(documents: Path, tokenizer: Path, out_dir: Path, tokens_per_shard: int, workers: int = 0) -> list[TokenizeJob]:
+    """One job per document shard, named by the shard's place in its split: the tokens of the i-th `train-*.parquet`
+    (in name order) go to `train-{i:05d}-{j:05d}.bin`, so load_tokens reads them back in document order."""
+    files = {split: sorted(documents.glob(f"{split}-*.parquet")) for split in SPLITS}
+    n_jobs = sum(map(len, files.values()))
+    budget = resolve_workers(workers)
+    # Fewer shards than workers (often the val split alone): the spare cores encode on threads inside the workers.
+    threads = max(1, budget // max(1, min(budget, n_jobs)))
+    return [TokenizeJob(path, tokenizer, out_dir, f"{split}-{i:05d}", tokens_per_shard, threads)
+            for split in SPLITS for i, path in enumerate(files[split])]
+
+
+def tokenize_documents(documents: Path, tokenizer: Path, out_dir: Path, tokens_per_shard: int = 10_000_000,
+                       workers: int = 0, dask_address: str | None = None,
+                       on_shard: Callable[[int, int], None] | None = None) -> dict:
+    """Tokenize every `{train,val}-*.parquet` under `documents` into token shards in `out_dir`; returns the counts
+    (docs, tokens and token shards per split, dtype). The files are the same whatever `workers` is."""
+    jobs = plan(documents, tokenizer, out_dir, tokens_per_shard, workers)
+    # Largest shards first, so that no worker starts a big one when the others are about to finish.
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].documents.stat().st_size)
+    done = 0
+
+    def progress(i: int, result: dict) -> None:
+        nonlocal done
+        done += 1
+        if on_shard is not None:
+            on_shard(done, len(jobs))
+
+    results = map_shards(tokenize_document_shard, [jobs[i] for i in order], workers, dask_address,
+                         name="tokenize_shard", on_result=progress)
+    by_job = dict(zip(order, results, strict=True))
+    counts: dict = {}
+    for split in SPLITS:
+        mine = [by_job[i] for i, job in enumerate(jobs) if job.prefix.startswith(f"{split}-")]
+        counts[f"docs_{split}"] = sum(r["docs"] for r in mine)
+        counts[f"tokens_{split}"] = sum(r["tokens"] for r in mine)
+        counts[f"shards_{split}"] = sum(len(r["shards"]) for r in mine)
+        counts[f"document_shards_{split}"] = len(mine)
+    dtypes = {r["dtype"] for r in results} or {token_dtype(Tokenizer.from_file(tokenizer).vocab_size).name}
+    (counts["dtype"],) = dtypes
+    return counts
+
+
+@stage("tokenize", inputs=("preprocess", "train_tokenizer"), main_metric="tokens_train", version="3")
 def tokenize(s: StageRun) -> dict:
-    tok = Tokenizer.from_file(s.inputs["train_tokenizer"].path / "tokenizer.json")
-    docs = s.inputs["preprocess"].path / "documents"
-    counts = {}
-    for split in ("train", "val"):
-        writer = TokenShardWriter(s.out / "shards", split, tok.vocab_size, s.cfg.tokenize.tokens_per_shard)
-        n_docs = n_tokens = 0
-        for batch in _batched(read_documents(sorted(docs.glob(f"{split}-*.parquet"))), 1024):
-            n_tokens += writer.add_documents(tok.encode_batch([d["text"] for d in batch]), tok.bos_id)
-            n_docs += len(batch)
-        shards = writer.close()
-        counts.update({f"docs_{split}": n_docs, f"tokens_{split}": n_tokens, f"shards_{split}": len(shards)})
+    cfg = s.cfg.tokenize
+    documents = s.inputs["preprocess"].path / "documents"
+    where = f"Dask at {cfg.dask_address}" if cfg.dask_address else f"{resolve_workers(cfg.workers)} process(es)"
+
+    def progress(done: int, total: int) -> None:
+        s.progress(done / total)
+        if done == total or done % max(1, total // 10) == 0:
+            s.log.info(f"tokenize: {done}/{total} document shards")
+
+    counts = tokenize_documents(documents, s.inputs["train_tokenizer"].path / "tokenizer.json", s.out / "shards",
+                                cfg.tokens_per_shard, cfg.workers, cfg.dask_address, progress)
+    s.log.info(
+        f"tokenize: {counts['tokens_train']:,} train and {counts['tokens_val']:,} val tokens ({counts['dtype']}) in "
+        f"{counts['shards_train']} + {counts['shards_val']} shards under {s.out / 'shards'}, from "
+        f"{counts['document_shards_train']} + {counts['document_shards_val']} document shards on {where}"
+    )
     return {"counts": counts, "metrics": {"tokens_train": counts["tokens_train"], "tokens_val": counts["tokens_val"]}}

@@ -1,41 +1,108 @@
-"""Stage `train_tokenizer`: byte-level BPE (HF tokenizers) on the train documents, with the chat/tool specials."""
+"""Stage `train_tokenizer`: byte-level BPE (HF tokenizers, GPT-4's split) on a sample of the train documents taken
+evenly from every shard, with the chat/tool specials at fixed ids; reports bytes per token on the whole val split."""
 
 from __future__ import annotations
 
-from data.documents import read_documents
-from model.tokenizer import SPECIAL_TOKENS, train_bpe
+import hashlib
+import heapq
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from model.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
 from tasks.stage import StageRun, stage
 
 
-def _texts(files, max_chars: int):
-    total = 0
-    for doc in read_documents(files):
-        if total >= max_chars:
-            return
-        total += len(doc["text"])
-        yield doc["text"]
+@dataclass
+class Sample:
+    texts: list[str]
+    chars: int
+    shards: int  # how many of the shards it drew from
+    docs_seen: int
 
 
-@stage("train_tokenizer", inputs=("preprocess",), sections=("tokenizer",), main_metric="bytes_per_token")
+def _rank(doc_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little")
+
+
+def sample_texts(files: Sequence[Path], max_chars: int) -> Sample:
+    """The documents whose ids hash lowest, just enough of them to reach `max_chars` characters (all of them when
+    there are fewer): a uniform sample over every shard, in one pass, that depends on the documents and not on how
+    they are sharded. A document's text is read into Python only while it can still enter the sample."""
+    heap: list[tuple[int, int, int, str]] = []  # (-rank, -order, shard, text): the highest rank on top
+    total = order = 0
+    for shard, path in enumerate(files):
+        for batch in _batches(path, ["id", "text"], 4096):
+            ranks = [_rank(i) for i in batch.column(0).to_pylist()]
+            bar = -heap[0][0] if heap and total >= max_chars else None  # only falls as documents come in
+            keep = [k for k, r in enumerate(ranks) if bar is None or r < bar]
+            texts = batch.column(1).take(pa.array(keep, pa.int64())).to_pylist() if keep else []
+            for k, text in zip(keep, texts, strict=True):
+                if heap and total >= max_chars and ranks[k] >= -heap[0][0]:
+                    continue
+                heapq.heappush(heap, (-ranks[k], -(order + k), shard, text))
+                total += len(text)
+                while heap and total - len(heap[0][3]) >= max_chars:  # the top is not needed to reach max_chars
+                    total -= len(heapq.heappop(heap)[3])
+            order += len(ranks)
+    kept = sorted(heap, reverse=True)  # lowest rank first: the same order whatever the shards
+    return Sample([t for *_, t in kept], total, len({s for _, _, s, _ in kept}), order)
+
+
+def _batches(path: Path, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
+    pf = pq.ParquetFile(path)
+    missing = [c for c in columns if c not in pf.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; has {pf.schema_arrow.names}")
+    return pf.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def _first_text(files: Sequence[Path]) -> str:
+    for path in files:
+        for batch in _batches(path, ["text"], 1):
+            if batch.num_rows:
+                return batch.column(0)[0].as_py()
+    return ""
+
+
+def compression(tok: Tokenizer, files: Sequence[Path]) -> tuple[int, int]:
+    """(UTF-8 bytes, tokens) over every document in `files`: bytes per token is how much text one token carries."""
+    n_bytes = n_tokens = 0
+    for path in files:
+        for batch in _batches(path, ["text"], 1024):
+            n_bytes += pc.sum(pc.binary_length(batch.column(0))).as_py() or 0
+            n_tokens += sum(map(len, tok.encode_batch(batch.column(0).to_pylist())))
+    return n_bytes, n_tokens
+
+
+@stage("train_tokenizer", inputs=("preprocess",), sections=("tokenizer",), main_metric="bytes_per_token",
+       version="2")
 def train_tokenizer(s: StageRun) -> dict:
     cfg = s.cfg.tokenizer
     docs = s.inputs["preprocess"].path / "documents"
-    tok = train_bpe(
-        _texts(sorted(docs.glob("train-*.parquet")), cfg.max_train_chars), cfg.vocab_size, cfg.min_frequency
-    )
+    train_files, val_files = sorted(docs.glob("train-*.parquet")), sorted(docs.glob("val-*.parquet"))
+    sample = sample_texts(train_files, cfg.max_train_chars)
+    s.log.info(f"train_tokenizer: BPE on {len(sample.texts):,} of {sample.docs_seen:,} train documents "
+               f"({sample.chars:,} chars) from {sample.shards} of {len(train_files)} shards")
+    tok = train_bpe(sample.texts, cfg.vocab_size, cfg.min_frequency)
     tok.save(s.out / "tokenizer.json")
-    # Compression on held-out text: how many UTF-8 bytes one token carries.
-    val_texts = list(_texts(sorted(docs.glob("val-*.parquet")), 2_000_000))
-    n_bytes = sum(len(t.encode()) for t in val_texts)
-    n_tokens = sum(len(ids) for ids in tok.encode_batch(val_texts))
+    n_bytes, n_tokens = compression(tok, val_files)
     metrics = {"vocab_size": tok.vocab_size, "bytes_per_token": n_bytes / max(1, n_tokens)}
-    example = val_texts[0][:200] if val_texts else "The quick brown fox."
+    example = _first_text(val_files)[:200] or "The quick brown fox."
     pieces = [tok.decode([i]).replace("\n", "⏎").replace("`", "'") for i in tok.encode(example)]
     s.markdown(
         "report",
         f"**vocab** {tok.vocab_size} (incl. {len(SPECIAL_TOKENS)} special tokens), "
-        f"**{metrics['bytes_per_token']:.2f} bytes/token** on {n_bytes:,} held-out bytes\n\n"
+        f"**{metrics['bytes_per_token']:.2f} bytes/token** on the {n_bytes:,} bytes of the val split\n\n"
+        f"Trained on {len(sample.texts):,} of {sample.docs_seen:,} train documents ({sample.chars:,} characters), "
+        f"drawn from {sample.shards} of {len(train_files)} shards\n\n"
         f"How a held-out passage splits ({len(pieces)} tokens):\n\n`{' | '.join(pieces)}`\n",
     )
     s.log.info(f"train_tokenizer: vocab {tok.vocab_size}, {metrics['bytes_per_token']:.2f} bytes/token on val")
-    return {"counts": {"val_bytes": n_bytes, "val_tokens": n_tokens}, "metrics": metrics}
+    counts = {"val_bytes": n_bytes, "val_tokens": n_tokens, "sample_docs": len(sample.texts),
+              "sample_chars": sample.chars, "sample_shards": sample.shards, "train_shards": len(train_files)}
+    return {"counts": counts, "metrics": metrics}

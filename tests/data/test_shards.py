@@ -1,12 +1,23 @@
-"""Token shards (flat binary + sidecar, memmap) and the trainer's batch samplers."""
+"""Token shards (flat binary + sidecar, memmap), the worker that writes them from documents, and the trainer's batch
+samplers."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from data.shards import TokenBatches, TokenShardWriter, load_tokens, write_token_shard
+from data.documents import ShardWriter
+from data.shards import (
+    TokenBatches,
+    TokenizeJob,
+    TokenShardWriter,
+    load_tokens,
+    tokenize_document_shard,
+    write_token_shard,
+)
+from model.tokenizer import train_bpe
 
 
 @pytest.mark.parametrize("vocab_size, dtype", [(50_000, "uint16"), (65_535, "uint16"), (70_000, "uint32")])
@@ -115,3 +126,56 @@ def test_add_documents_puts_bos_before_each_document_in_one_array(tmp_path):
     paths = writer.close()
     assert load_tokens(tmp_path, "train").tolist() == [1, 5, 6, 1, 1, 7]
     assert len(paths) == 2 and writer.num_tokens == 6
+
+
+def test_add_documents_takes_arrays_as_well_as_lists(tmp_path):
+    arrays = TokenShardWriter(tmp_path / "a", "train", vocab_size=50)
+    lists = TokenShardWriter(tmp_path / "l", "train", vocab_size=50)
+    docs = [[5, 6], [], [7, 49]]
+    assert arrays.add_documents([np.array(d, dtype=np.uint32) for d in docs], bos_id=1) == 7
+    assert lists.add_documents(docs, bos_id=1) == 7
+    arrays.close(), lists.close()
+    assert load_tokens(tmp_path / "a", "train").tolist() == load_tokens(tmp_path / "l", "train").tolist()
+    assert (tmp_path / "a" / "train-00000.bin").read_bytes() == (tmp_path / "l" / "train-00000.bin").read_bytes()
+
+
+def test_add_documents_refuses_ids_outside_the_vocab(tmp_path):
+    writer = TokenShardWriter(tmp_path, "train", vocab_size=300)
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 300\)"):
+        writer.add_documents([[5, 300]], bos_id=0)
+    with pytest.raises(ValueError, match="token ids"):
+        writer.add_documents([[70_000]], bos_id=0)  # does not even fit the uint16 buffer
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 300\)"):
+        writer.add_documents([np.array([1, 300], dtype=np.uint32)], bos_id=0)
+    with pytest.raises(ValueError, match="bos id 300"):
+        writer.add_documents([[1]], bos_id=300)
+
+
+def test_a_worker_tokenizes_one_document_shard_into_token_shards_named_after_it(tmp_path):
+    texts = [f"Document {i}: the tokenizer reads every word of it, twice over." * (1 + i % 3) for i in range(50)]
+    tok = train_bpe(texts, vocab_size=400)
+    tok.save(tmp_path / "tokenizer.json")
+    with ShardWriter(tmp_path / "documents", "train-00007", row_group_size=16) as writer:
+        for i, text in enumerate(texts):
+            writer.write({"id": str(i), "text": text})
+    (path,) = writer.paths
+    job = TokenizeJob(path, tmp_path / "tokenizer.json", tmp_path / "shards", "train-00007", tokens_per_shard=1000)
+    result = tokenize_document_shard(job)
+    expected = [t for text in texts for t in [tok.bos_id, *tok.encode(text)]]
+    assert result["docs"] == 50 and result["tokens"] == len(expected) and result["dtype"] == "uint16"
+    assert result["shards"] == [f"train-00007-{j:05d}.bin" for j in range(-(-len(expected) // 1000))]
+    assert load_tokens(tmp_path / "shards", "train").tolist() == expected
+    assert tokenize_document_shard(dataclasses.replace(job, num_threads=2)) == result  # threads change nothing
+    assert load_tokens(tmp_path / "shards", "train").tolist() == expected
+
+
+def test_a_document_shard_without_text_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["a"], "body": ["no text column"]}), tmp_path / "train-00000.parquet")
+    tok = train_bpe(["some text to learn from"] * 5, vocab_size=300)
+    tok.save(tmp_path / "tokenizer.json")
+    job = TokenizeJob(tmp_path / "train-00000.parquet", tmp_path / "tokenizer.json", tmp_path / "shards", "train-00000")
+    with pytest.raises(ValueError, match="train-00000.parquet: no 'text' column"):
+        tokenize_document_shard(job)
