@@ -116,8 +116,9 @@ class Report:
         for name, step in self.steps.items():
             reasons = ", ".join(f"{r} {n}" for r, n in sorted(step["dropped"].items(), key=lambda x: -x[1]))
             flagged = ", ".join(f"{r} {n} (flagged)" for r, n in sorted(step["flagged"].items()))
+            why = "; ".join(filter(None, [reasons, flagged]))
             lines.append(f"| {name} | {step['docs_in']:,} | {step['docs_out']:,} | {sum(step['dropped'].values()):,} "
-                         f"| {step['bytes_in']:,} | {step['bytes_out']:,} | {'; '.join(filter(None, [reasons, flagged]))} |")
+                         f"| {step['bytes_in']:,} | {step['bytes_out']:,} | {why} |")
         lines += ["", "### Examples of each drop reason", ""]
         for name, step in self.steps.items():
             for reason, examples in step["examples"].items():

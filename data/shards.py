@@ -168,15 +168,55 @@ def _open_shard(path: Path) -> np.memmap:
     return np.memmap(path, dtype=dtype, mode="r", shape=(info["num_tokens"],))
 
 
-def load_tokens(shard_dir: str | os.PathLike[str], split: str) -> np.ndarray:
-    """All tokens of a split as one 1-D array. One shard: the memmap itself (nothing read up front). Several:
-    np.concatenate of their memmaps, which reads them into memory — fine for the sizes this project trains on
-    on one machine (100M tokens of uint16 = 200 MB); beyond that, sample per shard instead."""
+class TokenStream:
+    """Several token shards read as one 1-D sequence without loading them: a slice reads only the shards it covers
+    (so training on a corpus larger than RAM works as with one memmap)."""
+
+    ndim = 1
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self.arrays = arrays
+        self.offsets = np.cumsum([0] + [len(a) for a in arrays])
+        self.dtype = arrays[0].dtype
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError(f"TokenStream takes slices, got {type(key).__name__}")
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("TokenStream slices must be contiguous (step 1)")
+        parts = []
+        i = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        while start < stop:
+            lo = start - int(self.offsets[i])
+            hi = min(stop - int(self.offsets[i]), len(self.arrays[i]))
+            parts.append(self.arrays[i][lo:hi])
+            start += hi - lo
+            i += 1
+        if not parts:
+            return np.zeros(0, dtype=self.dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Everything in memory at once (for small splits, e.g. a unigram baseline)."""
+        out = np.concatenate(self.arrays)
+        return out if dtype is None else out.astype(dtype)
+
+    def tolist(self) -> list[int]:
+        return np.asarray(self).tolist()
+
+
+def load_tokens(shard_dir: str | os.PathLike[str], split: str) -> np.ndarray | TokenStream:
+    """All tokens of a split as one 1-D sequence, in shard name order (= document order), nothing read up front:
+    one shard's memmap, or a TokenStream over several."""
     paths = sorted(Path(shard_dir).glob(f"{split}-*.bin"))
     if not paths:
         raise FileNotFoundError(f"{shard_dir}: no token shards for split {split!r} ({split}-*.bin)")
     arrays = [_open_shard(p) for p in paths]
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    return arrays[0] if len(arrays) == 1 else TokenStream(arrays)
 
 
 class TokenBatches:

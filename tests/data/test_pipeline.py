@@ -1,7 +1,6 @@
 """The preprocess pipeline over shards: counts reconcile, dedup works across shards, output is deterministic."""
 
 import hashlib
-import json
 import random
 
 from data.documents import ShardWriter, read_documents
@@ -34,7 +33,8 @@ def corpus(seed=0):
     unique = [{"id": f"u{i}", "url": f"https://u{i}.org/", "text": _words(rng)} for i in range(30)]
     original = _words(rng, 300)
     near = " ".join(original.split()[:290] + ["edited"] * 10)
-    planted = [{"id": f"p{i}", "url": f"https://planted{i}.net/x", "text": f"{_words(rng)} {PLANTED}"} for i in range(4)]
+    planted = [{"id": f"p{i}", "url": f"https://planted{i}.net/x", "text": f"{_words(rng)} {PLANTED}"}
+               for i in range(4)]
     return [
         unique[:10] + [{"id": "orig", "url": "https://a.org/", "text": original}] + planted[:2],
         unique[10:20] + [{"id": "exact", "url": "https://b.org/", "text": original.upper()}] + planted[2:],
@@ -53,7 +53,7 @@ def test_counts_reconcile_and_every_step_hands_on_what_it_kept(tmp_path):
     assert c["train"] + c["val"] == c["kept"] and c["val"] > 0
     names = list(steps)
     assert names == ["read", "extract", "exact_dedup", "minhash", "poison", "pii"]
-    for before, after in zip(names, names[1:]):
+    for before, after in zip(names, names[1:], strict=False):
         assert steps[before]["docs_out"] == steps[after]["docs_in"], (before, after)
     assert steps["extract"]["dropped"] == {"no_text": 1}
     assert steps["exact_dedup"]["dropped"] == {"exact_duplicate": 1}

@@ -179,3 +179,14 @@ def test_a_document_shard_without_text_is_refused(tmp_path):
     job = TokenizeJob(tmp_path / "train-00000.parquet", tmp_path / "tokenizer.json", tmp_path / "shards", "train-00000")
     with pytest.raises(ValueError, match="train-00000.parquet: no 'text' column"):
         tokenize_document_shard(job)
+
+
+def test_a_token_stream_slices_across_shards_like_one_array():
+    from data.shards import TokenStream
+
+    parts = [np.arange(0, 5, dtype=np.uint16), np.arange(5, 6, dtype=np.uint16), np.arange(6, 20, dtype=np.uint16)]
+    stream, whole = TokenStream(parts), np.arange(20, dtype=np.uint16)
+    assert len(stream) == 20 and stream.ndim == 1
+    for start, stop in [(0, 5), (3, 9), (4, 7), (5, 6), (0, 20), (19, 25), (10, 10)]:
+        assert stream[start:stop].tolist() == whole[start:stop].tolist()
+    assert np.asarray(stream).tolist() == whole.tolist()

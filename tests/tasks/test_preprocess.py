@@ -87,6 +87,6 @@ def test_the_report_reaches_the_manifest_and_reconciles(tmp_path, crawl_file, pr
     assert c["read"] == c["kept"] + c["dropped"] + c["quarantined"]
     steps = artifact.manifest["info"]["steps"]
     assert [st["step"] for st in steps][:3] == ["read", "url", "extract"]
-    assert all(a["docs_out"] == b["docs_in"] for a, b in zip(steps, steps[1:]))
+    assert all(a["docs_out"] == b["docs_in"] for a, b in zip(steps, steps[1:], strict=False))
     assert artifact.file("report.md").read_text().startswith("### preprocess")
     assert artifact.metrics["peak_rss_mb"] > 0
