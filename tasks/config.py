@@ -27,6 +27,17 @@ class SourceSpec(Section):
     weight: float = Field(1.0, gt=0, description="Relative share of documents drawn from this source.")
 
 
+class WebCrawlConfig(Section):
+    """A polite crawl of the user's own site (data/crawler.py), added to the sources as a WARC."""
+
+    seeds: list[str] = Field([], description="Start URLs; empty: no web crawl.")
+    max_pages: int = Field(100, ge=1)
+    delay_s: float = Field(1.0, ge=0, description="Seconds between requests to a host (robots.txt Crawl-delay wins).")
+    same_domain: bool = Field(True, description="Follow links to the seeds' hosts only.")
+    user_agent: str = "LLMFactoryBot/0.1"
+    weight: float = Field(1.0, gt=0, description="Its weight when the sources are a weighted mix.")
+
+
 class CrawlConfig(Section):
     sources: list[str | SourceSpec] = Field(
         default=[BUILTIN_SAMPLE],
@@ -53,6 +64,9 @@ class CrawlConfig(Section):
     sample_pages: int = Field(400, description="Pages rendered into the built-in sample WARC.")
     max_documents: int | None = Field(None, description="Stop after this many documents (None: read everything).")
     rows_per_shard: int = 50_000
+    web: WebCrawlConfig = WebCrawlConfig()
+    workers: int = Field(0, ge=0, description="Processes reading source files in parallel (0: all cores).")
+    dask_address: str | None = Field(None, description="A Dask scheduler (tcp://host:8786): files are read there.")
 
     def specs(self) -> list[SourceSpec]:
         """Every source as a SourceSpec (plain strings weigh 1)."""

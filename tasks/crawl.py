@@ -4,15 +4,18 @@ as a weighted mix, into raw document shards."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+from data.crawler import crawl_site
 from data.documents import ShardWriter
-from data.extract import decode_with_charset
+from data.ingest import ingest_file, raw_to_row
 from data.quarantine import Quarantine
 from data.readers import READ_OUTCOMES, expand_sources, mix_sources
 from tasks.config import BUILTIN_SAMPLE, CrawlConfig, FactoryConfig
+from tasks.parallel import map_shards
 from tasks.samples import crawl_sources, fingerprint
 from tasks.stage import StageRun, stage
 
@@ -32,11 +35,8 @@ def _groups(cfg: CrawlConfig, workdir: Path) -> tuple[list[str], list[tuple[list
     return [s.source for s in specs], [(expand_sources([s.source], **options), s.weight) for s in specs]
 
 
-@stage("crawl", main_metric="documents", external=_external, retries=2)
-def crawl(s: StageRun) -> dict:
-    cfg = s.cfg.crawl
-    labels, groups = _groups(cfg, s.workdir)
-    stats: Counter = Counter()
+def _read_in_order(s: StageRun, cfg: CrawlConfig, groups: list, stats: Counter) -> int:
+    """A weighted mix, or a crawl capped at max_documents: one reader, documents in draw order."""
     documents = 0
     with (
         Quarantine(s.out / "quarantine.jsonl") as quarantine,
@@ -44,17 +44,52 @@ def crawl(s: StageRun) -> dict:
         closing(mix_sources(groups, quarantine, stats, cfg.seed, max_page_bytes=cfg.max_page_bytes)) as docs,
     ):
         for raw in docs:
-            decoded = decode_with_charset(raw.content, raw.meta.get("charset"))
-            meta = {**raw.meta, "content_type": raw.content_type}
-            if decoded.charset:
-                meta["charset_used"] = decoded.charset
-            stats["charset_fallback"] += decoded.fallback  # informational: the document is kept
-            writer.write({"id": raw.id, "url": raw.url, "text": decoded.text, "source": raw.source, "meta": meta})
+            writer.write(raw_to_row(raw, stats))
             documents += 1
             if documents % 200 == 0:
                 s.log.info(f"crawl: {documents} documents, {stats['read']} records read")
             if cfg.max_documents and documents >= cfg.max_documents:
                 break
+    return documents
+
+
+def _read_in_parallel(s: StageRun, cfg: CrawlConfig, files: list[str], stats: Counter) -> int:
+    """Every file read in full: one job per file, on cfg.workers processes or the Dask cluster."""
+    jobs = [{"index": i, "source": f, "out": str(s.out), "rows_per_shard": cfg.rows_per_shard,
+             "max_page_bytes": cfg.max_page_bytes} for i, f in enumerate(files)]
+    results = map_shards(ingest_file, jobs, cfg.workers, cfg.dask_address, name="ingest_file",
+                         on_result=lambda i, r: s.log.info(f"crawl: {files[i]}: {r['documents']} documents"))
+    for result in results:
+        stats.update(result["stats"])
+    parts = s.out / "quarantine"
+    with open(s.out / "quarantine.jsonl.tmp", "wb") as merged:
+        for i in range(len(jobs)):
+            merged.write((parts / f"part-{i:05d}.jsonl").read_bytes())
+    (s.out / "quarantine.jsonl.tmp").replace(s.out / "quarantine.jsonl")
+    shutil.rmtree(parts)
+    stats["docs_source_0"] = sum(r["documents"] for r in results)
+    return stats["docs_source_0"]
+
+
+@stage("crawl", main_metric="documents", external=_external, retries=2, version="2")
+def crawl(s: StageRun) -> dict:
+    cfg = s.cfg.crawl
+    labels, groups = _groups(cfg, s.workdir)
+    if cfg.web.seeds:  # the user's own site, crawled politely into a WARC inside the artifact, read like any other
+        warc = s.out / "web.warc.gz"
+        web = crawl_site(cfg.web.seeds, warc, max_pages=cfg.web.max_pages, delay_s=cfg.web.delay_s,
+                         same_domain=cfg.web.same_domain, user_agent=cfg.web.user_agent, log=s.log.info)
+        s.table("web", [{"count": k, "value": v} for k, v in sorted(web.items())], "crawl: the web crawl")
+        if cfg.weighted:
+            labels, groups = [*labels, "web"], [*groups, ([str(warc)], cfg.web.weight)]
+        else:
+            groups = [(groups[0][0] + [str(warc)], 1.0)] if groups else [([str(warc)], 1.0)]
+            labels = [", ".join(filter(None, [*labels, "web"]))]
+    stats: Counter = Counter()
+    if cfg.weighted or cfg.max_documents:
+        documents = _read_in_order(s, cfg, groups, stats)
+    else:
+        documents = _read_in_parallel(s, cfg, groups[0][0], stats)
     filtered = sum(v for k, v in stats.items() if k.startswith("filtered_"))
     counts = {
         "sources": len(cfg.sources),
@@ -72,8 +107,9 @@ def crawl(s: StageRun) -> dict:
         f"crawl counts do not reconcile: {counts}"
     )
     if documents == 0 and stats["bad_files"] and stats["bad_files"] == stats["files"]:
-        reasons = [json.loads(line)["reason"] for line in quarantine.path.read_text().splitlines()[:3]]
-        raise ValueError(f"crawl: all {stats['files']} files failed to read (see {quarantine.path}): {reasons}")
+        path = s.out / "quarantine.jsonl"
+        reasons = [json.loads(line)["reason"] for line in path.read_text().splitlines()[:3]]
+        raise ValueError(f"crawl: all {stats['files']} files failed to read (see {path}): {reasons}")
     total_weight = sum(weight for _, weight in groups)
     s.table("sources", [
         {"source": label, "weight": weight, "files": len(files), "documents": stats[f"docs_source_{i}"],

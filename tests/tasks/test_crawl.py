@@ -120,3 +120,25 @@ def test_the_crawl_key_fingerprints_local_files_and_url_strings(tmp_path):
     url_only = 'crawl.sources=["https://data.example/x.warc.gz"]'
     other_url = 'crawl.sources=["https://data.example/y.warc.gz"]'
     assert _external(load_config("tiny", [url_only]), tmp_path) != _external(load_config("tiny", [other_url]), tmp_path)
+
+
+def test_the_crawl_stage_can_crawl_the_users_own_site_politely(tmp_path, prefect_server):
+    site = tmp_path / "site"
+    site.mkdir()
+    body = "<p>" + "The quick brown fox jumps over the lazy dog and then it rests. " * 12 + "</p>"
+    (site / "index.html").write_text(f"<html><body>{body}<a href='/two.html'>two</a></body></html>")
+    (site / "two.html").write_text(f"<html><body>{body} Two.</body></html>")
+    (site / "robots.txt").write_text("User-agent: *\nDisallow: /private/\n")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        seed = f"http://127.0.0.1:{server.server_port}/index.html"
+        stage(name="crawl", workdir=str(tmp_path / "w"),
+              overrides=["crawl.sources=[]", f'crawl.web.seeds=["{seed}"]', "crawl.web.delay_s=0.01"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    store = ArtifactStore(tmp_path / "w" / "artifacts")
+    (key,) = store.list_keys("crawl")
+    crawl = store.load("crawl", key)
+    assert crawl.counts["documents"] == 2 and crawl.file("web.warc.gz").exists()
