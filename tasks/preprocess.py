@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from data.ingest import ingest_file
 from data.pipeline import run_preprocess
 from tasks.config import PreprocessConfig
 from tasks.parallel import map_shards, resolve_workers
@@ -61,6 +62,18 @@ def preprocess(s: StageRun) -> dict:
     }
 
 
-def preprocess_warc(warc: Path, out: Path, workers: int = 0, cfg: PreprocessConfig | None = None) -> dict:
-    """Read a WARC the way the crawl stage does, then preprocess it (bench/preprocess.py's entry point)."""
-    raise NotImplementedError
+def preprocess_warc(warcs: Sequence[Path], out: Path, workers: int = 0, cfg: PreprocessConfig | None = None,
+                    rows_per_shard: int = 1_000) -> dict:
+    """The crawl and preprocess stages' work on WARC files, without Prefect or MLflow (bench/preprocess.py uses it):
+    each file read into raw shards, then the preprocess pipeline, both on `workers` processes."""
+    cfg = cfg or PreprocessConfig()
+    jobs = [{"index": i, "source": str(w), "out": str(out / "crawl"), "rows_per_shard": rows_per_shard,
+             "max_page_bytes": 5_000_000} for i, w in enumerate(warcs)]
+    read = map_shards(ingest_file, jobs, workers)
+    raw_files = sorted((out / "crawl" / "documents").glob("*.parquet"))
+    result = run_preprocess(raw_files, out / "preprocess", cfg.model_dump(mode="json"),
+                            lambda fn, items, name: map_shards(fn, items, workers), log=lambda message: None)
+    records = sum(r["stats"].get("read", 0) for r in read)
+    return {"records": records, **result["counts"], "peak_rss_mb": result["peak_rss_mb"],
+            "worker_peak_rss_mb": result["worker_peak_rss_mb"], "driver_peak_rss_mb": result["driver_peak_rss_mb"],
+            "report": result["report"]}
