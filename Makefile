@@ -11,7 +11,7 @@ CHROMIUM   ?= /usr/bin/chromium
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast status clean
+.PHONY: setup demo test test-fast status clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ demo: setup
 	time $(BIN)/factory run all --preset $(PRESET) --workdir $(WORKDIR)
 	@echo
 	@echo "Next: '$(BIN)/factory status --workdir $(WORKDIR)', '$(BIN)/factory chat --workdir $(WORKDIR)', '$(BIN)/factory export --format hf --out exported --workdir $(WORKDIR)'; the README shows both UIs."
+
+# The benchmarks (each prints `ratio: X.XX` last); datatrove, the preprocess baseline, comes with the `bench` extra.
+bench: setup
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/tokenize.py
+	$(BIN)/python bench/preprocess.py
+	$(BIN)/python bench/memory.py
 
 # The UI tests drive Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
 $(CHROMIUM):

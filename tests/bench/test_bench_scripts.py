@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("script", ["train.py", "tokenize.py"])
+@pytest.mark.parametrize("script", ["train.py", "tokenize.py", "preprocess.py", "memory.py"])
 def test_benchmark_scripts_start(script):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
