@@ -93,7 +93,9 @@ def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(workdir):
         artifacts = {a.key: a.type for a in client.read_artifacts() if a.key}
     expected = {
         "crawl-counts": "table",
-        "preprocess-counts": "table",
+        "crawl-sources": "table",
+        "preprocess-steps": "table",
+        "preprocess-report": "markdown",
         "train-tokenizer-report": "markdown",
         "pretrain-progress": "progress",
         "pretrain-loss-curve": "markdown",
@@ -107,6 +109,8 @@ def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(workdir):
     c = mlflow_client(workdir)
     evals_run = manifests(workdir)["evals"]["mlflow_run_id"]
     assert [f.path for f in c.list_artifacts(evals_run, "plots")] == ["plots/scores.png"]
+    preprocess_run = manifests(workdir)["preprocess"]["mlflow_run_id"]
+    assert "report.md" in {f.path for f in c.list_artifacts(preprocess_run)}
 
 
 def test_lineage_leads_from_the_production_model_back_to_the_crawl(workdir):
