@@ -1,16 +1,13 @@
 """Crawl readers: every record counted, broken input quarantined with a reason, every input format read."""
 
-import functools
 import gzip
 import importlib.util
 import io
 import json
 import random
 import tempfile
-import threading
 import uuid
 from collections import Counter
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from warcio.statusandheaders import StatusAndHeaders
@@ -295,27 +292,6 @@ def write_jsonl(path, prefix, n, gz=False):
     data = "".join(json.dumps({"id": f"{prefix}{i}", "text": f"document {prefix}{i}"}) + "\n" for i in range(n))
     path.write_bytes(gzip.compress(data.encode()) if gz else data.encode())
     return path
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """(folder, base URL): the folder served by a local HTTP server on 127.0.0.1, stopped after the test."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_a_gzip_member_cut_mid_file_loses_that_record_only(tmp_path):

@@ -1,13 +1,9 @@
 """The crawl stage on mixed, remote and damaged sources: weights, Common Crawl paths files, charsets, bad files."""
 
-import functools
 import gzip
 import io
 import json
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
@@ -42,27 +38,6 @@ def only_artifact(workdir, name: str):
 def reconciles(counts) -> bool:
     filtered = sum(v for k, v in counts.items() if k.startswith("filtered_"))
     return counts["read"] == counts["documents"] + filtered + counts["quarantined"] and counts["filtered"] == filtered
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_dir(tmp_path):
-    """(folder, base URL): the folder served by a local HTTP server on 127.0.0.1, stopped after the test."""
-    root = tmp_path / "www"
-    root.mkdir()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_a_weighted_mix_reports_documents_and_share_per_source(tmp_path, prefect_server):
@@ -122,22 +97,14 @@ def test_the_crawl_key_fingerprints_local_files_and_url_strings(tmp_path):
     assert _external(load_config("tiny", [url_only]), tmp_path) != _external(load_config("tiny", [other_url]), tmp_path)
 
 
-def test_the_crawl_stage_can_crawl_the_users_own_site_politely(tmp_path, prefect_server):
-    site = tmp_path / "site"
-    site.mkdir()
+def test_the_crawl_stage_can_crawl_the_users_own_site_politely(tmp_path, http_dir, prefect_server):
+    site, base = http_dir
     body = "<p>" + "The quick brown fox jumps over the lazy dog and then it rests. " * 12 + "</p>"
     (site / "index.html").write_text(f"<html><body>{body}<a href='/two.html'>two</a></body></html>")
     (site / "two.html").write_text(f"<html><body>{body} Two.</body></html>")
     (site / "robots.txt").write_text("User-agent: *\nDisallow: /private/\n")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(site)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        seed = f"http://127.0.0.1:{server.server_port}/index.html"
-        stage(name="crawl", workdir=str(tmp_path / "w"),
-              overrides=["crawl.sources=[]", f'crawl.web.seeds=["{seed}"]', "crawl.web.delay_s=0.01"])
-    finally:
-        server.shutdown()
-        server.server_close()
+    stage(name="crawl", workdir=str(tmp_path / "w"),
+          overrides=["crawl.sources=[]", f'crawl.web.seeds=["{base}/index.html"]', "crawl.web.delay_s=0.01"])
     store = ArtifactStore(tmp_path / "w" / "artifacts")
     (key,) = store.list_keys("crawl")
     crawl = store.load("crawl", key)
