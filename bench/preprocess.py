@@ -382,6 +382,8 @@ def run_ours(shards: Path, workdir: Path, workers: int) -> tuple[int, int]:
     from tasks.preprocess import preprocess_warc
 
     report = preprocess_warc(sorted(shards.glob("*.warc.gz")), workdir / "ours", workers=workers)
+    steps = report["report"].steps
+    print("  ours: " + " -> ".join(f"{name} {step['docs_out']}" for name, step in steps.items()), flush=True)
     return report["records"], report["kept"]
 
 
@@ -401,7 +403,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--pages", type=int, default=600, help="documentation pages in the sample crawl")
-    parser.add_argument("--copies", type=int, default=1, help="the sample crawl concatenated this many times")
+    parser.add_argument("--copies", type=int, default=4, help="the sample crawl concatenated this many times")
     parser.add_argument("--workers", type=int, default=2, help="processes for each side")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="where the WARC and outputs go (kept); default: a temp dir")
