@@ -173,8 +173,46 @@ def _poison_params(cfg: dict) -> PoisonParams | None:
 
 def _work_paths(work: Path, index: int) -> dict[str, Path]:
     return {name: work / f"{name}-{index:05d}{suffix}" for name, suffix in
-            (("docs", ".parquet"), ("exact", ".npy"), ("bands", ".npy"), ("phrases", ".npy"),
-             ("triggers", ".json"), ("quarantine", ".jsonl"))}
+            (("docs", ".parquet"), ("exact", ".npy"), ("bands", ".npy"), ("triggers", ".json"),
+             ("quarantine", ".jsonl"))}
+
+
+class PhraseWriter:
+    """(fingerprint, domain, document id) rows of one shard, hash-partitioned into PHRASE_PARTITIONS files as they
+    come (flushed every `flush_rows`), so neither the worker nor the run-wide scan holds a shard's phrases at once."""
+
+    def __init__(self, work: Path, index: int, flush_rows: int = 200_000):
+        self.paths = [_phrase_path(work, index, part) for part in range(PHRASE_PARTITIONS)]
+        self.flush_rows = flush_rows
+        self._pending: list[np.ndarray] = []
+        self._rows = 0
+        for path in self.paths:
+            path.write_bytes(b"")
+
+    def add(self, fingerprints: np.ndarray, domain: int, gid: int) -> None:
+        rows = np.empty((len(fingerprints), 3), dtype=np.uint64)
+        rows[:, 0], rows[:, 1], rows[:, 2] = fingerprints, domain, gid
+        self._pending.append(rows)
+        self._rows += len(rows)
+        if self._rows >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        rows = np.concatenate(self._pending)
+        parts = (rows[:, 0] % np.uint64(PHRASE_PARTITIONS)).astype(np.int64)
+        rows = rows[np.argsort(parts, kind="stable")]
+        bounds = np.concatenate(([0], np.cumsum(np.bincount(parts, minlength=PHRASE_PARTITIONS))))
+        for part, path in enumerate(self.paths):
+            if bounds[part + 1] > bounds[part]:
+                with open(path, "ab") as fh:
+                    fh.write(rows[bounds[part]:bounds[part + 1]].tobytes())
+        self._pending, self._rows = [], 0
+
+
+def _phrase_path(work: Path, index: int, part: int) -> Path:
+    return work / f"phrases-{index:05d}-{part:02d}.bin"
 
 
 def filter_shard(job: dict) -> dict:
@@ -185,7 +223,8 @@ def filter_shard(job: dict) -> dict:
     minhasher = MinHasher(p) if (p := _minhash_params(cfg)) else None
     scanner = PoisonScanner(p) if (p := _poison_params(cfg)) else None
     report = Report()
-    exact, bands, phrases, triggers = [], [], [], {}
+    exact, bands, triggers = [], [], {}
+    phrases = PhraseWriter(work, index) if scanner else None
     rows = 0
     with Quarantine(paths["quarantine"]) as quarantine, \
             ShardWriter(work, paths["docs"].stem, rows_per_shard=2**31) as writer:
@@ -212,16 +251,14 @@ def filter_shard(job: dict) -> dict:
                 if scanner:
                     if found := scanner.triggers(doc["text"]):
                         triggers[rows] = found
-                    fps = scanner.fingerprints(doc["text"])
-                    domain = _hash64(domain_of(doc.get("url", "")))
-                    phrases.append(np.stack([fps, np.full(len(fps), domain, np.uint64),
-                                             np.full(len(fps), gid, np.uint64)], axis=1))
+                    phrases.add(scanner.fingerprints(doc["text"]), _hash64(domain_of(doc.get("url", ""))), gid)
                 writer.write(doc)
                 rows += 1
     # The shard writer names its file `docs-SHARD-00000.parquet`; one file per shard.
     np.save(paths["exact"], np.array(exact, dtype=np.uint64))
     np.save(paths["bands"], np.stack(bands) if bands else np.zeros((0, 0), np.uint64))
-    np.save(paths["phrases"], np.concatenate(phrases) if phrases else np.zeros((0, 3), np.uint64))
+    if phrases:
+        phrases.flush()
     paths["triggers"].write_text(json.dumps(triggers))
     return {"report": report.steps, "rows": rows, "peak_rss_mb": peak_rss_mb()}
 
@@ -269,15 +306,9 @@ def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[
                 plan[i]["poison"].setdefault(int(row), []).extend(f"trigger:{n}" for n in names)
     removed_ids = np.array(sorted(removed), dtype=np.uint64)
     for part in range(PHRASE_PARTITIONS):
-        chunks = []
-        for i in range(n_shards):
-            rows = np.load(_work_paths(work, i)["phrases"], mmap_mode="r")
-            if len(rows):
-                chunk = rows[rows[:, 0] % np.uint64(PHRASE_PARTITIONS) == part]
-                chunks.append(chunk[~np.isin(chunk[:, 2], removed_ids)])
-        if not chunks:
-            continue
-        rows = np.concatenate(chunks)
+        rows = np.concatenate([np.fromfile(_phrase_path(work, i, part), dtype=np.uint64).reshape(-1, 3)
+                               for i in range(n_shards)])
+        rows = rows[~np.isin(rows[:, 2], removed_ids)]
         flagged, _ = suspicious_phrases(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), total_docs, params)
         for gid, fps in flagged.items():
             shard_plan = plan[gid >> ROW_BITS]
