@@ -359,6 +359,8 @@ def finish_shard(job: dict) -> dict:
                     result = pii.apply(doc)
                     new_bytes = nbytes if result["text"] is doc["text"] else utf8_len(result["text"])
                     report.passed("pii", nbytes, new_bytes)
+                    for kind, n in sorted((result["meta"].get("pii") or {}).items()):
+                        report.flagged("pii", f"{kind}_replaced", doc, f"{n} replaced")
                     doc, nbytes = result, new_bytes
                 split = split_of(doc["id"], cfg.get("val_fraction", 0.05), cfg.get("seed", 0))
                 (val if split == "val" else train).write(doc)

@@ -85,7 +85,8 @@ def test_pii_is_replaced_in_the_output(tmp_path):
     rng = random.Random(5)
     docs = [{"id": f"d{i}", "url": f"https://d{i}.org/", "text": f"{_words(rng)} mail jane.doe@corp.com "
              f"server 8.8.8.8 local 192.168.1.1"} for i in range(8)]
-    run_preprocess(write_shards(tmp_path / "raw", [docs]), tmp_path / "out", NO_FILTERS, log=lambda m: None)
+    result = run_preprocess(write_shards(tmp_path / "raw", [docs]), tmp_path / "out", NO_FILTERS, log=lambda m: None)
+    assert result["report"].steps["pii"]["flagged"] == {"email_replaced": 8, "ipv4_replaced": 8}
     texts = [d["text"] for d in read_documents(sorted((tmp_path / "out" / "documents").glob("*.parquet")))]
     assert len(texts) == 8
     assert not any("jane.doe@corp.com" in t or "8.8.8.8" in t for t in texts)
