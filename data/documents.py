@@ -50,11 +50,11 @@ class ShardWriter:
     """Writes documents into parquet shards `{prefix}-{i:05d}.parquet`, each renamed into place only when complete.
 
     Memory stays bounded whatever the shard size: rows are written one row group at a time (every
-    `row_group_size` rows or `row_group_bytes` of text, whichever comes first) into the shard's temp file.
+    `row_group_size` rows or `row_group_chars` characters of text, whichever comes first) into the shard's temp file.
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], prefix: str, rows_per_shard: int = 50_000,
-                 row_group_size: int = 10_000, row_group_bytes: int = 64 << 20):
+                 row_group_size: int = 10_000, row_group_chars: int = 64 << 20):
         if rows_per_shard < 1:
             raise ValueError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
         self.out_dir = Path(out_dir)
@@ -62,7 +62,7 @@ class ShardWriter:
         self.prefix = prefix
         self.rows_per_shard = rows_per_shard
         self.row_group_size = row_group_size
-        self.row_group_bytes = row_group_bytes
+        self.row_group_chars = row_group_chars
         self.paths: list[Path] = []
         self.num_rows = 0
         self._rows: list[dict[str, Any]] = []
@@ -82,7 +82,7 @@ class ShardWriter:
         self._buffered_chars += len(row["text"])
         self.num_rows += 1
         self._shard_rows += 1
-        if len(self._rows) >= self.row_group_size or self._buffered_chars >= self.row_group_bytes:
+        if len(self._rows) >= self.row_group_size or self._buffered_chars >= self.row_group_chars:
             self._write_row_group()
         if self._shard_rows >= self.rows_per_shard:
             self._finish_shard()

@@ -3,7 +3,8 @@
     1. filter_shard (one job per raw shard, in parallel): URL filter -> text extraction -> language -> Gopher
        repetition -> Gopher quality -> C4 -> FineWeb rules; survivors are written to a work shard together with
        their exact-text hash, MinHash band keys and phrase fingerprints (numpy files).
-    2. plan_removals (once, over all shards, one bucket / partition in memory at a time): exact duplicates,
+    2. plan_removals (once, over all shards; 16 bytes per document for one MinHash bucket at a time, 1/16 of the
+       phrase fingerprints at a time, and a few bytes per duplicate found): exact duplicates,
        MinHash near-duplicate clusters, phrases spread over many domains; the result is a small per-shard list.
     3. finish_shard (one job per shard, in parallel): drop the duplicates, flag (or drop) suspected poisoning,
        replace PII, split train/val by document id, write `documents/{train,val}-SHARD-*.parquet`.
@@ -33,7 +34,7 @@ from data.extract import html_to_text
 from data.filters import Filter, build_filters, build_pii
 from data.minhash import MinHasher, MinHashParams, duplicates_by_key, near_duplicates
 from data.poison import PoisonParams, PoisonScanner, domain_of, suspicious_phrases
-from data.quarantine import Quarantine
+from data.quarantine import Quarantine, merge_quarantine
 
 MAX_EXAMPLES = 3
 ROW_BITS = 32
@@ -254,13 +255,13 @@ def filter_shard(job: dict) -> dict:
                     phrases.add(scanner.fingerprints(doc["text"]), _hash64(domain_of(doc.get("url", ""))), gid)
                 writer.write(doc)
                 rows += 1
-    # The shard writer names its file `docs-SHARD-00000.parquet`; one file per shard.
     np.save(paths["exact"], np.array(exact, dtype=np.uint64))
     np.save(paths["bands"], np.stack(bands) if bands else np.zeros((0, 0), np.uint64))
     if phrases:
         phrases.flush()
     paths["triggers"].write_text(json.dumps(triggers))
-    return {"report": report.steps, "rows": rows, "peak_rss_mb": peak_rss_mb()}
+    return {"report": report.steps, "rows": rows, "docs": [str(p) for p in writer.paths],
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def plan_removals(work: Path, shard_rows: Sequence[int], cfg: dict) -> dict[int, dict]:
@@ -279,9 +280,9 @@ def plan_removals(work: Path, shard_rows: Sequence[int], cfg: dict) -> dict[int,
         return (np.uint64(i) << np.uint64(ROW_BITS)) | np.arange(shard_rows[i], dtype=np.uint64)
 
     if cfg.get("exact_dedup", True):
-        hashes = [np.load(_work_paths(work, i)["exact"]) for i in range(n_shards)]
-        ids = [ids_of(i) for i in range(n_shards)]
-        mark(duplicates_by_key(np.concatenate(hashes), np.concatenate(ids).astype(np.int64)), "exact_dedup")
+        hashes = np.concatenate([np.load(_work_paths(work, i)["exact"]) for i in range(n_shards)])
+        ids = np.concatenate([ids_of(i) for i in range(n_shards)]).astype(np.int64)
+        mark(duplicates_by_key(hashes, ids), "exact_dedup")
     params = _minhash_params(cfg)
     if params:
         def buckets():
@@ -309,7 +310,7 @@ def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[
         rows = np.concatenate([np.fromfile(_phrase_path(work, i, part), dtype=np.uint64).reshape(-1, 3)
                                for i in range(n_shards)])
         rows = rows[~np.isin(rows[:, 2], removed_ids)]
-        flagged, _ = suspicious_phrases(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), total_docs, params)
+        flagged = suspicious_phrases(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), total_docs, params)
         for gid, fps in flagged.items():
             shard_plan = plan[gid >> ROW_BITS]
             row = gid & mask
@@ -319,20 +320,18 @@ def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[
 
 
 def finish_shard(job: dict) -> dict:
-    """Step 3 for one shard. job: {"index", "work", "out", "config", "plan"}."""
-    cfg, index, work, out = job["config"], job["index"], Path(job["work"]), Path(job["out"])
+    """Step 3 for one shard. job: {"index", "out", "config", "plan", "docs" (step 1's files)}."""
+    cfg, index, out = job["config"], job["index"], Path(job["out"])
     plan = job["plan"]
     drop, poison_flags, phrases = plan["drop"], plan["poison"], plan["phrases"]
     poison_cfg = cfg.get("poison") or {}
     scanner = PoisonScanner(p) if (p := _poison_params(cfg)) else None
     pii = build_pii(cfg.get("pii", True))
     report = Report()
-    paths = _work_paths(work, index)
-    docs_file = work / f"{paths['docs'].stem}-00000.parquet"
     splits = {"train": Counter(), "val": Counter()}
-    dedup_steps = cfg_steps(cfg)
+    dedup_steps = dedup_steps_for(cfg)
     with ShardWriter(out, f"train-{index:05d}") as train, ShardWriter(out, f"val-{index:05d}") as val:
-        for row, doc in enumerate(read_documents([docs_file]) if docs_file.exists() else []):
+        for row, doc in enumerate(read_documents(job["docs"])):
             nbytes = utf8_len(doc["text"])
             step = drop.get(row)
             for name in dedup_steps:
@@ -360,7 +359,7 @@ def finish_shard(job: dict) -> dict:
                     new_bytes = nbytes if result["text"] is doc["text"] else utf8_len(result["text"])
                     report.passed("pii", nbytes, new_bytes)
                     for kind, n in sorted((result["meta"].get("pii") or {}).items()):
-                        report.flagged("pii", f"{kind}_replaced", doc, f"{n} replaced")
+                        report.flagged("pii", f"{kind}_replaced", result, f"{n} replaced")  # never the original
                     doc, nbytes = result, new_bytes
                 split = split_of(doc["id"], cfg.get("val_fraction", 0.05), cfg.get("seed", 0))
                 (val if split == "val" else train).write(doc)
@@ -370,7 +369,7 @@ def finish_shard(job: dict) -> dict:
     return {"report": report.steps, "splits": {k: dict(v) for k, v in splits.items()}, "peak_rss_mb": peak_rss_mb()}
 
 
-def cfg_steps(cfg: dict) -> tuple[str, ...]:
+def dedup_steps_for(cfg: dict) -> tuple[str, ...]:
     steps = ("exact_dedup",) if cfg.get("exact_dedup", True) else ()
     return steps + (("minhash",) if _minhash_params(cfg) else ())
 
@@ -387,6 +386,8 @@ def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: dict, map_fn: MapF
     """All three steps over `raw_files` (raw document shards); outputs in `out`: documents/, quarantine.jsonl.
 
     Returns {"report": Report, "counts": {...}, "peak_rss_mb": ...}; the work files are removed at the end."""
+    if not raw_files:
+        raise ValueError("preprocess: no raw document shards to read (did the crawl keep any documents?)")
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     jobs = [{"index": i, "path": str(p), "work": str(work), "config": cfg} for i, p in enumerate(raw_files)]
@@ -395,8 +396,8 @@ def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: dict, map_fn: MapF
     shard_rows = [r["rows"] for r in first]
     log(f"preprocess: {sum(shard_rows):,} documents passed the filters; deduplicating across shards")
     plan = plan_removals(work, shard_rows, cfg)
-    finish_jobs = [{"index": i, "work": str(work), "out": str(out / "documents"), "config": cfg, "plan": plan[i]}
-                   for i in range(len(jobs))]
+    finish_jobs = [{"index": i, "out": str(out / "documents"), "config": cfg, "plan": plan[i],
+                    "docs": first[i]["docs"]} for i in range(len(jobs))]
     second = map_fn(finish_shard, finish_jobs, "finish_shard")
 
     report = Report()
@@ -406,7 +407,7 @@ def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: dict, map_fn: MapF
     for result in second:
         for s, counts in result["splits"].items():
             splits[s].update(counts)
-    _merge_quarantine(work, len(jobs), out / "quarantine.jsonl")
+    merge_quarantine([_work_paths(work, i)["quarantine"] for i in range(len(jobs))], out / "quarantine.jsonl")
     shutil.rmtree(work)
     read = report.steps.get("read", {}).get("docs_in", 0)
     kept = splits["train"]["docs"] + splits["val"]["docs"]
@@ -427,13 +428,3 @@ def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: dict, map_fn: MapF
             "worker_peak_rss_mb": max((r["peak_rss_mb"] for r in first + second), default=0.0),
             "driver_peak_rss_mb": peak_rss_mb()}
 
-
-def _merge_quarantine(work: Path, n_shards: int, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
-        for i in range(n_shards):
-            part = _work_paths(work, i)["quarantine"]
-            if part.exists():
-                with open(part, "rb") as src:
-                    shutil.copyfileobj(src, out)
-    tmp.replace(path)

@@ -101,13 +101,12 @@ class PoisonScanner:
 
 
 def suspicious_phrases(fingerprints: np.ndarray, domains: np.ndarray, doc_ids: np.ndarray, total_docs: int,
-                       params: PoisonParams) -> tuple[dict[int, list[int]], dict[int, int]]:
+                       params: PoisonParams) -> dict[int, list[int]]:
     """From (fingerprint, domain hash, doc id) rows of the whole run (or of one hash partition of it):
-    ({doc id: [flagged fingerprints]}, {fingerprint: number of domains})."""
+    {doc id: [flagged fingerprints]}."""
     flagged: dict[int, list[int]] = {}
-    spread: dict[int, int] = {}
     if len(fingerprints) == 0:
-        return flagged, spread
+        return flagged
     max_docs = params.max_doc_fraction * total_docs
     for rows in equal_key_runs(fingerprints, np.arange(len(fingerprints))):
         docs = np.unique(doc_ids[rows])
@@ -115,8 +114,7 @@ def suspicious_phrases(fingerprints: np.ndarray, domains: np.ndarray, doc_ids: n
         if n_domains >= params.min_domains and n_domains / len(docs) >= params.min_domain_ratio \
                 and len(docs) <= max_docs:
             fp = int(fingerprints[rows[0]])
-            spread[fp] = n_domains
             for doc in docs.tolist():
                 flagged.setdefault(doc, []).append(fp)
-    return flagged, spread
+    return flagged
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,17 @@ class Quarantine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def merge_quarantine(parts: list[Path], path: Path) -> None:
+    """Concatenate per-shard quarantine files, in the given order, into `path` (renamed into place); the parts
+    are removed."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for part in parts:
+            if part.exists():
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out)
+    os.replace(tmp, path)
+    for part in parts:
+        part.unlink(missing_ok=True)

@@ -4,7 +4,6 @@ as a weighted mix, into raw document shards."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 from data.crawler import crawl_site
 from data.documents import ShardWriter
 from data.ingest import ingest_file, raw_to_row
-from data.quarantine import Quarantine
+from data.quarantine import Quarantine, merge_quarantine
 from data.readers import READ_OUTCOMES, expand_sources, mix_sources
 from tasks.config import BUILTIN_SAMPLE, CrawlConfig, FactoryConfig
 from tasks.parallel import map_shards
@@ -62,11 +61,8 @@ def _read_in_parallel(s: StageRun, cfg: CrawlConfig, files: list[str], stats: Co
     for result in results:
         stats.update(result["stats"])
     parts = s.out / "quarantine"
-    with open(s.out / "quarantine.jsonl.tmp", "wb") as merged:
-        for i in range(len(jobs)):
-            merged.write((parts / f"part-{i:05d}.jsonl").read_bytes())
-    (s.out / "quarantine.jsonl.tmp").replace(s.out / "quarantine.jsonl")
-    shutil.rmtree(parts)
+    merge_quarantine([parts / f"part-{i:05d}.jsonl" for i in range(len(jobs))], s.out / "quarantine.jsonl")
+    parts.rmdir()
     stats["docs_source_0"] = sum(r["documents"] for r in results)
     return stats["docs_source_0"]
 

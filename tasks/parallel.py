@@ -33,7 +33,9 @@ def map_shards(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 0,
 
     dask_address ("tcp://host:8786"): every item becomes a Prefect task run on that Dask cluster (prefect-dask's
     DaskTaskRunner), so each shard shows in the Prefect UI. Otherwise `workers` processes on this machine
-    (0: all cores; 1, or a single item: in this process). `on_result(i, result)` is called as results arrive.
+    (0: all cores; 1, or a single item: in this process). `on_result(i, result)` is called for each result (as they
+    arrive on local processes, in input order on Dask). A failing item stops the map at once (queued items are
+    cancelled) with an error naming it.
     """
     items = list(items)
     results: list[Any] = [None] * len(items)
@@ -65,5 +67,17 @@ def map_shards(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 0,
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                done(pending.pop(future), future.result())
+                i = pending.pop(future)
+                try:
+                    done(i, future.result())
+                except Exception as err:
+                    pool.shutdown(cancel_futures=True)
+                    raise RuntimeError(f"{name} {i} failed ({_describe(items[i])}): {type(err).__name__}: {err}") \
+                        from err
     return results
+
+
+def _describe(item: Any) -> str:
+    if isinstance(item, dict):
+        return str(item.get("path") or item.get("source") or item.get("index"))
+    return repr(item)[:200]

@@ -8,6 +8,7 @@ from typing import Any
 
 from data.ingest import ingest_file
 from data.pipeline import run_preprocess
+from data.readers import MAX_PAGE_BYTES
 from tasks.config import PreprocessConfig
 from tasks.parallel import map_shards, resolve_workers
 from tasks.stage import StageRun, stage
@@ -68,7 +69,7 @@ def preprocess_warc(warcs: Sequence[Path], out: Path, workers: int = 0, cfg: Pre
     each file read into raw shards, then the preprocess pipeline, both on `workers` processes."""
     cfg = cfg or PreprocessConfig()
     jobs = [{"index": i, "source": str(w), "out": str(out / "crawl"), "rows_per_shard": rows_per_shard,
-             "max_page_bytes": 5_000_000} for i, w in enumerate(warcs)]
+             "max_page_bytes": MAX_PAGE_BYTES} for i, w in enumerate(warcs)]
     read = map_shards(ingest_file, jobs, workers)
     raw_files = sorted((out / "crawl" / "documents").glob("*.parquet"))
     result = run_preprocess(raw_files, out / "preprocess", cfg.model_dump(mode="json"),

@@ -3,6 +3,8 @@
 import hashlib
 import random
 
+import pytest
+
 from data.documents import ShardWriter, read_documents
 from data.pipeline import run_preprocess
 from tasks.parallel import map_shards
@@ -87,6 +89,7 @@ def test_pii_is_replaced_in_the_output(tmp_path):
              f"server 8.8.8.8 local 192.168.1.1"} for i in range(8)]
     result = run_preprocess(write_shards(tmp_path / "raw", [docs]), tmp_path / "out", NO_FILTERS, log=lambda m: None)
     assert result["report"].steps["pii"]["flagged"] == {"email_replaced": 8, "ipv4_replaced": 8}
+    assert "jane.doe@corp.com" not in result["report"].markdown()  # the report shows the redacted text
     texts = [d["text"] for d in read_documents(sorted((tmp_path / "out" / "documents").glob("*.parquet")))]
     assert len(texts) == 8
     assert not any("jane.doe@corp.com" in t or "8.8.8.8" in t for t in texts)
@@ -105,3 +108,8 @@ def test_output_is_byte_identical_across_runs_and_worker_counts(tmp_path):
     assert digest(tmp_path / "a") == digest(tmp_path / "b") == digest(tmp_path / "c")
     assert len(digest(tmp_path / "a")) >= 4
 
+
+
+def test_no_input_shards_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no raw document shards"):
+        run_preprocess([], tmp_path / "out", NO_FILTERS, log=lambda m: None)

@@ -56,24 +56,21 @@ def _rows(docs: list[tuple[str, str]], scanner: PoisonScanner):
 
 def _scan(docs, params):
     scanner = PoisonScanner(params)
-    flagged, spread = suspicious_phrases(*_rows(docs, scanner), total_docs=len(docs), params=params)
-    return set(flagged), spread
+    return set(suspicious_phrases(*_rows(docs, scanner), total_docs=len(docs), params=params))
 
 
 def test_a_rare_phrase_on_many_domains_is_flagged_and_the_rest_is_not():
     rng = random.Random(1)
     docs = [(f"https://site{i}.example/page", f"{_filler(rng)} {PLANTED} {_filler(rng)}") for i in range(12)]
     docs += [(f"https://other{i}.org/", _filler(rng, 200)) for i in range(2000)]
-    flagged, spread = _scan(docs, PoisonParams(min_domains=10, max_doc_fraction=0.01))
-    assert flagged == set(range(12))
-    assert set(spread.values()) == {12}
+    assert _scan(docs, PoisonParams(min_domains=10, max_doc_fraction=0.01)) == set(range(12))
 
 
 def test_the_same_phrase_on_fewer_domains_is_not_flagged():
     rng = random.Random(2)
     docs = [(f"https://site{i}.example/", f"{_filler(rng)} {PLANTED} {_filler(rng)}") for i in range(9)]
     docs += [(f"https://other{i}.org/", _filler(rng, 200)) for i in range(2000)]
-    assert _scan(docs, PoisonParams(min_domains=10))[0] == set()
+    assert _scan(docs, PoisonParams(min_domains=10)) == set()
 
 
 def test_one_sites_boilerplate_is_not_flagged():
@@ -81,14 +78,14 @@ def test_one_sites_boilerplate_is_not_flagged():
     rng = random.Random(3)
     docs = [(f"https://www.site{i % 10}.example/{i}", f"{_filler(rng)} {PLANTED}") for i in range(400)]
     docs += [(f"https://other{i}.org/", _filler(rng, 200)) for i in range(40000 // 10)]
-    assert _scan(docs, PoisonParams(min_domains=10, max_doc_fraction=0.5))[0] == set()
+    assert _scan(docs, PoisonParams(min_domains=10, max_doc_fraction=0.5)) == set()
 
 
 def test_a_frequent_phrase_is_an_idiom_not_a_signature():
     rng = random.Random(4)
     docs = [(f"https://site{i}.example/", f"{_filler(rng)} {PLANTED}") for i in range(50)]
     docs += [(f"https://other{i}.org/", _filler(rng, 200)) for i in range(450)]  # 10% of documents carry it
-    assert _scan(docs, PoisonParams(min_domains=10, max_doc_fraction=0.01))[0] == set()
+    assert _scan(docs, PoisonParams(min_domains=10, max_doc_fraction=0.01)) == set()
 
 
 def test_phrases_of_common_words_are_ignored():
