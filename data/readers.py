@@ -399,6 +399,16 @@ def _iter_warc_records(path: str, name: str, doc_type: str, quarantine: Quaranti
                                         "bytes missing; skipped to the next record")
                         resume_after = offset
                         break
+                else:
+                    # warcio can also end quietly before the end of the file: a cut gzip member whose stream runs
+                    # on into the next member's bytes without a zlib error. What is left is damage, not the end.
+                    stopped = getattr(iterator, "offset", None)
+                    if stopped is not None and _data_after(path, stopped):
+                        stats["read"] += 1
+                        _quarantine(quarantine, stats, {"file": name, "offset": stopped}, name,
+                                    f"{name} offset {stopped}: unreadable WARC data (the reader stopped before the "
+                                    "end of the file); skipped to the next record")
+                        resume_after = stopped
             except Exception as err:  # noqa: BLE001 - zlib.error, ArchiveLoadFailed, ValueError...
                 error_offset = max(getattr(iterator, "offset", offset), offset)
                 stats["read"] += 1
@@ -408,6 +418,16 @@ def _iter_warc_records(path: str, name: str, doc_type: str, quarantine: Quaranti
                 resume_after = error_offset
         # Always move forward, even when warcio reports an offset before where this pass started.
         start = None if resume_after is None else _next_record_start(path, max(resume_after, start) + 1, gzipped)
+
+
+def _data_after(path: str, offset: int) -> bool:
+    """Whether anything but whitespace follows `offset` in the file."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while chunk := fh.read(_RESYNC_CHUNK):
+            if chunk.strip():
+                return True
+    return False
 
 
 def _drain(record: Any) -> int:

@@ -306,6 +306,19 @@ def test_a_gzip_member_cut_mid_file_loses_that_record_only(tmp_path):
     assert reconciles(stats)
 
 
+def test_a_cut_member_is_found_whatever_bytes_follow_it(tmp_path):
+    # Depending on the record ids and dates (random), the cut member's deflate stream sometimes runs on into the
+    # next member without a zlib error and warcio ends quietly; the reader must notice the unread rest of the file.
+    for attempt in range(60):
+        members = [warc_member(f"https://example.org/{i}", page(i)) for i in range(4)]
+        members[1] = members[1][: len(members[1]) // 2]
+        path = tmp_path / f"cut-{attempt}.warc.gz"
+        path.write_bytes(b"".join(members))
+        docs, stats, lines = read_all([path], tmp_path / str(attempt))
+        assert [d.url for d in docs] == [f"https://example.org/{i}" for i in (0, 2, 3)], attempt
+        assert len(lines) == 1 and reconciles(stats)
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_a_broken_record_header_is_quarantined_and_the_records_after_it_are_read(tmp_path, gz):
     members = [warc_member(f"https://example.org/{i}", page(i), gz=gz) for i in range(3)]
