@@ -140,15 +140,21 @@ def _row_to_document(row: dict[str, Any]) -> Document:
     return doc  # type: ignore[return-value]
 
 
+def document_batches(path: Path | str, columns: list[str] | None = None,
+                     batch_size: int = 1_024) -> Iterator[pa.RecordBatch]:
+    """Arrow batches of one parquet shard, with `columns` only (all when None); a missing column is an error."""
+    pf = pq.ParquetFile(path)
+    missing = [c for c in (columns or []) if c not in pf.schema_arrow.names]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; has {pf.schema_arrow.names}")
+    return pf.iter_batches(batch_size=batch_size, columns=columns)
+
+
 def read_documents(paths: Iterable[Path | str], columns: list[str] | None = None,
                    batch_size: int = 1_024) -> Iterator[Document]:
     """Stream documents from parquet shards batch by batch (never a whole file in memory)."""
     for path in paths:
-        pf = pq.ParquetFile(path)
-        missing = [c for c in (columns or []) if c not in pf.schema_arrow.names]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {missing}; has {pf.schema_arrow.names}")
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+        for batch in document_batches(path, columns, batch_size):
             for row in batch.to_pylist():
                 yield _row_to_document(row)
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from data.documents import document_batches
 from model.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported where batches are made: tokenize workers never pay for it
@@ -142,12 +142,10 @@ def tokenize_document_shard(job: TokenizeJob) -> dict:
     the job only (not on which process ran it or when), so a split comes out the same on any number of workers.
     Returns {"docs", "tokens", "shards": [file names], "dtype"}."""
     tok = _tokenizer(job.tokenizer)
-    documents = pq.ParquetFile(job.documents)
-    if "text" not in documents.schema_arrow.names:
-        raise ValueError(f"{job.documents}: no 'text' column; has {documents.schema_arrow.names}")
+    batches = document_batches(job.documents, ["text"])  # checks the column before any shard is started
     writer = TokenShardWriter(job.out_dir, job.prefix, tok.vocab_size, job.tokens_per_shard)
     n_docs = 0
-    for batch in documents.iter_batches(batch_size=1024, columns=["text"]):
+    for batch in batches:
         texts = batch.column(0).to_pylist()
         writer.add_documents(tok.encode_arrays(texts, num_threads=job.num_threads), tok.bos_id)
         n_docs += len(texts)

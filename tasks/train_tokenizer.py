@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from data.documents import document_batches
 from model.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
 from tasks.stage import StageRun, stage
 
@@ -36,7 +36,7 @@ def sample_texts(files: Sequence[Path], max_chars: int) -> Sample:
     heap: list[tuple[int, int, int, str]] = []  # (-rank, -order, shard, text): the highest rank on top
     total = order = 0
     for shard, path in enumerate(files):
-        for batch in _batches(path, ["id", "text"], 4096):
+        for batch in document_batches(path, ["id", "text"], 4096):
             ranks = [_rank(i) for i in batch.column(0).to_pylist()]
             bar = -heap[0][0] if heap and total >= max_chars else None  # only falls as documents come in
             keep = [k for k, r in enumerate(ranks) if bar is None or r < bar]
@@ -53,17 +53,9 @@ def sample_texts(files: Sequence[Path], max_chars: int) -> Sample:
     return Sample([t for *_, t in kept], total, len({s for _, _, s, _ in kept}), order)
 
 
-def _batches(path: Path, columns: list[str], batch_size: int) -> Iterator[pa.RecordBatch]:
-    pf = pq.ParquetFile(path)
-    missing = [c for c in columns if c not in pf.schema_arrow.names]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; has {pf.schema_arrow.names}")
-    return pf.iter_batches(batch_size=batch_size, columns=columns)
-
-
 def _first_text(files: Sequence[Path]) -> str:
     for path in files:
-        for batch in _batches(path, ["text"], 1):
+        for batch in document_batches(path, ["text"], 1):
             if batch.num_rows:
                 return batch.column(0)[0].as_py()
     return ""
@@ -73,7 +65,7 @@ def compression(tok: Tokenizer, files: Sequence[Path]) -> tuple[int, int]:
     """(UTF-8 bytes, tokens) over every document in `files`: bytes per token is how much text one token carries."""
     n_bytes = n_tokens = 0
     for path in files:
-        for batch in _batches(path, ["text"], 1024):
+        for batch in document_batches(path, ["text"], 1024):
             n_bytes += pc.sum(pc.binary_length(batch.column(0))).as_py() or 0
             n_tokens += sum(map(len, tok.encode_batch(batch.column(0).to_pylist())))
     return n_bytes, n_tokens
