@@ -29,7 +29,8 @@ import lxml.html
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-HTML_CONTENT_TYPES = {"text/html", "application/xhtml+xml"}
+from data.readers import HTML_TYPES, split_content_type
+
 ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least the first 500 KiB
 # Characters left as they are when percent-encoding a path or query: the reserved set, and "%" so that an
 # already-encoded URL is not encoded twice.
@@ -141,16 +142,6 @@ def _known_charset(name: str) -> bool:
         return True
     except LookupError:
         return False
-
-
-def _split_content_type(value: str | None) -> tuple[str, str | None]:
-    mime, _, params = (value or "").partition(";")
-    charset = None
-    for param in params.split(";"):
-        key, _, val = param.partition("=")
-        if key.strip().lower() == "charset" and val.strip():
-            charset = val.strip().strip("\"'")
-    return mime.strip().lower(), charset
 
 
 # --- fetching ---------------------------------------------------------------------------------------------------
@@ -329,8 +320,8 @@ class _Crawler:
             if target is not None:
                 self.enqueue(target)
             return
-        mime, charset = _split_content_type(headers.get("content-type"))
-        if response.status != 200 or mime not in HTML_CONTENT_TYPES:
+        mime, charset = split_content_type(headers.get("content-type"))
+        if response.status != 200 or mime not in HTML_TYPES:
             return
         self.stats["pages_html"] += 1
         for link in extract_links(response.body, response.url, charset, self.user_agent):

@@ -11,13 +11,12 @@ import charset_normalizer
 import trafilatura
 
 from data.documents import Document
-from data.readers import RawDocument
+from data.readers import HTML_TYPES, RawDocument
 
 # trafilatura logs every page it finds nothing in; at crawl scale that is noise, our stats count it instead.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
 
 FAVOR = ("precision", "balanced", "recall")
-HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
 # A charset in the page itself: <meta charset=...>, <meta http-equiv=Content-Type content="...; charset=...">, or an

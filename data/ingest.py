@@ -38,6 +38,4 @@ def ingest_file(job: dict) -> dict:
         for raw in mix_sources([([job["source"]], 1.0)], quarantine, stats, max_page_bytes=job["max_page_bytes"]):
             writer.write(raw_to_row(raw, stats))
             documents += 1
-    stats.pop("docs_source_0", None)
-    stats.pop("exhausted_source_0", None)
     return {"stats": dict(stats), "documents": documents}

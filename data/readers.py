@@ -35,7 +35,8 @@ from data.quarantine import Quarantine
 # Document types we extract text from. Trusting the HTTP Content-Type (no payload sniffing) is deliberate:
 # sniffing silently drops what it misjudges; a wrong header is counted here as filtered_content_type. The one
 # sniff we do is the other way round: a "text/html" body that is plainly binary is counted as filtered_binary.
-TEXT_CONTENT_TYPES = {"text/html", "application/xhtml+xml", "text/plain"}
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+TEXT_CONTENT_TYPES = {*HTML_TYPES, "text/plain"}
 READ_OUTCOMES = ("yielded", "filtered_status", "filtered_content_type", "filtered_binary", "filtered_too_large",
                  "quarantined")
 MAX_PAGE_BYTES = 5_000_000  # Common Crawl itself truncates payloads at 1 MiB
@@ -500,7 +501,8 @@ def _missing(record: Any) -> int:
     return getattr(record.raw_stream, "limit", 0) or 0
 
 
-def _split_content_type(value: str | None) -> tuple[str, str | None]:
+def split_content_type(value: str | None) -> tuple[str, str | None]:
+    """'text/html; charset="UTF-8"' -> ('text/html', 'utf-8'); the charset is None when not given."""
     if not value:
         return "", None
     mime, _, params = value.partition(";")
@@ -540,7 +542,7 @@ def _response_to_raw(record: Any, name: str, offset: int, quarantine: Quarantine
     if status != "200":
         stats["filtered_status"] += 1
         return None
-    mime, charset = _split_content_type(http.get_header("Content-Type"))
+    mime, charset = split_content_type(http.get_header("Content-Type"))
     if mime not in TEXT_CONTENT_TYPES:  # a missing Content-Type too: we do not sniff what it might be
         stats["filtered_content_type"] += 1
         return None

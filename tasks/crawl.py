@@ -63,8 +63,7 @@ def _read_in_parallel(s: StageRun, cfg: CrawlConfig, files: list[str], stats: Co
     parts = s.out / "quarantine"
     merge_quarantine([parts / f"part-{i:05d}.jsonl" for i in range(len(jobs))], s.out / "quarantine.jsonl")
     parts.rmdir()
-    stats["docs_source_0"] = sum(r["documents"] for r in results)
-    return stats["docs_source_0"]
+    return stats["docs_source_0"]  # each file's reader counted its documents as source 0
 
 
 @stage("crawl", main_metric="documents", external=_external, retries=2, version="2")
@@ -79,7 +78,7 @@ def crawl(s: StageRun) -> dict:
         if cfg.weighted:
             labels, groups = [*labels, "web"], [*groups, ([str(warc)], cfg.web.weight)]
         else:
-            groups = [(groups[0][0] + [str(warc)], 1.0)] if groups else [([str(warc)], 1.0)]
+            groups = [(groups[0][0] + [str(warc)], 1.0)]
             labels = [", ".join(filter(None, [*labels, "web"]))]
     stats: Counter = Counter()
     if cfg.weighted or cfg.max_documents:
