@@ -27,7 +27,7 @@ from pathlib import Path  # noqa: E402
 
 def measure(warc: Path, copies: int, out: Path, workers: int, rows_per_shard: int) -> dict:
     """In this (fresh) process: preprocess `copies` copies of the WARC; the peaks and counts as a dict."""
-    from tasks.config import load_config
+    from tasks.core.config import load_config
     from tasks.preprocess import preprocess_warc
 
     started = time.perf_counter()

@@ -23,7 +23,7 @@ block lists (~4.6M domains, seconds per task): on a small crawl they weigh, --co
 
 Workarounds on the datatrove side (this machine reaches no hub and has no NLTK/fastText data):
 - LanguageFilter downloads fastText lid.176 from the hub at first use: replaced by Py3LangidFilter (a datatrove
-  BaseFilter) calling our language step's classifier, data.langid.detect (py3langid's normalised model, shipped
+  BaseFilter) calling our language step's classifier, data.cleaning.langid.detect (py3langid's normalised model, shipped
   inside the package, on the same first characters), so the stand-in for fastText costs datatrove what it costs
   us. It keeps a document when P(en) > 0.65, as LanguageFilter(languages=["en"], language_threshold=0.65); the top
   label suffices: normalised probabilities sum to 1, so P(en) > 0.65 exactly when "en" is top with score > 0.65.
@@ -166,12 +166,12 @@ def datatrove_blocks(words: str, reader: str, extract_timeout: float) -> dict:
 
     class Py3LangidFilter(BaseFilter):
         """LanguageFilter(languages=[LANGUAGE], language_threshold=LANGUAGE_THRESHOLD) on our language step's
-        classifier (data.langid.detect: py3langid, the same first characters of the text)."""
+        classifier (data.cleaning.langid.detect: py3langid, the same first characters of the text)."""
 
         name = "🌍 Language ID (py3langid)"
 
         def filter(self, doc) -> bool:
-            from data.langid import detect
+            from data.cleaning.langid import detect
 
             lang, score = detect(doc.text)
             doc.metadata["language"], doc.metadata["language_score"] = lang, score

@@ -52,7 +52,7 @@ def corpus(limit: int = 150) -> list[str]:
 
 def write_documents(texts: list[str], directory: Path, shards: int) -> list[Path]:
     """Document shards `train-{i:05d}-00000.parquet`, as preprocess writes them; documents dealt round-robin."""
-    from data.documents import ShardWriter
+    from data.tokens.documents import ShardWriter
 
     paths = []
     for i in range(shards):
@@ -67,7 +67,7 @@ def profile(paths: list[Path], tokenizer: Path, out: Path) -> dict[str, float]:
     """Seconds one worker spends in each step over all the shards (in this process, one thread)."""
     import pyarrow.parquet as pq
 
-    from data.shards import TokenShardWriter, _tokenizer
+    from data.tokens.shards import TokenShardWriter, _tokenizer
 
     tok = _tokenizer(tokenizer)
     steps = dict.fromkeys(("read parquet", "encode", "join ids", "write"), 0.0)
@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from model.tokenizer import train_bpe
-    from tasks.parallel import cpu_count, resolve_workers
+    from tasks.core.parallel import cpu_count, resolve_workers
     from tasks.tokenize import tokenize_documents
 
     one_copy = corpus()

@@ -2,9 +2,9 @@
 
 The baseline is written here, nanoGPT-style: eager (no compile), standard torch.optim.AdamW(model.parameters(), lr),
 a random-window get_batch from an np.memmap of the token file each step, forward / backward / step / zero_grad and
-loss.item() every step (nanoGPT's log_interval = 1). Ours is model.trainer.train over data.shards.TokenBatches on the
-same token file (schedule, grad clipping, logging hooks, the background loader, fused AdamW and torch.compile, as the
-presets train; --no-compile for eager). Both use model.gpt.GPT, so the comparison measures what the trainer adds
+loss.item() every step (nanoGPT's log_interval = 1). Ours is model.trainer.train over data.tokens.shards.TokenBatches on
+the same token file (schedule, grad clipping, logging hooks, the background loader, fused AdamW and torch.compile, as
+the presets train; --no-compile for eager). Both use model.gpt.GPT, so the comparison measures what the trainer adds
 around the same model. bf16 autocast on cuda applies to both. Compilation happens in the untimed warmup steps.
 
 Usage: python bench/train.py [--rounds 3] [--steps 30] [--depth 4] [--batch 8] [--seq 256] [--device cpu|cuda]
@@ -30,7 +30,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from data.shards import TokenBatches, load_tokens, token_dtype, write_token_shard  # noqa: E402
+from data.tokens.shards import TokenBatches, load_tokens, token_dtype, write_token_shard  # noqa: E402
 from model.config import GPTConfig  # noqa: E402
 from model.gpt import GPT  # noqa: E402
 from model.trainer import TrainConfig, peak_flops, train  # noqa: E402

@@ -93,9 +93,9 @@ def status(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets =
 
 
 def _status_table(wd: Path, preset: str, overrides: list[str], only: list[str] | None = None) -> None:
-    from tasks.config import load_config
-    from tasks.dag import ORDER
-    from tasks.stage import STAGES, Context, resolve
+    from tasks.core.config import load_config
+    from tasks.core.dag import ORDER
+    from tasks.core.stage import STAGES, Context, resolve
 
     ctx = Context(str(wd), load_config(preset, overrides))
     table = Table(title=f"stages ({preset}) in {ctx.store.root}")
@@ -129,7 +129,7 @@ def _status_table(wd: Path, preset: str, overrides: list[str], only: list[str] |
 
 
 def _summary(wd: Path, preset: str, overrides: list[str], names: list[str]) -> None:
-    from tasks.tracking import tracking_uri
+    from tasks.core.tracking import tracking_uri
 
     _status_table(wd, preset, overrides, names)
     _results(wd, preset, overrides)
@@ -146,9 +146,9 @@ def _results(wd: Path, preset: str, overrides: list[str]) -> None:
     """The headline numbers of what this config has built: the base model, the assistant, the deploy verdict."""
     import json
 
-    import tasks.dag  # noqa: F401  (registers the stages)
-    from tasks.config import load_config
-    from tasks.stage import Context, resolve
+    import tasks.core.dag  # noqa: F401  (registers the stages)
+    from tasks.core.config import load_config
+    from tasks.core.stage import Context, resolve
 
     ctx, memo = Context(str(wd), load_config(preset, overrides)), {}
     base = resolve("eval_base", ctx, memo)
@@ -184,7 +184,7 @@ def chat(
 ):
     """Talk to the production assistant in the terminal (/reset clears the conversation, /quit leaves)."""
     wd = setup(workdir)
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     deploy = load_config(preset, set or []).deploy
     model, alias = deploy.model_name, deploy.alias
@@ -193,7 +193,7 @@ def chat(
     from model.tokenizer import Tokenizer
 
     version = _registered(wd, f"{model}@{alias}")
-    from tasks.registry import model_dir
+    from tasks.core.model_registry import model_dir
 
     path = model_dir(version)
     engine = Engine(load_model(path).eval(), Tokenizer.from_file(path / "tokenizer.json"))
@@ -226,15 +226,15 @@ def chat(
 def rollback(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None):
     """Move `assistant@production` (deploy.model_name@deploy.alias) back to where it was before the last deploy."""
     wd = setup(workdir)
-    from tasks import registry
-    from tasks.config import load_config
+    from tasks.core import model_registry
+    from tasks.core.config import load_config
 
     deploy = load_config(preset, set or []).deploy
     model, alias = deploy.model_name, deploy.alias
-    from tasks.tracking import client
+    from tasks.core.tracking import client
 
     try:
-        current, previous = registry.rollback(client(wd), model, alias)
+        current, previous = model_registry.rollback(client(wd), model, alias)
     except RuntimeError as exc:
         console.print(f"[red]{exc}")
         raise typer.Exit(1) from None
@@ -285,7 +285,7 @@ def lineage(
 
     from rich.tree import Tree
 
-    from tasks.lineage import lineage as find
+    from tasks.core.lineage import lineage as find
 
     wd = setup(workdir)
     try:
@@ -329,9 +329,9 @@ def _registered(wd: Path, ref: str):
     """The model version behind NAME@ALIAS or NAME/VERSION; a red message and exit code 1 when there is none."""
     from mlflow.exceptions import MlflowException
 
-    from tasks import registry
-    from tasks.lineage import parse_ref
-    from tasks.tracking import client
+    from tasks.core import model_registry
+    from tasks.core.lineage import parse_ref
+    from tasks.core.tracking import client
 
     try:
         name, alias, number = parse_ref(ref)
@@ -339,7 +339,7 @@ def _registered(wd: Path, ref: str):
         raise typer.BadParameter(str(exc), param_hint="--model") from None
     c = client(wd)
     if alias:
-        version = registry.alias_version(c, name, alias)
+        version = model_registry.alias_version(c, name, alias)
     else:
         try:
             version = c.get_model_version(name, number)
@@ -370,7 +370,7 @@ def export(
     from model.checkpoint import load_model
     from model.hf import export_hf
     from model.tokenizer import Tokenizer
-    from tasks.registry import model_dir
+    from tasks.core.model_registry import model_dir
 
     path = model_dir(version)
     gpt, tok = load_model(path), Tokenizer.from_file(path / "tokenizer.json")
@@ -392,8 +392,8 @@ def export(
 def samples(workdir: Workdir = Path("work"), preset: Preset = "tiny", set: Sets = None):
     """Build the built-in sample data (a WARC crawl of installed docs, a labeling inbox) under <workdir>/samples."""
     wd = setup(workdir)
-    from tasks.config import load_config
-    from tasks.samples import sample_inbox, sample_warc
+    from tasks.core.config import load_config
+    from tasks.core.samples import sample_inbox, sample_warc
 
     cfg = load_config(preset, set or [])
     warc = sample_warc(wd, cfg.crawl.sample_pages)

@@ -12,10 +12,10 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.states import State
 
-from tasks.config import FactoryConfig, load_config, with_overrides
-from tasks.dag import WEEKLY, YEARLY, downstream, upstream
-from tasks.stage import STAGES, Context
-from tasks.tracking import Run
+from tasks.core.config import FactoryConfig, load_config, with_overrides
+from tasks.core.dag import WEEKLY, YEARLY, downstream, upstream
+from tasks.core.stage import STAGES, Context
+from tasks.core.tracking import Run
 
 
 def run_stages(

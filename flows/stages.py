@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.cycles import run_stages
-from tasks.config import (
+from tasks.core.config import (
     CollectConfig,
     CrawlConfig,
     DeployConfig,
@@ -26,7 +26,7 @@ from tasks.config import (
     TokenizerConfig,
     load_config,
 )
-from tasks.dag import downstream
+from tasks.core.dag import downstream
 
 
 def rerun(name: str, preset: str, workdir: str, force: bool, with_downstream: bool, **sections) -> dict[str, str]:

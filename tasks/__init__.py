@@ -1,1 +1,1 @@
-"""Prefect tasks, one module per pipeline stage; `tasks.dag` wires them in order."""
+"""Prefect tasks, one module per pipeline stage; `tasks.core.dag` wires them in order."""

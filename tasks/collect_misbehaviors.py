@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.labels import queue_item, read_jsonl, write_jsonl
-from tasks.samples import fingerprint
-from tasks.stage import StageRun, stage
+from data.chat.labels import queue_item, read_jsonl, write_jsonl
+from tasks.core.samples import fingerprint
+from tasks.core.stage import StageRun, stage
 
 
 def flags_file(workdir: Path) -> Path:

@@ -8,15 +8,15 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
-from data.crawler import crawl_site
-from data.documents import ShardWriter
-from data.ingest import ingest_file, raw_to_row
-from data.quarantine import Quarantine, merge_quarantine
-from data.readers import READ_OUTCOMES, expand_sources, mix_sources
-from tasks.config import BUILTIN_SAMPLE, CrawlConfig, FactoryConfig
-from tasks.parallel import map_shards
-from tasks.samples import crawl_sources, fingerprint
-from tasks.stage import StageRun, stage
+from data.sources.crawl_files import ingest_file, raw_to_row
+from data.sources.crawler import crawl_site
+from data.sources.quarantine import Quarantine, merge_quarantine
+from data.sources.readers import READ_OUTCOMES, expand_sources, mix_sources
+from data.tokens.documents import ShardWriter
+from tasks.core.config import BUILTIN_SAMPLE, CrawlConfig, FactoryConfig
+from tasks.core.parallel import map_shards
+from tasks.core.samples import crawl_sources, fingerprint
+from tasks.core.stage import StageRun, stage
 
 
 def _external(cfg: FactoryConfig, workdir: Path) -> dict:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 
-from data.labels import read_jsonl
-from tasks import registry
-from tasks.artifacts import atomic_write_json
+from data.chat.labels import read_jsonl
+from tasks.core import model_registry
+from tasks.core.artifacts import atomic_write_json
+from tasks.core.plots import score_bars
+from tasks.core.stage import StageRun, stage
+from tasks.core.tracking import client, registry_identity
 from tasks.evals import load_assistant, run_items
-from tasks.plots import score_bars
-from tasks.stage import StageRun, stage
-from tasks.tracking import client, registry_identity
 
 
 def gate(
@@ -54,7 +54,7 @@ def production_scores(s: StageRun, current, evals) -> tuple[dict[str, float], st
     if items_hash and current.tags.get("items_hash") == items_hash:
         return stored, "stored"
     s.log.info(f"deploy: production v{current.version} was scored on other items; evaluating it on the candidate's")
-    model, tok = load_assistant(registry.model_dir(current))
+    model, tok = load_assistant(model_registry.model_dir(current))
     items = read_jsonl(evals.path / "items.jsonl")
     _, scores = run_items(model, tok, items, s.cfg.evals.max_new_tokens)
     return scores, "re-evaluated"
@@ -66,7 +66,7 @@ def deploy(s: StageRun) -> dict:
     evals, finetune = s.inputs["evals"], s.inputs["finetune"]
     candidate = {k: v for k, v in evals.metrics.items() if k.startswith("score.")}
     c = client(s.workdir)
-    current = registry.alias_version(c, cfg.model_name, cfg.alias)
+    current = model_registry.alias_version(c, cfg.model_name, cfg.alias)
     production, scored = (None, "none") if current is None else production_scores(s, current, evals)
     rows = gate(candidate, production, cfg.tolerance, cfg.min_score)
     passed = all(r["passed"] for r in rows)
@@ -81,8 +81,8 @@ def deploy(s: StageRun) -> dict:
         }
         tags["trained_in_run"] = finetune.manifest.get("mlflow_run_id", "")
         tags["prefect_flow_run_id"] = s.flow_run_id
-        version = registry.register(c, cfg.model_name, finetune.path / "model", s.mlflow.run_id, tags)
-        registry.move_alias(c, cfg.model_name, cfg.alias, version)
+        version = model_registry.register(c, cfg.model_name, finetune.path / "model", s.mlflow.run_id, tags)
+        model_registry.move_alias(c, cfg.model_name, cfg.alias, version)
         decision["production_after"] = version
         verdict = f"deployed {cfg.model_name} v{version} to @{cfg.alias}" + (
             "" if current else " (first production model)"

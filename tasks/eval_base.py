@@ -8,14 +8,14 @@ import json
 import numpy as np
 import torch
 
-from data.documents import read_documents
-from data.probes import build_mc_probe, few_shot_prefix
-from data.shards import TokenBatches, load_tokens
+from data.evals.probes import build_mc_probe, few_shot_prefix
+from data.tokens.documents import read_documents
+from data.tokens.shards import TokenBatches, load_tokens
 from model.checkpoint import load_model
 from model.engine import Engine
 from model.evaluate import bits_per_byte, choice_logprobs
 from model.tokenizer import Tokenizer
-from tasks.stage import StageRun, stage
+from tasks.core.stage import StageRun, stage
 
 
 def unigram_bpb(train: np.ndarray, val: np.ndarray, token_bytes: np.ndarray) -> float:

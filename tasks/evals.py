@@ -6,16 +6,16 @@ import hashlib
 import json
 from pathlib import Path
 
-from data.labels import read_jsonl, write_jsonl
-from data.synthetic import make_eval_items, score
+from data.chat.labels import read_jsonl, write_jsonl
+from data.chat.synthetic import make_eval_items, score
 from model.checkpoint import load_model
 from model.engine import Engine
 from model.evaluate import mean_loss
 from model.sft import ConversationBatches
 from model.tokenizer import Tokenizer
-from tasks.plots import score_bars
-from tasks.stage import StageRun, stage
-from tasks.training import inference_device
+from tasks.core.plots import score_bars
+from tasks.core.stage import StageRun, stage
+from tasks.core.training import inference_device
 
 
 def _prompt_text(messages: list[dict]) -> str:

@@ -8,11 +8,11 @@ import json
 
 from model.checkpoint import save_model
 from model.engine import Engine
-from tasks.config import FactoryConfig
-from tasks.jobs import PROBE
-from tasks.samples import fingerprint
-from tasks.stage import StageRun, stage
-from tasks.training import run_training
+from model.jobs import PROBE
+from tasks.core.config import FactoryConfig
+from tasks.core.samples import fingerprint
+from tasks.core.stage import StageRun, stage
+from tasks.core.training import run_training
 
 
 def _external(cfg: FactoryConfig, workdir) -> dict:
@@ -35,7 +35,7 @@ def finetune(s: StageRun) -> dict:
         "eval_batches": cfg.eval_batches,
     }
     start = cfg.init_from or base_dir
-    job, result = run_training(s, cfg, "tasks.jobs:finetune_job", args)
+    job, result = run_training(s, cfg, "model.jobs:finetune_job", args)
     s.log.info(f"finetune: {job.info['conversations']} train and {job.info['val_conversations']} val conversations "
                f"from {start}")
     model, tok = job.model.to("cpu"), job.info["tokenizer"]

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from data.labels import LabelLimits, content_hash, read_inbox, split_records, write_jsonl
-from data.quarantine import Quarantine
-from tasks.config import BUILTIN_SAMPLE, FactoryConfig
-from tasks.samples import fingerprint, inbox_dir
-from tasks.stage import StageRun, stage
+from data.chat.labels import LabelLimits, content_hash, read_inbox, split_records, write_jsonl
+from data.sources.quarantine import Quarantine
+from tasks.core.config import BUILTIN_SAMPLE, FactoryConfig
+from tasks.core.samples import fingerprint, inbox_dir
+from tasks.core.stage import StageRun, stage
 
 
 def _external(cfg: FactoryConfig, workdir: Path) -> dict:

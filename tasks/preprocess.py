@@ -1,4 +1,5 @@
-"""Stage `preprocess`: the FineWeb recipe over the crawl's shards (data/pipeline.py), in parallel, with its report."""
+"""Stage `preprocess`: the FineWeb recipe over the crawl's shards (data/cleaning/pipeline.py), in parallel, with its
+report."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from data.ingest import ingest_file
-from data.pipeline import run_preprocess
-from data.readers import MAX_PAGE_BYTES
-from tasks.config import PreprocessConfig
-from tasks.parallel import map_shards, resolve_workers
-from tasks.stage import StageRun, stage
+from data.cleaning.pipeline import run_preprocess
+from data.sources.crawl_files import ingest_file
+from data.sources.readers import MAX_PAGE_BYTES
+from tasks.core.config import PreprocessConfig
+from tasks.core.parallel import map_shards, resolve_workers
+from tasks.core.stage import StageRun, stage
 
 
 def shard_mapper(cfg: PreprocessConfig, log: Callable[[str], None]) -> Callable:

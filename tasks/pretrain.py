@@ -9,8 +9,8 @@ import torch
 from model.checkpoint import save_model
 from model.config import GPTConfig, chinchilla_tokens, training_budget
 from model.gpt import GPT
-from tasks.stage import StageRun, stage
-from tasks.training import run_training
+from tasks.core.stage import StageRun, stage
+from tasks.core.training import run_training
 
 
 def model_config(s: StageRun, vocab_size: int) -> GPTConfig:
@@ -60,7 +60,7 @@ def pretrain(s: StageRun) -> dict:
         "windows": cfg.windows,
         "sample_prompt": s.cfg.eval_base.samples[0],
     }
-    job, result = run_training(s, cfg, "tasks.jobs:pretrain_job", args)
+    job, result = run_training(s, cfg, "model.jobs:pretrain_job", args)
     s.log.info(f"pretrain: {job.info['train_tokens']:,} train tokens in the shards")
     save_model(job.model.to("cpu"), s.out / "model")
     shutil.copy(tok_path, s.out / "model" / "tokenizer.json")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tasks import registry
-from tasks.stage import StageRun, stage
-from tasks.tracking import client, registry_identity
+from tasks.core import model_registry
+from tasks.core.stage import StageRun, stage
+from tasks.core.tracking import client, registry_identity
 
 
 @stage(
@@ -25,7 +25,7 @@ def register_base(s: StageRun) -> dict:
     }
     tags["trained_in_run"] = pretrain.manifest.get("mlflow_run_id", "")
     tags["prefect_flow_run_id"] = s.flow_run_id
-    version = registry.register(c, cfg.model_name, pretrain.path / "model", s.mlflow.run_id, tags)
-    registry.move_alias(c, cfg.model_name, cfg.alias, version)
+    version = model_registry.register(c, cfg.model_name, pretrain.path / "model", s.mlflow.run_id, tags)
+    model_registry.move_alias(c, cfg.model_name, cfg.alias, version)
     s.log.info(f"register_base: {cfg.model_name} version {version} is now @{cfg.alias}")
     return {"metrics": {"version": int(version)}, "counts": {}}

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from data.shards import TokenizeJob, token_dtype, tokenize_document_shard
+from data.tokens.shards import TokenizeJob, token_dtype, tokenize_document_shard
 from model.tokenizer import Tokenizer
-from tasks.parallel import map_shards, resolve_workers
-from tasks.stage import StageRun, stage
+from tasks.core.parallel import map_shards, resolve_workers
+from tasks.core.stage import StageRun, stage
 
 SPLITS = ("train", "val")
 

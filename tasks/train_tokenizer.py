@@ -12,9 +12,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data.documents import document_batches
+from data.tokens.documents import document_batches
 from model.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
-from tasks.stage import StageRun, stage
+from tasks.core.stage import StageRun, stage
 
 
 @dataclass

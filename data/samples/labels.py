@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from data.synthetic import generate_comparisons, generate_conversations
+from data.chat.synthetic import generate_comparisons, generate_conversations
 
 RECORDS_PER_FILE = 500
 
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     pages = None
     if args.pages:
-        from data.labels import read_jsonl
+        from data.chat.labels import read_jsonl
         pages = read_jsonl(args.pages)
     return build_label_inbox(args.out_dir, pages, args.n_conversations, args.n_comparisons, args.seed,
                              bad_records=not args.no_bad_records)

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from data.crawler import crawl_site, main, normalize_url
-from data.quarantine import Quarantine
-from data.readers import READ_OUTCOMES, read_sources
+from data.sources.crawler import crawl_site, main, normalize_url
+from data.sources.quarantine import Quarantine
+from data.sources.readers import READ_OUTCOMES, read_sources
 
 # Our group allows all but /private/ and asks for 0.1 s between requests; the "*" group would forbid everything,
 # so a crawler that reads the wrong group fetches nothing.

@@ -3,7 +3,7 @@
 import pyarrow.parquet as pq
 import pytest
 
-from data.documents import SCHEMA, ShardWriter, count_documents, read_documents
+from data.tokens.documents import SCHEMA, ShardWriter, count_documents, read_documents
 
 
 def make_doc(i: int) -> dict:

@@ -10,8 +10,7 @@ from collections import Counter
 
 import pytest
 
-from data.dedup import normalize_for_dedup, split_of, text_hash
-from data.filters import (
+from data.cleaning.filters import (
     C4Quality,
     FineWebQuality,
     GopherQuality,
@@ -25,6 +24,7 @@ from data.filters import (
     count_sentences,
     split_words,
 )
+from data.cleaning.split import normalize_for_dedup, split_of, text_hash
 
 PROSE = (
     "The json module can serialize Python objects to a string and read them back again. It is used by many "
@@ -217,7 +217,7 @@ def test_gopher_duplicated_ngram_character_fraction(n, frac):
 def test_gopher_duplicated_ngrams_skip_past_each_repeat():
     # "a b c d e" x3: the 2nd copy counts 5 chars, the scan jumps over it, the 3rd copy counts 5 more.
     words = "a b c d e a b c d e a b c d e".split()
-    from data.filters import _duplicated_ngram_chars, _joined_ngrams
+    from data.cleaning.filters import _duplicated_ngram_chars, _joined_ngrams
     assert _duplicated_ngram_chars(_joined_ngrams(words, 5), 5) == 10
 
 
@@ -486,7 +486,7 @@ def test_apply_filters_passes_rewritten_documents_on_and_counts_the_first_drop()
 
 
 def test_language_filter_is_built_once_per_process():
-    from data import langid
+    from data.cleaning import langid
     LanguageFilter()
     before = langid.identifier.cache_info().misses
     LanguageFilter(languages="fr")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data.labels import (
+from data.chat.labels import (
     LabelLimits,
     content_hash,
     dedup_records,
@@ -21,8 +21,8 @@ from data.labels import (
     validate_conversation,
     write_jsonl,
 )
-from data.quarantine import Quarantine
 from data.samples.labels import build_label_inbox
+from data.sources.quarantine import Quarantine
 
 LIMITS = LabelLimits()
 

@@ -4,8 +4,8 @@ import socket
 
 import pytest
 
-from data import langid
-from data.filters import LanguageFilter
+from data.cleaning import langid
+from data.cleaning.filters import LanguageFilter
 
 ENGLISH = ("The json module can serialize Python objects to a string and read them back again. It is used by many "
            "programs to exchange data with web services, because the format is simple and widely supported.")

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from data.minhash import MinHasher, MinHashParams, duplicates_by_key, near_duplicates
+from data.cleaning.minhash import MinHasher, MinHashParams, duplicates_by_key, near_duplicates
 
 
 def _text(seed: int, n: int = 400) -> str:
@@ -35,7 +35,7 @@ def test_buckets_and_hashes_are_configurable():
 
 
 def test_band_keys_are_the_same_in_another_process():
-    code = ("from data.minhash import MinHasher, MinHashParams; "
+    code = ("from data.cleaning.minhash import MinHasher, MinHashParams; "
             "print(MinHasher(MinHashParams()).band_keys('one two three four five six seven').tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert eval(out) == MinHasher(MinHashParams()).band_keys("one two three four five six seven").tolist()

@@ -2,8 +2,8 @@
 
 import pytest
 
-from data.filters import build_pii
-from data.pii import EMAIL_REPLACEMENTS, IP_REPLACEMENTS, IPV6_REPLACEMENTS, PII
+from data.cleaning.filters import build_pii
+from data.cleaning.pii import EMAIL_REPLACEMENTS, IP_REPLACEMENTS, IPV6_REPLACEMENTS, PII
 
 
 def doc(text: str) -> dict:

@@ -5,9 +5,9 @@ import random
 
 import pytest
 
-from data.documents import ShardWriter, read_documents
-from data.pipeline import run_preprocess
-from tasks.parallel import map_shards
+from data.cleaning.pipeline import run_preprocess
+from data.tokens.documents import ShardWriter, read_documents
+from tasks.core.parallel import map_shards
 
 NO_FILTERS = {"url": False, "language": False, "gopher_repetition": False, "gopher_quality": False, "c4": False,
               "fineweb": False, "val_fraction": 0.25, "poison": {"min_domains": 3, "max_doc_fraction": 0.5}}

@@ -1,6 +1,6 @@
 """The multiple-choice continuation probe built from crawl documents."""
 
-from data.probes import build_mc_probe, few_shot_prefix
+from data.evals.probes import build_mc_probe, few_shot_prefix
 
 TOPICS = ["rivers", "bridges", "violins", "comets", "gardens", "bakeries", "glaciers", "printers"]
 

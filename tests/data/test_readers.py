@@ -13,11 +13,11 @@ import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from data.documents import ShardWriter
-from data.extract import decode_with_charset
-from data.quarantine import Quarantine
-from data.readers import READ_OUTCOMES, expand_sources, mix_sources, read_sources
+from data.cleaning.extract import decode_with_charset
 from data.samples.warc import build_sample_warc
+from data.sources.quarantine import Quarantine
+from data.sources.readers import READ_OUTCOMES, expand_sources, mix_sources, read_sources
+from data.tokens.documents import ShardWriter
 
 
 def read_all(sources, tmp_path, name="q.jsonl", **options):
@@ -201,7 +201,7 @@ def test_quarantine_is_jsonl_renamed_into_place_on_close_with_json_safe_records(
 
 
 def test_hf_specs_parse_name_config_and_split():
-    from data.readers import parse_hf_spec
+    from data.sources.readers import parse_hf_spec
 
     assert parse_hf_spec("hf:HuggingFaceFW/fineweb") == ("HuggingFaceFW/fineweb", None, "train")
     assert parse_hf_spec("hf:HuggingFaceFW/fineweb:sample-10BT") == ("HuggingFaceFW/fineweb", "sample-10BT", "train")
@@ -236,7 +236,7 @@ def test_hf_source_streams_a_local_dataset_folder_through_datasets(tmp_path, mon
 
 
 def test_html_to_text_keeps_the_article_and_drops_navigation():
-    from data.extract import html_to_text
+    from data.cleaning.extract import html_to_text
 
     page = (f"<html><body><nav><a href='/'>Home</a> | <a href='/blog'>Blog</a> | <a href='/login'>Log in</a></nav>"
             f"<article><h1>pathlib</h1>{ARTICLE}<table><tr><td>Path.cwd()</td><td>current directory</td></tr>"
@@ -249,7 +249,7 @@ def test_html_to_text_keeps_the_article_and_drops_navigation():
 
 
 def test_html_is_decoded_with_the_declared_charset_and_falls_back_to_utf8():
-    from data.extract import decode
+    from data.cleaning.extract import decode
 
     assert decode("café".encode("latin-1"), "iso-8859-1") == "café"
     assert decode("café".encode(), None) == "café"
@@ -258,8 +258,8 @@ def test_html_is_decoded_with_the_declared_charset_and_falls_back_to_utf8():
 
 
 def test_raw_to_document_passes_plain_text_through_and_keeps_reader_meta():
-    from data.extract import raw_to_document
-    from data.readers import RawDocument
+    from data.cleaning.extract import raw_to_document
+    from data.sources.readers import RawDocument
 
     raw = RawDocument(id="r1", url="https://x.org", content=b"  plain text  ", content_type="text/plain",
                       source="s.wet.gz", meta={"warc_date": "2024-01-01T00:00:00Z"})

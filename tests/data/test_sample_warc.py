@@ -9,14 +9,14 @@ from collections import Counter
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from data.dedup import text_hash
-from data.extract import raw_to_document
-from data.filters import apply_filters, build_filters
-from data.pipeline import FILTER_KEYS
-from data.quarantine import Quarantine
-from data.readers import read_sources
+from data.cleaning.extract import raw_to_document
+from data.cleaning.filters import apply_filters, build_filters
+from data.cleaning.pipeline import FILTER_KEYS
+from data.cleaning.split import text_hash
 from data.samples.warc import build_sample_warc
-from tasks.config import load_config
+from data.sources.quarantine import Quarantine
+from data.sources.readers import read_sources
+from tasks.core.config import load_config
 
 # The demo's filters: FineWeb's steps with the tiny preset's thresholds for documentation pages.
 FILTERS = {k: v for k, v in load_config("tiny").preprocess.model_dump(mode="json").items() if k in FILTER_KEYS}

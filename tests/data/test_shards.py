@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from data.documents import ShardWriter
-from data.shards import (
+from data.tokens.documents import ShardWriter
+from data.tokens.shards import (
     TokenBatches,
     TokenizeJob,
     TokenShardWriter,
@@ -182,7 +182,7 @@ def test_a_document_shard_without_text_is_refused(tmp_path):
 
 
 def test_a_token_stream_slices_across_shards_like_one_array():
-    from data.shards import TokenStream
+    from data.tokens.shards import TokenStream
 
     parts = [np.arange(0, 5, dtype=np.uint16), np.arange(5, 6, dtype=np.uint16), np.arange(6, 20, dtype=np.uint16)]
     stream, whole = TokenStream(parts), np.arange(20, dtype=np.uint16)

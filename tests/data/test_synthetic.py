@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from data.labels import LabelLimits, validate_comparison, validate_conversation
-from data.synthetic import (
+from data.chat.labels import LabelLimits, validate_comparison, validate_conversation
+from data.chat.synthetic import (
     ASSISTANT_NAME,
     TASKS,
     generate_comparisons,

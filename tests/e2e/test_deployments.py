@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.config import load_config
+from tasks.core.config import load_config
 from tests.micro import MICRO
 from tests.net import free_port
 

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cycles import pipeline, stage, weekly_cycle, yearly_cycle
-from tasks.config import load_config
-from tasks.dag import ORDER, YEARLY, downstream
+from tasks.core.config import load_config
+from tasks.core.dag import ORDER, YEARLY, downstream
 from tests.micro import MICRO, MICRO_ARGS
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows import services
-from tasks.tracking import experiment_id
+from tasks.core.tracking import experiment_id
 from tests.net import free_port
 
 pytestmark = pytest.mark.e2e

@@ -4,8 +4,7 @@ import json
 import pytest
 import torch
 
-from model.checkpoint import (latest_checkpoint, load_model, load_training_state, save_model,
-                              save_training_state)
+from model.checkpoint import latest_checkpoint, load_model, load_training_state, save_model, save_training_state
 from model.config import GPTConfig
 from model.gpt import GPT
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.shards import write_token_shard
+from data.tokens.shards import write_token_shard
 from model import launch
 from model.checkpoint import latest_checkpoint, load_model
 from model.config import GPTConfig
@@ -54,7 +54,7 @@ def job_args(corpus: Path) -> dict:
 
 def one_process(corpus: Path, out: Path, **overrides) -> tuple[dict[int, float], dict]:
     """The reference: one process, grad_accum 2, so it reads what two ranks read together."""
-    job = launch.build("tasks.jobs:pretrain_job", job_args(corpus))
+    job = launch.build("model.jobs:pretrain_job", job_args(corpus))
     losses = {}
     cfg = TrainConfig(**{**BASE, "steps": STEPS, "grad_accum": 2, **overrides})
     train(job.model, cfg, job.train_batches, job.val_batches, out,
@@ -65,7 +65,7 @@ def one_process(corpus: Path, out: Path, **overrides) -> tuple[dict[int, float],
 def launched(corpus: Path, out: Path, nproc: int, launcher: str, **overrides) -> tuple[dict[int, float], dict]:
     losses = {}
     cfg = TrainConfig(**{**BASE, "steps": STEPS, **overrides})
-    job = launch.Job("tasks.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(cfg), str(out / "ckpt"), nproc,
+    job = launch.Job("model.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(cfg), str(out / "ckpt"), nproc,
                      launcher)
     result = launch.run(job, out, on_log=lambda step, m: losses.__setitem__(step, m["loss"]))
     assert result["steps"] == STEPS and result["tokens"] == STEPS * 2 * 4 * MODEL.seq_len
@@ -124,7 +124,7 @@ LONG = dict(BASE, steps=300, ckpt_every=20, eval_every=0, keep_checkpoints=2)
 
 def start(corpus: Path, out: Path) -> tuple[subprocess.Popen, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    job = launch.Job("tasks.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(TrainConfig(**LONG)),
+    job = launch.Job("model.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(TrainConfig(**LONG)),
                      str(out / "ckpt"))
     (out / "job.json").write_text(json.dumps(dataclasses.asdict(job)))
     proc = subprocess.Popen([sys.executable, "-m", "model.launch", str(out / "job.json")],
@@ -193,7 +193,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits_then_the_rerun_finishes(
 def test_stopping_the_caller_stops_every_rank_with_a_checkpoint(corpus, tmp_path):
     """What a cancelled Prefect run does: the exception in the following process SIGTERMs the ranks' group."""
     cfg = TrainConfig(**{**LONG, "steps": 2000})
-    job = launch.Job("tasks.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(cfg), str(tmp_path / "ckpt"),
+    job = launch.Job("model.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(cfg), str(tmp_path / "ckpt"),
                      2, "torchrun")
 
     def cancel_at_step_30(step, metrics):

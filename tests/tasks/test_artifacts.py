@@ -1,6 +1,6 @@
 import json
 
-from tasks.artifacts import ArtifactStore, atomic_write_text, stage_key
+from tasks.core.artifacts import ArtifactStore, atomic_write_text, stage_key
 
 
 def test_key_changes_with_config_inputs_and_version():

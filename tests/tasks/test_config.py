@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from tasks.config import load_config
+from tasks.core.config import load_config
 
 
 def test_presets_load_and_differ():

@@ -7,10 +7,10 @@ import json
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from data.documents import read_documents
+from data.tokens.documents import read_documents
 from flows.cycles import stage
-from tasks.artifacts import ArtifactStore
-from tasks.config import load_config
+from tasks.core.artifacts import ArtifactStore
+from tasks.core.config import load_config
 
 FRENCH = "<html><body><p>Le café est très bon, à côté de l’église. Où est-ce ? Voilà, déjà fini.</p></body></html>"
 

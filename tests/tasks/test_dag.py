@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.dag import ORDER, WEEKLY, YEARLY, downstream, upstream
+from tasks.core.dag import ORDER, WEEKLY, YEARLY, downstream, upstream
 
 
 def test_weekly_needs_the_yearly_stages():

@@ -9,8 +9,8 @@ from model.checkpoint import load_model, save_model
 from model.config import GPTConfig
 from model.gpt import GPT
 from model.tokenizer import train_bpe
-from tasks import registry
-from tasks.tracking import Run, client
+from tasks.core import model_registry
+from tasks.core.tracking import Run, client
 
 transformers = pytest.importorskip("transformers")
 
@@ -28,8 +28,8 @@ def workdir(tmp_path_factory):
     save_model(GPT(config), folder)
     tok.save(folder / "tokenizer.json")
     run = Run.start(wd, "t", "deploy")
-    version = registry.register(run.client, "assistant", folder, run.run_id, {})
-    registry.move_alias(run.client, "assistant", "production", version)
+    version = model_registry.register(run.client, "assistant", folder, run.run_id, {})
+    model_registry.move_alias(run.client, "assistant", "production", version)
     return wd
 
 
@@ -43,8 +43,8 @@ def test_export_writes_the_production_assistant_for_transformers(workdir, tmp_pa
     assert result.exit_code == 0, result.output
     assert "assistant v1" in result.output and "vocab" in result.output
 
-    production = registry.alias_version(client(workdir), "assistant", "production")
-    ours = load_model(registry.model_dir(production)).eval()
+    production = model_registry.alias_version(client(workdir), "assistant", "production")
+    ours = load_model(model_registry.model_dir(production)).eval()
     theirs = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     ids = torch.randint(0, ours.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tasks.parallel import map_shards
+from tasks.core.parallel import map_shards
 
 
 def test_results_come_back_in_input_order_from_two_processes():

@@ -6,9 +6,9 @@ import random
 import pytest
 
 from flows.cycles import stage
-from tasks.artifacts import Artifact, ArtifactStore
-from tasks.config import load_config
-from tasks.stage import STAGES
+from tasks.core.artifacts import Artifact, ArtifactStore
+from tasks.core.config import load_config
+from tasks.core.stage import STAGES
 from tests.tasks.test_stages import write_warc
 
 WORDS = {

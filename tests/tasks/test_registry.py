@@ -2,9 +2,9 @@
 
 import pytest
 
-from tasks import registry
+from tasks.core import model_registry
+from tasks.core.tracking import Run
 from tasks.deploy import gate
-from tasks.tracking import Run
 
 
 def test_gate_passes_within_tolerance_and_fails_beyond():
@@ -35,22 +35,23 @@ def _model(tmp_path, name: str, weights: str):
 def test_registered_version_keeps_its_files_when_the_artifact_is_rebuilt(tmp_path):
     run = Run.start(tmp_path, "t", "deploy")
     folder = _model(tmp_path, "finetune", "first weights")
-    version = registry.register(run.client, "assistant", folder, run.run_id, {})
+    version = model_registry.register(run.client, "assistant", folder, run.run_id, {})
     (folder / "model.safetensors").write_text("rebuilt weights")  # what `--force finetune` does to the artifact
-    stored = registry.model_dir(run.client.get_model_version("assistant", version))
+    stored = model_registry.model_dir(run.client.get_model_version("assistant", version))
     assert (stored / "model.safetensors").read_text() == "first weights"
 
 
 def test_alias_moves_and_rolls_back(tmp_path):
     first, second = Run.start(tmp_path, "t", "deploy"), Run.start(tmp_path, "t", "deploy")  # one run per deploy
     c = first.client
-    v1 = registry.register(c, "assistant", _model(tmp_path, "m1", "one"), first.run_id, {"metric.score.identity": 1})
-    registry.move_alias(c, "assistant", "production", v1)
-    v2 = registry.register(c, "assistant", _model(tmp_path, "m2", "two"), second.run_id, {})
-    registry.move_alias(c, "assistant", "production", v2)
-    assert str(registry.alias_version(c, "assistant", "production").version) == v2
-    assert registry.rollback(c, "assistant", "production") == (v2, v1)
-    restored = registry.model_dir(registry.alias_version(c, "assistant", "production"))
+    v1 = model_registry.register(c, "assistant", _model(tmp_path, "m1", "one"), first.run_id,
+                                 {"metric.score.identity": 1})
+    model_registry.move_alias(c, "assistant", "production", v1)
+    v2 = model_registry.register(c, "assistant", _model(tmp_path, "m2", "two"), second.run_id, {})
+    model_registry.move_alias(c, "assistant", "production", v2)
+    assert str(model_registry.alias_version(c, "assistant", "production").version) == v2
+    assert model_registry.rollback(c, "assistant", "production") == (v2, v1)
+    restored = model_registry.model_dir(model_registry.alias_version(c, "assistant", "production"))
     assert (restored / "model.safetensors").read_text() == "one"
     with pytest.raises(RuntimeError, match="no earlier version"):
-        registry.rollback(c, "assistant", "production")
+        model_registry.rollback(c, "assistant", "production")

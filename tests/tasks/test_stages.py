@@ -7,7 +7,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from flows.cycles import stage
-from tasks.artifacts import ArtifactStore
+from tasks.core.artifacts import ArtifactStore
 
 PAGE = "<html><body><p>" + "The quick brown fox jumps over the lazy dog and then it rests. " * 12 + "</p></body></html>"
 
@@ -91,7 +91,7 @@ def test_a_failed_stage_leaves_no_complete_looking_artifact(tmp_path, prefect_se
 def test_only_transient_errors_are_retried():
     from prefect.states import Failed
 
-    from tasks.stage import _transient
+    from tasks.core.stage import _transient
 
     assert _transient(None, None, Failed(data=ConnectionResetError("peer reset")))
     assert _transient(None, None, Failed(data=TimeoutError("read timed out")))

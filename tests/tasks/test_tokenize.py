@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from data.documents import ShardWriter
-from data.shards import load_tokens
+from data.tokens.documents import ShardWriter
+from data.tokens.shards import load_tokens
 from model.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
-from tasks.config import FactoryConfig
+from tasks.core.config import FactoryConfig
 from tasks.tokenize import tokenize, tokenize_documents
 from tasks.train_tokenizer import sample_texts, train_tokenizer
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from data.documents import document_batches
+from data.tokens.documents import document_batches
 from model.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported where batches are made: tokenize workers never pay for it

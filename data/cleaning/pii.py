@@ -10,8 +10,8 @@ import re
 import zlib
 from collections import Counter
 
-from data.documents import Document
-from data.filters import Filter
+from data.cleaning.filters import Filter
+from data.tokens.documents import Document
 
 # example.com / example.org are reserved for documentation (RFC 2606).
 EMAIL_REPLACEMENTS = ("email@example.com", "firstname.lastname@example.org")

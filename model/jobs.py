@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from data.shards import TokenBatches, load_tokens
+from data.tokens.shards import TokenBatches, load_tokens
 from model.checkpoint import load_model
 from model.config import GPTConfig
 from model.engine import Engine
@@ -52,7 +52,7 @@ PROBE = [{"role": "user", "content": "Who made you?"}]
 def finetune_job(args: dict[str, Any]) -> TrainJob:
     """args: base (our model dir with tokenizer.json), init_from (a Hugging Face Llama dir that replaces base, or
     None), labels (ingest_labels artifact dir), batch_size, seed, eval_batches, max_seq_len (caps imported models)."""
-    from data.labels import read_jsonl
+    from data.chat.labels import read_jsonl
 
     if args.get("init_from"):
         from model.hf import load_hf

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only for type hints: the quarantine object is passed in by the caller
-    from data.quarantine import Quarantine
+    from data.sources.quarantine import Quarantine
 
 ROLES = ("system", "user", "assistant", "tool")
 

@@ -3,7 +3,7 @@ C4 -> FineWeb rules. Each is a small step saying why it drops a document; C4 als
 
 Defaults and drop-reason names are the ones datatrove 0.10.1 uses for FineWeb (`examples/fineweb.py`), so our
 reports line up with theirs. Any adaptation to a particular crawl (e.g. API documentation, whose code has braces)
-belongs in the preset's config, not here. PII replacement runs after dedup and lives in data/pii.py.
+belongs in the preset's config, not here. PII replacement runs after dedup and lives in data/cleaning/pii.py.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from data import langid
-from data.documents import Document
+from data.cleaning import langid
+from data.tokens.documents import Document
 
 # --- text helpers ---------------------------------------------------------------------------------------------------
 
@@ -222,9 +222,9 @@ class URLFilter(Filter):
 
 class LanguageFilter(Filter):
     """Keeps documents where one of `languages` scores above min_score (FineWeb: en > 0.65), and records the top
-    language and its probability in meta["language"] / meta["language_score"] (data/langid.py: py3langid).
+    language and its probability in meta["language"] / meta["language_score"] (data/cleaning/langid.py: py3langid).
 
-    Only the first max_chars characters are classified (data/langid.py says why 4,000).
+    Only the first max_chars characters are classified (data/cleaning/langid.py says why 4,000).
     As in datatrove the comparison is strict (score > min_score). languages=None keeps any language whose top
     score passes. Reasons: "language_not_kept" (another language is the most likely), "language_below_threshold"
     (a kept language is the most likely, but not likely enough).
@@ -628,8 +628,8 @@ def build_filters(cfg: dict[str, Any]) -> list[Filter]:
 
 
 def build_pii(value: Any = True) -> Any:
-    """The PII step (data/pii.py) from its config value: True (defaults), False/None (None: off) or a dict."""
-    from data.pii import PII
+    """The PII step (data/cleaning/pii.py) from its config value: True (defaults), False/None (None: off) or a dict."""
+    from data.cleaning.pii import PII
 
     return _build("pii", PII, value)
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from data.dedup import split_of, text_hash
-from data.documents import Document, ShardWriter, read_documents
-from data.extract import html_to_text
-from data.filters import Filter, build_filters, build_pii
-from data.minhash import HashedWords, MinHasher, MinHashParams, duplicates_by_key, hash64, near_duplicates
-from data.poison import PoisonParams, PoisonScanner, domain_of, suspicious_phrases
-from data.quarantine import Quarantine, merge_quarantine
+from data.cleaning.extract import html_to_text
+from data.cleaning.filters import Filter, build_filters, build_pii
+from data.cleaning.minhash import HashedWords, MinHasher, MinHashParams, duplicates_by_key, hash64, near_duplicates
+from data.cleaning.poison import PoisonParams, PoisonScanner, domain_of, suspicious_phrases
+from data.cleaning.split import split_of, text_hash
+from data.sources.quarantine import Quarantine, merge_quarantine
+from data.tokens.documents import Document, ShardWriter, read_documents
 
 MAX_EXAMPLES = 3
 ROW_BITS = 32

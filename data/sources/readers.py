@@ -30,7 +30,7 @@ from typing import Any
 import charset_normalizer
 from warcio.archiveiterator import ArchiveIterator
 
-from data.quarantine import Quarantine
+from data.sources.quarantine import Quarantine
 
 # Document types we extract text from. Trusting the HTTP Content-Type (no payload sniffing) is deliberate:
 # sniffing silently drops what it misjudges; a wrong header is counted here as filtered_content_type. The one

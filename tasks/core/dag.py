@@ -16,7 +16,7 @@ from tasks import (  # noqa: F401  (importing a stage module registers it)
     tokenize,
     train_tokenizer,
 )
-from tasks.stage import STAGES
+from tasks.core.stage import STAGES
 
 YEARLY = ["crawl", "preprocess", "train_tokenizer", "tokenize", "pretrain", "eval_base", "register_base"]
 WEEKLY = ["ingest_labels", "finetune", "evals", "deploy", "collect_misbehaviors"]

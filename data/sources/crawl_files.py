@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from data.documents import Document, ShardWriter
-from data.extract import decode_with_charset
-from data.quarantine import Quarantine
-from data.readers import RawDocument, mix_sources
+from data.cleaning.extract import decode_with_charset
+from data.sources.quarantine import Quarantine
+from data.sources.readers import RawDocument, mix_sources
+from data.tokens.documents import Document, ShardWriter
 
 
 def raw_to_row(raw: RawDocument, stats: Counter) -> Document:

@@ -13,7 +13,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from tasks.config import BUILTIN_SAMPLE, CrawlConfig, LabelsConfig, SourceSpec
+from tasks.core.config import BUILTIN_SAMPLE, CrawlConfig, LabelsConfig, SourceSpec
 
 
 def sample_dir(workdir: Path) -> Path:
@@ -35,9 +35,9 @@ def sample_warc(workdir: Path, pages: int) -> Path:
 
 def sample_pages(warc: Path, limit: int = 200) -> list[dict]:
     """A few extracted pages of the sample crawl, for labeling tasks built from the crawl's own content."""
-    from data.extract import raw_to_document
-    from data.quarantine import Quarantine
-    from data.readers import read_sources
+    from data.cleaning.extract import raw_to_document
+    from data.sources.quarantine import Quarantine
+    from data.sources.readers import read_sources
 
     pages: list[dict] = []
     scratch = warc.parent / ".pages-quarantine.jsonl"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks import registry
-from tasks.tracking import client
+from tasks.core import model_registry
+from tasks.core.tracking import client
 
 
 def parse_ref(ref: str) -> tuple[str, str | None, str | None]:
@@ -51,7 +51,7 @@ def artifact_chain(path: Path, seen: set[str] | None = None) -> dict:
 def lineage(workdir: Path, ref: str) -> dict:
     c = client(workdir)
     name, alias, number = parse_ref(ref)
-    version = registry.alias_version(c, name, alias) if alias else c.get_model_version(name, number)
+    version = model_registry.alias_version(c, name, alias) if alias else c.get_model_version(name, number)
     if version is None:
         raise LookupError(f"no model version {ref} in {workdir}")
     run = c.get_run(version.run_id) if version.run_id else None

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 BUILTIN_SAMPLE = "builtin:sample"
 
 
@@ -28,7 +28,7 @@ class SourceSpec(Section):
 
 
 class WebCrawlConfig(Section):
-    """A polite crawl of the user's own site (data/crawler.py), added to the sources as a WARC."""
+    """A polite crawl of the user's own site (data/sources/crawler.py), added to the sources as a WARC."""
 
     seeds: list[str] = Field([], description="Start URLs; empty: no web crawl.")
     max_pages: int = Field(100, ge=1)
@@ -79,7 +79,7 @@ class CrawlConfig(Section):
 
 
 Step = bool | dict[str, Any]
-_STEP = "true: FineWeb's defaults; false: off; or a dict of the step's options (see data/filters.py)."
+_STEP = "true: FineWeb's defaults; false: off; or a dict of the step's options (see data/cleaning/filters.py)."
 
 
 class MinHashSection(Section):
@@ -93,7 +93,7 @@ class MinHashSection(Section):
 class PoisonSection(Section):
     enabled: bool = True
     drop: bool = Field(False, description="Drop flagged documents (default: keep them, flag them in the report).")
-    triggers: dict[str, str] | None = Field(None, description="name -> regex; None: data/poison.py's TRIGGERS.")
+    triggers: dict[str, str] | None = Field(None, description="name -> regex; None: data.cleaning.poison.TRIGGERS.")
     phrase_words: int = Field(8, ge=2, description="Words per phrase compared across domains.")
     window: int = Field(4, ge=1, description="Winnowing window: phrases of phrase_words+window-1 words never missed.")
     min_domains: int = Field(10, ge=2, description="A phrase on at least this many domains is suspicious...")

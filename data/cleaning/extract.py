@@ -10,8 +10,8 @@ from typing import NamedTuple
 import charset_normalizer
 import trafilatura
 
-from data.documents import Document
-from data.readers import HTML_TYPES, RawDocument
+from data.sources.readers import HTML_TYPES, RawDocument
+from data.tokens.documents import Document
 
 # trafilatura logs every page it finds nothing in; at crawl scale that is noise, our stats count it instead.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)

@@ -1,7 +1,7 @@
 """A small polite crawler for users who crawl their own sites: breadth-first from seeds, robots.txt and rate limits
-honoured, every exchange written as request + response records to a gzip WARC that data/readers.py reads.
+honoured, every exchange written as request + response records to a gzip WARC that data/sources/readers.py reads.
 
-    python -m data.crawler https://example.org/ --out site.warc.gz --max-pages 200 --delay 1
+    python -m data.sources.crawler https://example.org/ --out site.warc.gz --max-pages 200 --delay 1
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import lxml.html
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from data.readers import HTML_TYPES, split_content_type
+from data.sources.readers import HTML_TYPES, split_content_type
 
 ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least the first 500 KiB
 # Characters left as they are when percent-encoding a path or query: the reserved set, and "%" so that an
@@ -231,7 +231,7 @@ class _WarcOut:
 
     def __init__(self, fh, filename: str, user_agent: str, seeds: list[str]):
         self.writer = WARCWriter(fh, gzip=True)
-        info = {"software": "llm-factory data.crawler (warcio)", "http-header-user-agent": user_agent,
+        info = {"software": "llm-factory data.sources.crawler (warcio)", "http-header-user-agent": user_agent,
                 "robots": "obey", "description": "seeds: " + " ".join(seeds), "format": "WARC File Format 1.0"}
         self.writer.write_record(self.writer.create_warcinfo_record(filename, info))
 

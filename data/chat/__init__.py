@@ -1,0 +1,1 @@
+"""Conversations and comparisons: label formats, validation, the chat tasks."""

@@ -1,0 +1,1 @@
+"""Evaluation items built from data: the crawl probe for base models."""

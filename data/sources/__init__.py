@@ -1,0 +1,1 @@
+"""Reading crawls and datasets: WARC/WET/parquet/JSONL/HF readers, the polite crawler, quarantine."""

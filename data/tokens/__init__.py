@@ -1,0 +1,1 @@
+"""Document shards (parquet) and token shards (flat binaries read by memmap)."""
