@@ -52,11 +52,15 @@ def run(
 ):
     """Run the yearly cycle, the weekly cycle, or both (`all`)."""
     wd = setup(workdir)
+    from tasks.core import registry
+
+    names = registry.order() if cycle == Cycle.all else registry.cycle(cycle.value)
+    _check_inputs(wd, preset, set or [], names, force or [])
     from flows.cycles import pipeline, weekly_cycle, yearly_cycle
 
     flow = {"yearly": yearly_cycle, "weekly": weekly_cycle, "all": pipeline}[cycle.value]
     built = flow(preset=preset, workdir=str(wd), overrides=set or [], force=force or [])
-    _summary(wd, preset, set or [], list(built))
+    _summary(wd, preset, set or [], built)
 
 
 @app.command()
@@ -77,37 +81,65 @@ def stage(
 ):
     """Run one stage (building any missing input first)."""
     wd = setup(workdir)
+    _check_inputs(wd, preset, set or [], [name], [])
     from flows.cycles import stage as stage_flow
 
     built = stage_flow(
         name=name, preset=preset, workdir=str(wd), overrides=set or [], force=force, with_downstream=with_downstream
     )
-    _summary(wd, preset, set or [], list(built))
+    _summary(wd, preset, set or [], built)
 
 
 @app.command()
 def status(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None):
     """A table of stages for this config: key, state, when built, time, main metric."""
     wd = setup(workdir)
+    _check_inputs(wd, preset, set or [], [], [])
     _status_table(wd, preset, set or [])
 
 
+def _fail(message: str) -> None:
+    """One red line naming the bad input, exit code 2: no traceback, nothing started."""
+    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _check_inputs(wd: Path, preset: str, overrides: list[str], stages: list[str], force: list[str]) -> None:
+    """Everything that can be checked before Prefect or MLflow start: the preset, each --set, the stage names, and
+    each stage's own check of its inputs (e.g. crawl sources that match no file)."""
+    from tasks.core import registry
+    from tasks.core.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(preset, overrides)
+        for name in [*stages, *force]:
+            registry.spec(name)
+        for name in registry.upstream(stages):
+            check = registry.spec(name).check
+            if check:
+                check(cfg, wd)
+    except KeyError as exc:
+        _fail(exc.args[0])
+    except (ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+
+
 def _status_table(wd: Path, preset: str, overrides: list[str], only: list[str] | None = None) -> None:
+    from tasks.core import registry
     from tasks.core.config import load_config
-    from tasks.core.dag import ORDER
-    from tasks.core.stage import STAGES, Context, resolve
+    from tasks.core.stage import Context, resolve
 
     ctx = Context(str(wd), load_config(preset, overrides))
     table = Table(title=f"stages ({preset}) in {ctx.store.root}")
-    for col in ("stage", "key", "state", "built", "seconds", "main metric"):
+    for col in ("stage", "cycle", "key", "state", "built", "seconds", "main metric"):
         table.add_column(col)
     memo: dict = {}
-    for name in only or ORDER:
-        spec = STAGES[name]
+    for name in only or registry.order():
+        spec = registry.spec(name)
         ups = {n: resolve(n, ctx, memo) for n in spec.inputs}
         if any(a is None for a in ups.values()):
             missing = [n for n, a in ups.items() if a is None]
-            table.add_row(name, "-", f"[yellow]waiting for {', '.join(missing)}", "", "", "")
+            table.add_row(name, spec.cycle, "-", f"[yellow]waiting for {', '.join(missing)}", "", "", "")
             continue
         key = spec.key(ctx.config, ups, wd)  # type: ignore[arg-type]
         art = resolve(name, ctx, memo)
@@ -119,6 +151,7 @@ def _status_table(wd: Path, preset: str, overrides: list[str], only: list[str] |
             metric = f"{spec.main_metric}={value:.4g}" if isinstance(value, float) else f"{spec.main_metric}={value}"
         table.add_row(
             name,
+            spec.cycle,
             key,
             f"[{color}]{state}",
             art.manifest["created"] if art else "",
@@ -128,11 +161,11 @@ def _status_table(wd: Path, preset: str, overrides: list[str], only: list[str] |
     console.print(table)
 
 
-def _summary(wd: Path, preset: str, overrides: list[str], names: list[str]) -> None:
+def _summary(wd: Path, preset: str, overrides: list[str], built: dict[str, str]) -> None:
     from tasks.core.tracking import tracking_uri
 
-    _status_table(wd, preset, overrides, names)
-    _results(wd, preset, overrides)
+    _status_table(wd, preset, overrides, list(built))
+    _results(wd, preset, overrides, built)
     uri = tracking_uri(wd)
     console.print(f"[bold]artifacts[/]  {wd / 'artifacts'}")
     console.print(f"[bold]MLflow[/]     {uri}   browse: mlflow ui --backend-store-uri {uri} --port 5000")
@@ -142,35 +175,52 @@ def _summary(wd: Path, preset: str, overrides: list[str], names: list[str]) -> N
     console.print(f"[bold]talk[/]       factory chat --workdir {wd}")
 
 
-def _results(wd: Path, preset: str, overrides: list[str]) -> None:
-    """The headline numbers of what this config has built: the base model, the assistant, the deploy verdict."""
+def _results(wd: Path, preset: str, overrides: list[str], built: dict[str, str]) -> None:
+    """The headline numbers of what the run built or reused: the base model, the assistant, the deploy verdict."""
     import json
 
-    import tasks.core.dag  # noqa: F401  (registers the stages)
-    from tasks.core.config import load_config
-    from tasks.core.stage import Context, resolve
+    from tasks.core.artifacts import ArtifactStore
 
-    ctx, memo = Context(str(wd), load_config(preset, overrides)), {}
-    base = resolve("eval_base", ctx, memo)
+    def used(name: str):  # the artifact the run built or reused (deploy's key moves with production: not re-derived)
+        path = Path(built[name]) if name in built else None
+        return ArtifactStore(path.parents[1]).load(name, path.name) if path else None
+
+    base = used("eval_base")
     if base is not None:
         m = base.metrics
         console.print(
             f"[bold]base model[/] val {m['val_bpb']:.3f} bits/byte (unigram baseline {m['unigram_bpb']:.3f}), "
             f"crawl probe accuracy {m['probe_accuracy']:.2f} (chance {m['probe_chance']:.2f})"
         )
-    evals = resolve("evals", ctx, memo)
+    evals = used("evals")
     if evals is not None:
         scores = ", ".join(
             f"{k.removeprefix('score.')} {v:.2f}" for k, v in evals.metrics.items() if k.startswith("score.")
         )
         console.print(f"[bold]assistant[/]  {scores}")
-    finetune = resolve("finetune", ctx, memo)
+    finetune = used("finetune")
     if finetune is not None and finetune.file("sample.json").exists():
         sample = json.loads(finetune.file("sample.json").read_text())
         console.print(f"[bold]chat[/]       {sample['messages'][-1]['content']!r} -> {sample['answer']!r}")
-    deploy = resolve("deploy", ctx, memo)
+    deploy = used("deploy")
     if deploy is not None:
         console.print(f"[bold]deploy[/]     {json.loads(deploy.file('decision.json').read_text())['verdict']}")
+    # What the registry holds now, read from it rather than from the deploy artifact: a reused deploy's verdict is
+    # about the run that built it, and a rollback since then moved the alias without any artifact knowing.
+    from tasks.core.config import load_config
+    from tasks.core.model_registry import alias_version
+    from tasks.core.tracking import client, tracking_uri
+
+    cfg, uri = load_config(preset, overrides), tracking_uri(wd)
+    store = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    c = None if store is not None and not store.exists() else client(wd)  # no store yet: do not create one to ask
+
+    def held(name: str, alias: str) -> str:
+        version = alias_version(c, name, alias) if c is not None else None
+        return f"{name}@{alias} = v{version.version}" if version is not None else f"{name}@{alias}: none"
+
+    assistant = held(cfg.deploy.model_name, cfg.deploy.alias)
+    console.print(f"[bold]registry[/]   {assistant} ({held(cfg.register_base.model_name, cfg.register_base.alias)})")
 
 
 @app.command()
@@ -399,6 +449,21 @@ def samples(workdir: Workdir = Path("work"), preset: Preset = "tiny", set: Sets 
     warc = sample_warc(wd, cfg.crawl.sample_pages)
     inbox = sample_inbox(wd, cfg.labels, cfg.crawl.sample_pages)
     console.print(f"crawl: {warc} ({warc.stat().st_size / 1e6:.1f} MB)\nlabeling inbox: {inbox}")
+
+
+@app.command()
+def deployments(
+    write: Annotated[bool, typer.Option("--write", help="Write prefect.yaml (default: print it).")] = False,
+):
+    """prefect.yaml's deployments, made from the stage registry: the cycles and one `rerun-<stage>` per stage."""
+    from flows.deployments import ROOT, render
+    from flows.deployments import write as write_file
+
+    if not write:
+        print(render(), end="")
+        return
+    changed = write_file()
+    console.print(f"{ROOT / 'prefect.yaml'}: {'written' if changed else 'already up to date'}")
 
 
 def main() -> None:  # pragma: no cover

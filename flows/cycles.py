@@ -12,9 +12,9 @@ from prefect import flow, get_run_logger
 from prefect.context import get_run_context
 from prefect.states import State
 
+from tasks.core import registry
 from tasks.core.config import FactoryConfig, load_config, with_overrides
-from tasks.core.dag import WEEKLY, YEARLY, downstream, upstream
-from tasks.core.stage import STAGES, Context
+from tasks.core.stage import Context
 from tasks.core.tracking import Run
 
 
@@ -34,7 +34,7 @@ def run_stages(
     workdir = str(Path(workdir).expanduser().resolve())
     os.makedirs(workdir, exist_ok=True)
     config = load_config(preset, overrides) if config is None else with_overrides(config, overrides)
-    unknown = set(force) - set(STAGES)
+    unknown = set(force) - set(registry.stages())
     if unknown:
         raise ValueError(f"--force names unknown stages {sorted(unknown)}")
     flow_run = get_run_context().flow_run
@@ -48,8 +48,8 @@ def run_stages(
     ctx = Context(workdir, config, list(force), parent.run_id, flow_name)
     done = {}
     try:
-        for name in upstream(stages):
-            spec = STAGES[name]
+        for name in registry.upstream(stages):
+            spec = registry.spec(name)
             result = spec.task(ctx, {n: done[n] for n in spec.inputs})
             # a reused artifact comes back as the task's `Cached` state, which carries it
             done[name] = result.result() if isinstance(result, State) else result
@@ -70,7 +70,7 @@ def yearly_cycle(
     config: FactoryConfig | None = None,
 ) -> dict[str, str]:
     """Crawl -> preprocess -> tokenizer -> token shards -> pretrain -> base evals -> register `base@candidate`."""
-    return run_stages("yearly_cycle", YEARLY, preset, workdir, overrides, force, config)
+    return run_stages("yearly_cycle", registry.cycle("yearly"), preset, workdir, overrides, force, config)
 
 
 @flow(name="weekly_cycle")
@@ -82,7 +82,7 @@ def weekly_cycle(
     config: FactoryConfig | None = None,
 ) -> dict[str, str]:
     """Ingest labels -> SFT -> evals -> deploy gate -> labeling queue (builds the base model first if missing)."""
-    return run_stages("weekly_cycle", WEEKLY, preset, workdir, overrides, force, config)
+    return run_stages("weekly_cycle", registry.cycle("weekly"), preset, workdir, overrides, force, config)
 
 
 @flow(name="pipeline")
@@ -112,5 +112,5 @@ def stage(
     then (unless `with_downstream` is False) every stage after it, whose inputs it has just changed."""
     if with_downstream is None:
         with_downstream = force
-    stages = [name] + (downstream(name) if with_downstream else [])
+    stages = [name] + (registry.downstream(name) if with_downstream else [])
     return run_stages("stage", stages, preset, workdir, overrides, [name] if force else [], config)

@@ -13,6 +13,7 @@ import safetensors.torch
 import torch
 
 from model.config import GPTConfig
+from model.files import atomic_write_text, replace_dir  # noqa: F401  (replace_dir: used by model.hf)
 from model.gpt import GPT
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{6,})$")
@@ -27,31 +28,6 @@ def unwrap(model: torch.nn.Module) -> GPT:
             model = model._orig_mod
         else:
             return model
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; artifacts are meant to be shared
-    os.replace(tmp, path)
-
-
-def replace_dir(new: Path, out: Path) -> None:
-    """Rename the directory `new` to `out`. An existing `out` is first renamed aside (and put back if the swap
-    fails), then deleted, so no one ever sees a half-deleted `out`."""
-    if not out.exists():
-        os.replace(new, out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old_"))
-    os.replace(out, old / out.name)
-    try:
-        os.replace(new, out)
-    except BaseException:
-        os.replace(old / out.name, out)
-        raise
-    finally:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> None:

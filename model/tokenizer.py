@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -12,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
+
+from model.files import atomic_write_text, cpu_count
 
 SPECIAL_TOKENS: list[str] = [
     "<|bos|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>", "<|assistant_end|>",
@@ -94,16 +95,7 @@ class Tokenizer:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write tokenizer.json atomically (temp file in the same directory, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            self.hf.save(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, self.hf.to_str(pretty=True))
 
     def encode(self, text: str) -> list[int]:
         return self.hf.encode(text, add_special_tokens=False).ids
@@ -115,7 +107,7 @@ class Tokenizer:
         fast = self.fast_encoding()
         if fast is None:
             return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
-        num_threads = num_threads or _cores()
+        num_threads = num_threads or cpu_count()
         if num_threads == 1:  # a worker process: no thread pool to start per batch
             return [fast.encode_ordinary(t) for t in texts]
         return fast.encode_ordinary_batch(list(texts), num_threads=num_threads)
@@ -171,14 +163,6 @@ class Tokenizer:
         for token, i in self.hf.get_vocab(with_added_tokens=True).items():
             out[i] = 0 if token in specials else sum(1 for ch in token if ch in to_byte)
         return out
-
-
-def _cores() -> int:
-    """The cores this process may run on (a container or taskset may allow fewer than the machine has)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 # Exercises the split pattern's branches: contractions, letters across scripts, digit groups, punctuation runs,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from data.tokens.documents import document_batches
+from model.files import atomic_write_bytes
 from model.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # torch is imported where batches are made: tokenize workers never pay for it
@@ -24,15 +25,6 @@ if TYPE_CHECKING:  # torch is imported where batches are made: tokenize workers 
 
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size < 65_536 else np.dtype(np.uint32)
-
-
-def _atomic_write_bytes(path: Path, data: bytes | memoryview) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_token_shard(path: str | os.PathLike[str], tokens: np.ndarray, vocab_size: int) -> None:
@@ -47,9 +39,9 @@ def write_token_shard(path: str | os.PathLike[str], tokens: np.ndarray, vocab_si
                          f"[{int(tokens.min())}, {int(tokens.max())}]")
     dtype = token_dtype(vocab_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, memoryview(np.ascontiguousarray(tokens.astype(dtype.newbyteorder("<"), copy=False))))
+    atomic_write_bytes(path, memoryview(np.ascontiguousarray(tokens.astype(dtype.newbyteorder("<"), copy=False))))
     sidecar = {"dtype": dtype.name, "num_tokens": int(tokens.size), "vocab_size": int(vocab_size)}
-    _atomic_write_bytes(path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
 
 
 class TokenShardWriter:

@@ -7,17 +7,11 @@ Results come back in input order whatever finished first, so a stage's output do
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+from model.files import cpu_count
 
 
 def resolve_workers(workers: int) -> int:

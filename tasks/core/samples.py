@@ -5,14 +5,12 @@ Built on first use and then kept, so `builtin:sample` behaves like any other cra
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 import os
 import shutil
 from collections import Counter
 from pathlib import Path
 
+from data.sources.fingerprint import fingerprint  # noqa: F401 - the stages' external inputs are keyed with it
 from tasks.core.config import BUILTIN_SAMPLE, CrawlConfig, LabelsConfig, SourceSpec
 
 
@@ -81,19 +79,3 @@ def crawl_sources(cfg: CrawlConfig, workdir: Path) -> list[SourceSpec]:
 
 def inbox_dir(cfg: LabelsConfig, workdir: Path, pages: int) -> Path:
     return sample_inbox(workdir, cfg, pages) if cfg.inbox == BUILTIN_SAMPLE else Path(cfg.inbox).expanduser()
-
-
-def fingerprint(paths: list[str]) -> str:
-    """Names, sizes and mtimes of local files: new or changed files give a new stage key (URLs: the URL itself)."""
-    entries = []
-    for pattern in paths:
-        pattern = pattern.removeprefix("file://")
-        matches = sorted(glob.glob(pattern, recursive=True)) if not pattern.startswith("hf:") else []
-        for match in matches:
-            for f in sorted(Path(match).rglob("*")) if Path(match).is_dir() else [Path(match)]:
-                if f.is_file():
-                    st = f.stat()
-                    entries.append((str(f), st.st_size, int(st.st_mtime)))
-        if not matches:
-            entries.append((pattern, None, None))
-    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:12]

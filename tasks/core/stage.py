@@ -8,29 +8,23 @@ artifact (the task ends in a `Cached` state), the MLflow nested run, the Prefect
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefect import get_run_logger, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
-from prefect.cache_policies import NO_CACHE
-from prefect.context import get_run_context
-from prefect.exceptions import MissingContextError
-from prefect.states import Completed
-from prefect.tasks import exponential_backoff
+from pydantic import BaseModel
 
 from tasks.core.artifacts import Artifact, ArtifactStore, stage_key
-from tasks.core.config import FactoryConfig
-from tasks.core.tracking import Run, mlflow_ui_url
+from tasks.core.code import code_hash
+from tasks.core.locks import artifact_lock
+
+if TYPE_CHECKING:
+    from tasks.core.tracking import Run
 
 
 @dataclass
@@ -38,7 +32,7 @@ class Context:
     """What every stage task gets from the flow: where to work, the config, what to rebuild, the parent MLflow run."""
 
     workdir: str
-    config: FactoryConfig
+    config: Any  # tasks.core.config.FactoryConfig
     force: list[str] = field(default_factory=list)
     parent_run_id: str | None = None
     experiment: str = "stage"
@@ -50,35 +44,74 @@ class Context:
 
 @dataclass
 class StageSpec:
+    """Everything about a stage, as its module declares it (see `stage`)."""
+
     name: str
+    cycle: str
     inputs: tuple[str, ...]
-    sections: tuple[str, ...]
-    version: str
-    main_metric: str | None
-    resumable: bool
+    config: dict[str, type[BaseModel]]
     build: Callable[[StageRun], dict]
-    external: Callable[[FactoryConfig, Path], dict] | None = None
-    task: Any = None
+    module: str
+    description: str = ""
+    main_metric: str | None = None
+    resumable: bool = False
+    external: Callable[[Any, Path], dict] | None = None
+    check: Callable[[Any, Path], None] | None = None
+    retries: int = 0
+    _task: Any = None
 
-    def config(self, cfg: FactoryConfig) -> dict:
-        return {s: getattr(cfg, s).model_dump(mode="json") for s in self.sections}
+    def settings(self, cfg) -> dict:
+        """The stage's config sections as plain data (MLflow params, the manifest)."""
+        return {s: getattr(cfg, s).model_dump(mode="json") for s in self.config}
 
-    def key(self, cfg: FactoryConfig, inputs: dict[str, Artifact], workdir: Path) -> str:
+    def key(self, cfg, inputs: dict[str, Artifact], workdir: Path) -> str:
+        """A hash of the stage's name, code, config (less how it runs), external inputs and the inputs' build ids."""
         missing = set(self.inputs) - set(inputs)
         if missing:
             raise ValueError(f"stage {self.name}: missing inputs {sorted(missing)}")
-        # How a stage runs (processes, cluster) never changes what it makes: not part of the key.
-        config = {s: {k: v for k, v in c.items() if k not in RUNTIME_FIELDS} for s, c in self.config(cfg).items()}
+        config = {s: key_fields(getattr(cfg, s)) for s in self.config}
         if self.external:  # files outside the artifact store (crawl sources, the labeling inbox) are inputs too
             config = {**config, "external": self.external(cfg, Path(workdir))}
-        return stage_key(self.name, self.version, config, {n: inputs[n].build_id for n in self.inputs})
+        return stage_key(self.name, code_hash(self.module), config, {n: inputs[n].build_id for n in self.inputs})
+
+    @property
+    def task(self):
+        """The Prefect task running this stage (made on first use: declaring stages imports no Prefect)."""
+        if self._task is None:
+            self._task = _prefect_task(self)
+        return self._task
 
 
-STAGES: dict[str, StageSpec] = {}
-RUNTIME_FIELDS = {"workers", "dask_address"}
+def key_fields(section: BaseModel) -> Any:
+    """A section as data, less the fields marked `json_schema_extra={"runtime": True}`: how a stage runs (processes,
+    cluster address) never changes what it makes, so it is not part of the key."""
+    out = {}
+    for name, info in type(section).model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("runtime"):
+            continue
+        value = getattr(section, name)
+        out[name] = key_fields(value) if isinstance(value, BaseModel) else _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return key_fields(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+DECLARED: dict[str, StageSpec] = {}  # by module-qualified name; tasks.core.registry picks the ones it loads
 
 
 def logger() -> logging.Logger:
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
     try:
         return get_run_logger()  # type: ignore[return-value]
     except MissingContextError:
@@ -92,7 +125,7 @@ class StageRun:
     name: str
     key: str
     out: Path
-    cfg: FactoryConfig
+    cfg: Any  # tasks.core.config.FactoryConfig
     inputs: dict[str, Artifact]
     workdir: Path
     mlflow: Run
@@ -110,15 +143,23 @@ class StageRun:
         """A table in the Prefect UI and as JSON in the MLflow run."""
         import json
 
+        from prefect.artifacts import create_table_artifact
+
         create_table_artifact(rows, key=_artifact_key(self.name, name), description=description or name)
         self.mlflow.log_text(json.dumps(rows, indent=2), f"{name}.json")
 
     def markdown(self, name: str, text: str) -> None:
+        from prefect.artifacts import create_markdown_artifact
+
         create_markdown_artifact(text, key=_artifact_key(self.name, name), description=name)
         self.mlflow.log_text(text, f"{name}.md")
 
     def image(self, name: str, path: Path, description: str = "") -> None:
         """A PNG into the MLflow run (folder `plots/`), shown in the Prefect UI through MLflow's artifact endpoint."""
+        from prefect.artifacts import create_markdown_artifact
+
+        from tasks.core.tracking import mlflow_ui_url
+
         self.mlflow.log_file(path, "plots")
         base = mlflow_ui_url(self.workdir)
         run = self.mlflow.client.get_run(self.mlflow.run_id)
@@ -128,6 +169,8 @@ class StageRun:
         create_markdown_artifact(text, key=_artifact_key(self.name, name), description=description or name)
 
     def progress(self, fraction: float) -> None:
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
         percent = max(0.0, min(100.0, 100.0 * fraction))
         if self._progress_id is None:
             self._progress_id = create_progress_artifact(
@@ -142,6 +185,8 @@ def _artifact_key(stage: str, name: str) -> str:
 
 
 def _flow_run_id() -> str:
+    from prefect.context import get_run_context
+
     try:
         ctx = get_run_context()
         flow_run = getattr(ctx, "flow_run", None) or getattr(getattr(ctx, "task_run", None), "flow_run_id", None)
@@ -153,53 +198,89 @@ def _flow_run_id() -> str:
 def stage(
     name: str,
     *,
+    cycle: str,
+    config: dict[str, type[BaseModel]] | None = None,
     inputs: tuple[str, ...] = (),
-    sections: tuple[str, ...] = (),
-    version: str = "1",
     main_metric: str | None = None,
     resumable: bool = False,
-    external: Callable[[FactoryConfig, Path], dict] | None = None,
+    external: Callable[[Any, Path], dict] | None = None,
+    check: Callable[[Any, Path], None] | None = None,
     retries: int = 0,
-) -> Callable:
-    """Register `build` as the stage `name` and wrap it in a Prefect task.
+) -> Callable[[Callable[[StageRun], dict]], StageSpec]:
+    """Declare the stage `name`, built by the decorated function: the whole declaration of a stage.
 
-    `retries`: for stages that read remote data, transient errors (network, I/O) are retried with exponential
-    backoff; a bug or bad input fails at once."""
+    cycle: "yearly" or "weekly". config: the sections it reads and is keyed on, {name: pydantic model} (the model
+    defined once, in the stage module or the data/model code it drives); they become fields of FactoryConfig.
+    inputs: the stages whose artifacts it reads. main_metric: shown by `factory status`. resumable: a rebuild keeps
+    the partial artifact (checkpoints). external: (config, workdir) -> what outside the artifact store the output
+    depends on (source files, the registry it acts on), hashed into the key. check: (config, workdir) -> None, raises
+    ValueError naming a bad input before anything runs. retries: transient errors (network, I/O) are retried with
+    exponential backoff; a bug or a bad input fails at once."""
 
-    def register(build: Callable[[StageRun], dict]) -> StageSpec:
-        spec = StageSpec(name, inputs, sections or (name,), version, main_metric, resumable, build, external)
-
-        @task(
-            name=name,
-            cache_policy=NO_CACHE,
-            persist_result=False,
-            task_run_name=name,
-            retries=retries,
-            retry_delay_seconds=exponential_backoff(backoff_factor=10) if retries else 0,
-            retry_jitter_factor=0.5 if retries else None,
-            retry_condition_fn=_transient if retries else None,
-        )
-        def run_stage(ctx: Context, upstream: dict[str, Artifact]) -> Artifact:
-            return execute(spec, ctx, upstream)
-
-        spec.task = run_stage
-        STAGES[name] = spec
+    def declare(build: Callable[[StageRun], dict]) -> StageSpec:
+        doc = (sys.modules[build.__module__].__doc__ or build.__doc__ or "").strip()
+        description = " ".join(doc.split("\n\n")[0].split()).removeprefix(f"Stage `{name}`: ")
+        spec = StageSpec(name, cycle, tuple(inputs), dict(config or {}), build, build.__module__, description,
+                         main_metric, resumable, external, check, retries)
+        DECLARED[f"{spec.module}:{name}"] = spec
         return spec
 
-    return register
+    return declare
+
+
+RETRY_BACKOFF_S = float(os.environ.get("FACTORY_RETRY_BACKOFF_S", "10"))
+
+
+def _prefect_task(spec: StageSpec):
+    from prefect import task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.tasks import exponential_backoff
+
+    retries = spec.retries
+
+    @task(
+        name=spec.name,
+        cache_policy=NO_CACHE,
+        persist_result=False,
+        task_run_name=spec.name,
+        retries=retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BACKOFF_S) if retries else 0,
+        retry_jitter_factor=0.5 if retries else None,
+        retry_condition_fn=_transient if retries else None,
+    )
+    def run_stage(ctx: Context, upstream: dict[str, Artifact]) -> Artifact:
+        return execute(spec, ctx, upstream)
+
+    return run_stage
 
 
 def _transient(task, task_run, state) -> bool:
-    """Retry only what a second try can fix: connection, timeout and other OS-level I/O errors."""
-    error = state.result(raise_on_failure=False)
-    return isinstance(error, (OSError, TimeoutError)) and not isinstance(error, (FileNotFoundError, PermissionError))
+    """Retry only what a second try can fix: a network or I/O error (the readers raise them as TransientReadError),
+    also when it comes as the cause of another error (map_shards wraps a worker's error in a RuntimeError). A bug or
+    a bad input (a missing file, a corrupt gzip: any other OSError) fails at once."""
+    from data.sources.errors import is_transient
+
+    return is_transient(state.result(raise_on_failure=False))
 
 
 def execute(spec: StageSpec, ctx: Context, upstream: dict[str, Artifact]):
-    """Reuse the artifact if complete (and not forced); otherwise build it, track it, and commit its manifest."""
+    """Reuse the artifact if complete (and not forced); otherwise build it, track it, and commit its manifest.
+
+    The key's directory is locked while this runs: a second run of the same key (a scheduled and a manual one) waits,
+    then reuses what the first built, and neither deletes the other's work."""
     store, cfg = ctx.store, ctx.config
     inputs = {n: upstream[n] for n in spec.inputs}
     key = spec.key(cfg, inputs, Path(ctx.workdir))
+    with artifact_lock(store.path(spec.name, key), on_wait=logger().info):
+        return _execute_locked(spec, ctx, inputs, key)
+
+
+def _execute_locked(spec: StageSpec, ctx: Context, inputs: dict[str, Artifact], key: str):
+    from prefect.states import Completed
+
+    from tasks.core.tracking import Run
+
+    store, cfg = ctx.store, ctx.config
     tags = {"stage": spec.name, "artifact_key": key, "prefect_flow_run_id": _flow_run_id()}
     forced = spec.name in ctx.force
     found = None if forced else store.load(spec.name, key)
@@ -212,7 +293,7 @@ def execute(spec: StageSpec, ctx: Context, upstream: dict[str, Artifact]):
 
     out = store.prepare(spec.name, key, keep_partial=spec.resumable and not forced)
     run = Run.start(Path(ctx.workdir), ctx.experiment, spec.name, ctx.parent_run_id, {**tags, "cached": "false"})
-    run.params(spec.config(cfg))
+    run.params(spec.settings(cfg))
     started = time.time()
     srun = StageRun(spec.name, key, out, cfg, inputs, Path(ctx.workdir), run, tags["prefect_flow_run_id"])
     logger().info(f"{spec.name}: building {out}")
@@ -227,7 +308,8 @@ def execute(spec: StageSpec, ctx: Context, upstream: dict[str, Artifact]):
         spec.name,
         key,
         {
-            "config": spec.config(cfg),
+            "config": spec.settings(cfg),
+            "code": code_hash(spec.module),
             "inputs": {n: {"key": a.key, "build_id": a.build_id} for n, a in inputs.items()},
             "counts": result.get("counts", {}),
             "metrics": result.get("metrics", {}),
@@ -257,8 +339,10 @@ def _fmt(value: float) -> str:
 def resolve(name: str, ctx: Context, memo: dict[str, Artifact | None] | None = None) -> Artifact | None:
     """The complete artifact the current config would reuse for `name`, or None if it (or an input) is not built."""
     memo = {} if memo is None else memo
+    from tasks.core.registry import spec as stage_spec
+
     if name not in memo:
-        spec = STAGES[name]
+        spec = stage_spec(name)
         ups = {n: resolve(n, ctx, memo) for n in spec.inputs}
         memo[name] = (
             None
