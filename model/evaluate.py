@@ -1,12 +1,18 @@
-"""Model-level metrics: mean loss, bits per byte (tokenizer-independent), and multiple-choice log-probabilities."""
+"""Model-level metrics: mean loss, bits per byte (tokenizer-independent), multiple-choice log-probabilities, and
+an assistant's answers to eval items scored by their skills' checks."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from data.chat.skills import check
+from model.checkpoint import load_model
+from model.engine import Engine
 from model.gpt import GPT
 from model.tokenizer import Tokenizer
 
@@ -96,3 +102,28 @@ def choice_logprobs(model: GPT, tok: Tokenizer, context: str, choices: list[str]
         scores.append(float(logp.gather(1, target[:, None]).sum()))
     model.train(was_training)
     return scores
+
+
+def load_assistant(model_dir: str | os.PathLike, device: str | torch.device | None = None) -> tuple[GPT, Tokenizer]:
+    """A model directory (model.safetensors, config.json, tokenizer.json) loaded for inference, on the GPU when
+    there is one."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_model(model_dir, device=device).eval()
+    return model, Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
+
+
+def run_items(
+    model: GPT, tok: Tokenizer, items: list[dict], max_new_tokens: int
+) -> tuple[list[dict], dict[str, float]]:
+    """Answer every eval item greedily and check the answer by its skill; returns (each item with "response" and
+    "correct", {"score.<skill>": accuracy} in the order the skills first appear)."""
+    engine = Engine(model, tok)
+    results = []
+    for item in items:
+        response = engine.chat(item["messages"], max_new_tokens=max_new_tokens)
+        results.append({**item, "response": response, "correct": check(item, response)})
+    scores = {}
+    for skill in dict.fromkeys(r["skill"] for r in results):
+        done = [r for r in results if r["skill"] == skill]
+        scores[f"score.{skill}"] = round(sum(r["correct"] for r in done) / len(done), 3)
+    return results, scores

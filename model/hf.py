@@ -18,7 +18,7 @@ import torch
 from tokenizers import AddedToken, processors
 from tokenizers import Tokenizer as HFTokenizer
 
-from model.chat import _WRAP
+from model.chat import chat_template
 from model.checkpoint import load_model, replace_dir, unwrap
 from model.config import GPTConfig
 from model.gpt import GPT, rope_tables
@@ -26,38 +26,6 @@ from model.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 BOS, EOS, PAD = "<|bos|>", "<|assistant_end|>", "<|pad|>"
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-
-
-def chat_template() -> str:
-    """Jinja chat template that renders a conversation exactly as model.chat.render_prompt does (token for token,
-    when the text itself holds no special-token strings). Tool calls: a string, or OpenAI's list of
-    {"function": {...}} objects (dumped as JSON, like model.chat does)."""
-    wrap = json.dumps({role: list(pair) for role, pair in _WRAP.items()})
-    return (
-        "{%- set wrap = " + wrap + " -%}"
-        "{{- '" + BOS + "' -}}"
-        "{%- for message in messages -%}"
-        "{%- if message['role'] not in wrap -%}"
-        "{{- raise_exception('messages[' ~ loop.index0 ~ ']: role must be one of system, user, assistant, tool') -}}"
-        "{%- endif -%}"
-        "{%- if message['role'] == 'system' and not loop.first -%}"
-        "{{- raise_exception('messages[' ~ loop.index0 ~ ']: a system message may only come first') -}}"
-        "{%- endif -%}"
-        "{{- wrap[message['role']][0] -}}"
-        "{%- if message['content'] is string -%}{{- message['content'] -}}{%- endif -%}"
-        "{%- if message['role'] == 'assistant' and message['tool_calls'] is defined and message['tool_calls'] -%}"
-        "{%- set calls = [message['tool_calls']] if message['tool_calls'] is string else message['tool_calls'] -%}"
-        "{%- for call in calls -%}"
-        "{%- set fn = call['function'] if call is mapping and 'function' in call else call -%}"
-        "{{- '<|tool_call_start|>' -}}"
-        "{%- if fn is string -%}{{- fn -}}{%- else -%}{{- fn | tojson -}}{%- endif -%}"
-        "{{- '<|tool_call_end|>' -}}"
-        "{%- endfor -%}"
-        "{%- endif -%}"
-        "{{- wrap[message['role']][1] -}}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{- '<|assistant_start|>' -}}{%- endif -%}"
-    )
 
 
 # --------------------------------------------------------------------------------------------------- export

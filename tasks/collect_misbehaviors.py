@@ -31,8 +31,8 @@ def collect_misbehaviors(s: StageRun) -> dict:
                 queue_item(
                     r["messages"],
                     r["response"],
-                    f"failed eval task {r['task']}",
-                    f"eval:{r['task']}",
+                    f"failed eval skill {r['skill']}",
+                    f"eval:{r['skill']}",
                     expected=r.get("answer"),
                     meta={"eval_id": r["id"]},
                 )

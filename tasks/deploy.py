@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 
 from data.chat.labels import read_jsonl
+from model.evaluate import load_assistant, run_items
 from tasks.core import model_registry
 from tasks.core.artifacts import atomic_write_json
 from tasks.core.plots import score_bars
 from tasks.core.stage import StageRun, stage
 from tasks.core.tracking import client, registry_identity
-from tasks.evals import load_assistant, run_items
 
 
 def gate(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from data.chat.labels import LabelLimits, content_hash, read_inbox, split_records, write_jsonl
+from data.chat.labels import content_hash, read_inbox, split_records, write_jsonl
 from data.sources.quarantine import Quarantine
 from tasks.core.config import BUILTIN_SAMPLE, FactoryConfig
 from tasks.core.samples import fingerprint, inbox_dir
@@ -25,12 +25,11 @@ def ingest_labels(s: StageRun) -> dict:
     inbox = inbox_dir(cfg, s.workdir, s.cfg.crawl.sample_pages)
     if not inbox.is_dir():
         raise FileNotFoundError(f"labels.inbox {str(inbox)!r} is not a folder of JSONL files")
-    limits = LabelLimits(cfg.max_messages, cfg.max_chars_per_message, cfg.max_total_chars)
     stats: Counter = Counter()
     seen: set[str] = set()
     kept: dict[str, list[dict]] = {"conversation": [], "comparison": []}
     with Quarantine(s.out / "quarantine.jsonl") as quarantine:
-        for kind, record in read_inbox(inbox, quarantine, stats, limits):
+        for kind, record in read_inbox(inbox, quarantine, stats, cfg):
             digest = content_hash(kind, record)
             if digest in seen:
                 stats["duplicates"] += 1

@@ -1,5 +1,5 @@
-"""Labeled data: schemas and validation for what labelers deliver (conversations, comparisons), and the
-labeling queue of model misbehaviours we send back to them."""
+"""Labeled data: the `labels` settings, schemas and validation for what labelers deliver (conversations,
+comparisons), and the labeling queue of model misbehaviours we send back to them."""
 
 from __future__ import annotations
 
@@ -9,80 +9,54 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from data.samples import BUILTIN_SAMPLE
+from model.chat import conversation_problem
+
 if TYPE_CHECKING:  # only for type hints: the quarantine object is passed in by the caller
     from data.sources.quarantine import Quarantine
 
-ROLES = ("system", "user", "assistant", "tool")
 
+class LabelsConfig(BaseModel):
+    """Where the labels come from, how they are split, and the sizes a record may have (the `labels` section)."""
 
-@dataclass
-class LabelLimits:
-    max_messages: int = 64
-    max_chars_per_message: int = 8000
-    max_total_chars: int = 32000
+    model_config = ConfigDict(extra="forbid")
+
+    inbox: str = Field(BUILTIN_SAMPLE, description="A folder of JSONL files from the labelers, or 'builtin:sample'.")
+    sample_conversations: int = Field(2000, ge=0, description="Conversations in the built-in sample inbox.")
+    sample_comparisons: int = Field(400, ge=0, description="Comparisons in the built-in sample inbox.")
+    val_fraction: float = Field(
+        0.05, ge=0, le=1, description="Share of records held out for validation, chosen by content hash."
+    )
+    max_messages: int = Field(64, ge=1, description="Longest conversation accepted, in messages.")
+    max_chars_per_message: int = Field(8000, ge=1, description="Longest message (or comparison field) accepted.")
+    max_total_chars: int = Field(32000, ge=1, description="Longest record accepted, all its text together.")
+    seed: int = Field(0, description="Seed of the train/val split and of the sample inbox.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # validation: each function returns None for a valid record, else one human-readable reason
 
 
-def _check_messages(messages: Any, limits: LabelLimits, field: str, must_end_with: str) -> str | None:
-    """Shared checks for a messages list; `must_end_with` is the role the list has to end with."""
-    if not isinstance(messages, list):
-        return f"'{field}' must be a list of messages, got {type(messages).__name__}"
-    if not messages:
-        return f"'{field}' is empty"
-    if len(messages) > limits.max_messages:
-        return f"{len(messages)} messages > max_messages {limits.max_messages}"
+def _check_messages(messages: Any, cfg: LabelsConfig, field: str, must_end_with: str) -> str | None:
+    """The chat format's conversation rules (model.chat), then the size limits."""
+    if (problem := conversation_problem(messages, field, ends_with=must_end_with)) is not None:
+        return problem
+    if len(messages) > cfg.max_messages:
+        return f"{len(messages)} messages > max_messages {cfg.max_messages}"
     total = 0
-    for i, msg in enumerate(messages, start=1):
-        if not isinstance(msg, dict):
-            return f"message {i}: must be an object with 'role' and 'content', got {type(msg).__name__}"
-        role = msg.get("role")
-        if role not in ROLES:
-            return f"message {i}: role {role!r} is not one of {'/'.join(ROLES)}"
-        content = msg.get("content")
-        if not isinstance(content, str):
-            return f"message {i}: 'content' must be a string, got {type(content).__name__}"
-        # an assistant turn that only calls a tool may legitimately have no text
-        if not content.strip() and not (role == "assistant" and msg.get("tool_calls")):
-            return f"message {i}: empty content"
-        if len(content) > limits.max_chars_per_message:
-            return f"message {i}: {len(content)} characters > max_chars_per_message {limits.max_chars_per_message}"
-        total += len(content)
-    if total > limits.max_total_chars:
-        return f"{total} characters in total > max_total_chars {limits.max_total_chars}"
-    return _check_turn_order(messages, field, must_end_with)
-
-
-def _check_turn_order(messages: list[dict], field: str, must_end_with: str) -> str | None:
-    """Optional leading system message, then user/assistant alternation; tool results only after an assistant."""
-    prev: str | None = None
-    for i, msg in enumerate(messages, start=1):
-        role = msg["role"]
-        if role == "system":
-            if i != 1:
-                return f"message {i}: 'system' is only allowed as the first message"
-            continue
-        if prev is None:
-            if role != "user":
-                return f"message {i}: conversation must start with a user turn, got {role!r}"
-        elif role == "tool":
-            if prev not in ("assistant", "tool"):
-                return f"message {i}: 'tool' message must follow an assistant message, not {prev!r}"
-        elif role == "user" and prev not in ("assistant",):
-            return f"roles must alternate user/assistant (message {i} is 'user' after {prev!r})"
-        elif role == "assistant" and prev not in ("user", "tool"):
-            return f"roles must alternate user/assistant (message {i} is 'assistant' after {prev!r})"
-        prev = role
-    if prev != must_end_with:
-        article = "an" if must_end_with == "assistant" else "a"
-        return f"'{field}' must end with {article} {must_end_with} turn"
+    for i, msg in enumerate(messages):
+        size = len(msg.get("content") or "")
+        if size > cfg.max_chars_per_message:
+            return f"{field}[{i}]: {size} characters > max_chars_per_message {cfg.max_chars_per_message}"
+        total += size
+    if total > cfg.max_total_chars:
+        return f"{total} characters in total > max_total_chars {cfg.max_total_chars}"
     return None
 
 
@@ -96,16 +70,16 @@ def _check_common(rec: Any) -> str | None:
     return None
 
 
-def validate_conversation(rec: Any, limits: LabelLimits) -> str | None:
+def validate_conversation(rec: Any, cfg: LabelsConfig) -> str | None:
     """None if `rec` is a valid OpenAI-style {"messages": [...]} record ending with an assistant turn."""
     if (reason := _check_common(rec)) is not None:
         return reason
     if "messages" not in rec:
         return "missing 'messages'"
-    return _check_messages(rec["messages"], limits, "messages", must_end_with="assistant")
+    return _check_messages(rec["messages"], cfg, "messages", must_end_with="assistant")
 
 
-def validate_comparison(rec: Any, limits: LabelLimits) -> str | None:
+def validate_comparison(rec: Any, cfg: LabelsConfig) -> str | None:
     """None if `rec` has a prompt (string, or messages ending with a user turn) and distinct chosen/rejected."""
     if (reason := _check_common(rec)) is not None:
         return reason
@@ -114,28 +88,28 @@ def validate_comparison(rec: Any, limits: LabelLimits) -> str | None:
             return f"missing '{field}'"
     prompt = rec["prompt"]
     if isinstance(prompt, list):
-        if (reason := _check_messages(prompt, limits, "prompt", must_end_with="user")) is not None:
+        if (reason := _check_messages(prompt, cfg, "prompt", must_end_with="user")) is not None:
             return reason
     elif not isinstance(prompt, str):
         return f"'prompt' must be a string or a messages list, got {type(prompt).__name__}"
     elif not prompt.strip():
         return "'prompt' is empty"
-    elif len(prompt) > limits.max_chars_per_message:
-        return f"'prompt': {len(prompt)} characters > max_chars_per_message {limits.max_chars_per_message}"
+    elif len(prompt) > cfg.max_chars_per_message:
+        return f"'prompt': {len(prompt)} characters > max_chars_per_message {cfg.max_chars_per_message}"
     for field in ("chosen", "rejected"):
         value = rec[field]
         if not isinstance(value, str):
             return f"'{field}' must be a string, got {type(value).__name__}"
         if not value.strip():
             return f"'{field}' is empty"
-        if len(value) > limits.max_chars_per_message:
-            return f"'{field}': {len(value)} characters > max_chars_per_message {limits.max_chars_per_message}"
+        if len(value) > cfg.max_chars_per_message:
+            return f"'{field}': {len(value)} characters > max_chars_per_message {cfg.max_chars_per_message}"
     if rec["chosen"].strip() == rec["rejected"].strip():
         return "'chosen' and 'rejected' are identical"
-    prompt_chars = len(prompt) if isinstance(prompt, str) else sum(len(m["content"]) for m in prompt)
+    prompt_chars = len(prompt) if isinstance(prompt, str) else sum(len(m.get("content") or "") for m in prompt)
     total = prompt_chars + len(rec["chosen"]) + len(rec["rejected"])
-    if total > limits.max_total_chars:
-        return f"{total} characters in total > max_total_chars {limits.max_total_chars}"
+    if total > cfg.max_total_chars:
+        return f"{total} characters in total > max_total_chars {cfg.max_total_chars}"
     return None
 
 
@@ -158,7 +132,7 @@ _VALIDATORS = {"conversation": validate_conversation, "comparison": validate_com
 
 
 def read_inbox(
-    inbox_dir: Path, quarantine: Quarantine, stats: Counter, limits: LabelLimits
+    inbox_dir: Path, quarantine: Quarantine, stats: Counter, cfg: LabelsConfig
 ) -> Iterator[tuple[str, dict]]:
     """Yield (kind, record) for every valid line of every *.jsonl under `inbox_dir`; quarantine the rest.
 
@@ -194,7 +168,7 @@ def read_inbox(
             reject(rec, where, "unknown_kind",
                    "neither a conversation ('messages') nor a comparison ('prompt'/'chosen'/'rejected')")
             return None
-        if (reason := _VALIDATORS[kind](rec, limits)) is not None:
+        if (reason := _VALIDATORS[kind](rec, cfg)) is not None:
             reject(rec, where, f"invalid_{kind}", reason)
             return None
         stats[kind] += 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from data.chat.labels import (
-    LabelLimits,
+    LabelsConfig,
     content_hash,
     dedup_records,
     from_argilla,
@@ -24,7 +24,7 @@ from data.chat.labels import (
 from data.samples.labels import build_label_inbox
 from data.sources.quarantine import Quarantine
 
-LIMITS = LabelLimits()
+LIMITS = LabelsConfig()
 
 
 def msgs(*pairs):
@@ -47,20 +47,20 @@ def test_valid_conversations_pass():
 @pytest.mark.parametrize("messages, reason", [
     (msgs(("user", "Hi"), ("assistant", "Hello"), ("user", "Bye")), "'messages' must end with an assistant turn"),
     (msgs(("user", "Hi"), ("assistant", "Hello"), ("bot", "x"), ("assistant", "y")),
-     "message 3: role 'bot' is not one of system/user/assistant/tool"),
+     "messages[2]: role 'bot' is not one of system/user/assistant/tool"),
     (msgs(("user", "Hi"), ("user", "Hi again"), ("assistant", "Hello")),
-     "roles must alternate user/assistant (message 2 is 'user' after 'user')"),
-    (msgs(("user", "  "), ("assistant", "Hello")), "message 1: empty content"),
+     "messages[1]: roles must alternate user/assistant ('user' after 'user')"),
+    (msgs(("user", "  "), ("assistant", "Hello")), "messages[0]: empty content"),
     (msgs(("user", "a"), ("assistant", "b"), ("user", "c"), ("assistant", "x" * 9120)),
-     "message 4: 9120 characters > max_chars_per_message 8000"),
+     "messages[3]: 9120 characters > max_chars_per_message 8000"),
     (msgs(("user", "a"), ("tool", "result"), ("assistant", "b")),
-     "message 2: 'tool' message must follow an assistant message, not 'user'"),
-    (msgs(("user", "a"), ("system", "b"), ("assistant", "c")), "message 2: 'system' is only allowed as the first"),
-    (msgs(("assistant", "hello")), "message 1: conversation must start with a user turn"),
+     "messages[1]: a 'tool' message must follow an assistant message, not 'user'"),
+    (msgs(("user", "a"), ("system", "b"), ("assistant", "c")), "messages[1]: 'system' is only allowed as the first"),
+    (msgs(("assistant", "hello")), "messages[0]: a conversation must start with a user turn"),
     ([], "'messages' is empty"),
     ("hello", "'messages' must be a list of messages, got str"),
     ([{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}],
-     "message 1: 'content' must be a string, got int"),
+     "messages[0]: 'content' must be a string, got int"),
 ])
 def test_bad_conversations_get_the_right_reason(messages, reason):
     got = validate_conversation({"messages": messages}, LIMITS)
@@ -68,7 +68,7 @@ def test_bad_conversations_get_the_right_reason(messages, reason):
 
 
 def test_conversation_size_limits():
-    limits = LabelLimits(max_messages=4, max_chars_per_message=100, max_total_chars=150)
+    limits = LabelsConfig(max_messages=4, max_chars_per_message=100, max_total_chars=150)
     too_many = msgs(*[("user", "q"), ("assistant", "a")] * 3)
     assert validate_conversation({"messages": too_many}, limits) == "6 messages > max_messages 4"
     too_long = msgs(("user", "q" * 80), ("assistant", "a" * 80))
@@ -263,3 +263,21 @@ def test_read_inbox_reads_tool_exports(tmp_path):
     assert [(k, r["chosen"]) for k, r in out] == [("comparison", "good"), ("comparison", "4")]
     assert stats["read"] == 3 and stats["quarantined:bad_export"] == 1
     assert read_jsonl(tmp_path / "q.jsonl")[0]["reason"].startswith("label-studio.json item 2: Label Studio task 2")
+
+
+def test_a_tool_calling_turn_may_have_null_content_as_openai_sends_it():
+    rec = {"messages": [{"role": "user", "content": "Weather?"},
+                        {"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "weather"}}]},
+                        {"role": "tool", "content": "sunny"},
+                        {"role": "assistant", "content": "It is sunny."}]}
+    assert validate_conversation(rec, LIMITS) is None
+    rec["messages"][1].pop("tool_calls")
+    assert validate_conversation(rec, LIMITS) == "messages[1]: 'content' is missing"
+
+
+def test_labels_config_rejects_unknown_settings_and_a_split_outside_0_1():
+    assert LabelsConfig().inbox == "builtin:sample"
+    with pytest.raises(ValueError, match="max_mesages"):
+        LabelsConfig(max_mesages=3)
+    with pytest.raises(ValueError, match="val_fraction"):
+        LabelsConfig(val_fraction=1.5)

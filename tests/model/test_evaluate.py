@@ -1,12 +1,14 @@
-"""Metrics: token-weighted mean loss, bits per byte with special tokens left out, multiple-choice log-probs."""
+"""Metrics: token-weighted mean loss, bits per byte with special tokens left out, multiple-choice log-probs, and an
+assistant's answers to eval items checked by their skills."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from model.checkpoint import save_model
 from model.config import GPTConfig
-from model.evaluate import bits_per_byte, choice_logprobs, mean_loss
+from model.evaluate import bits_per_byte, choice_logprobs, load_assistant, mean_loss, run_items
 from model.gpt import GPT
 from model.tokenizer import train_bpe
 
@@ -64,9 +66,47 @@ def test_choice_logprobs_sum_the_continuation_tokens_given_bos_and_context():
     model = GPT(GPTConfig.from_depth(1, vocab_size=tok.vocab_size, seq_len=32, aspect_ratio=32, head_dim=16))
     scores = choice_logprobs(model, tok, "the cat sat on the", [" mat", " log."])
     prefix = [tok.bos_id] + tok.encode("the cat sat on the")
-    for choice, score in zip([" mat", " log."], scores):
+    for choice, score in zip([" mat", " log."], scores, strict=True):
         cont = tok.encode(choice)
         ids = torch.tensor([prefix + cont])
         logp = torch.log_softmax(model(ids)[0][0], dim=-1)
         direct = sum(logp[len(prefix) - 1 + j, t].item() for j, t in enumerate(cont))
         assert score == pytest.approx(direct, rel=1e-4)
+
+
+def parrot(vocab_size: int, token: int) -> GPT:
+    """A model that answers `token` after any input: one residual dimension is held at a constant (no block writes
+    to it), the final norm keeps only that dimension, and only `token`'s lm_head row reads it."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=vocab_size, seq_len=64, n_layer=1, n_embd=32, n_head=2, n_kv_head=2,
+                          mlp_hidden=64, tie_embeddings=False))
+    with torch.no_grad():
+        model.embed_tokens.weight[:, 0] = 10.0
+        for block in model.layers:
+            block.self_attn.o_proj.weight[0] = 0.0
+            block.mlp.down_proj.weight[0] = 0.0
+        model.norm.weight.zero_()
+        model.norm.weight[0] = 1.0
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[token, 0] = 1.0
+    return model
+
+
+def test_run_items_answers_greedily_and_scores_each_skill_by_its_check(tmp_path):
+    tok = train_bpe(["the cat sat on the mat. the dog sat on the log."] * 5, vocab_size=290)
+    (cat,) = tok.encode(" cat")
+    save_model(parrot(tok.vocab_size, cat), tmp_path)
+    tok.save(tmp_path / "tokenizer.json")
+    model, tok = load_assistant(tmp_path, device="cpu")
+    assert not model.training
+    ask = [{"role": "user", "content": "Where did the cat sit?"}]
+    items = [
+        {"id": "a", "skill": "crawl_qa", "messages": ask, "reference": "The cat, the cat."},
+        {"id": "b", "skill": "crawl_qa", "messages": ask, "reference": "Photosynthesis happens in green leaves."},
+        {"id": "c", "skill": "identity", "messages": ask, "reference": "Factory"},
+    ]
+    results, scores = run_items(model, tok, items, max_new_tokens=4)
+    assert [r["response"] for r in results] == [" cat cat cat cat"] * 3
+    assert [r["correct"] for r in results] == [True, False, False]
+    assert results[0]["reference"] == "The cat, the cat." and results[0]["id"] == "a"  # items come back whole
+    assert list(scores.items()) == [("score.crawl_qa", 0.5), ("score.identity", 0.0)]
