@@ -1,82 +1,98 @@
 """Stage `deploy`: the gate. The finetuned model must not fall behind `assistant@production` on any task by more than
-that task's tolerance; if it passes it becomes a new `assistant` version and the alias moves; otherwise production
-stays as it is and the report says why."""
+that task's tolerance, judged item by item on the same eval items so that sampling error is not read as a regression
+(model/gate.py), and must clear the floors; if it passes it becomes a new `assistant` version and the alias moves;
+otherwise production stays as it is and the report says why, task by task."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
+from pathlib import Path
 
-from data.chat.labels import read_jsonl
-from model.evaluate import load_assistant, run_items
+from mlflow.artifacts import download_artifacts
+from mlflow.exceptions import MlflowException
+
+from data.chat.labels import read_jsonl, write_jsonl
+from model.gate import FAIL, TOO_FEW, TaskVerdict, gate, passed, per_task
 from tasks.core import model_registry
 from tasks.core.artifacts import atomic_write_json
 from tasks.core.plots import score_bars
 from tasks.core.stage import StageRun, stage
-from tasks.core.tracking import client, registry_identity
+from tasks.core.tracking import client, registry_identity, tracking_uri
+from tasks.evals import load_assistant, run_items
+
+RESULTS_TAG = "eval_results"  # a version's per-item eval results: this path in the artifacts of its run
 
 
-def gate(
-    candidate: dict[str, float],
-    production: dict[str, float] | None,
-    tolerance: dict[str, float],
-    min_score: dict[str, float],
-) -> list[dict]:
-    """One row per task: candidate vs production score, the allowed drop, and whether it passes."""
-    rows = []
-    for name, value in sorted(candidate.items()):
-        task = name.removeprefix("score.")
-        prod = production.get(name) if production else None
-        allowed = tolerance.get(task, tolerance.get("default", 0.0))
-        floor = min_score.get(task)
-        reasons = []
-        if prod is not None and value < prod - allowed:
-            reasons.append(f"{value:.3f} < production {prod:.3f} - tolerance {allowed}")
-        if floor is not None and value < floor:
-            reasons.append(f"{value:.3f} < floor {floor}")
-        rows.append(
-            {
-                "task": task,
-                "candidate": value,
-                "production": prod,
-                "tolerance": allowed,
-                "passed": not reasons,
-                "why": "; ".join(reasons),
-            }
-        )
-    return rows
-
-
-def production_scores(s: StageRun, current, evals) -> tuple[dict[str, float], str]:
-    """Production's scores on the candidate's eval items, and where they come from: its stored scores when they were
-    measured on the same items, otherwise production is evaluated again here, so the gate compares like with like."""
+def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
+    """Production's per-item results on the candidate's eval items, and where they come from: the results stored with
+    its version when they were measured on the same items, otherwise production answers the items again here, so the
+    gate pairs like with like."""
     items_hash = evals.manifest.get("info", {}).get("items_hash")
-    stored = {k.removeprefix("metric."): float(v) for k, v in current.tags.items() if k.startswith("metric.score.")}
-    if items_hash and current.tags.get("items_hash") == items_hash:
-        return stored, "stored"
-    s.log.info(f"deploy: production v{current.version} was scored on other items; evaluating it on the candidate's")
+    stored = current.tags.get(RESULTS_TAG)
+    if items_hash and current.tags.get("items_hash") == items_hash and stored:
+        try:
+            path = download_artifacts(run_id=current.run_id, artifact_path=stored, tracking_uri=tracking_uri(s.workdir))
+            return read_jsonl(Path(path)), "stored"
+        except (MlflowException, OSError) as exc:  # a pruned run: answering again costs time, not correctness
+            s.log.warning(f"deploy: production v{current.version}'s stored results are unreadable ({exc})")
+    s.log.info(f"deploy: no stored results of production v{current.version} on these items; evaluating it on them")
     model, tok = load_assistant(model_registry.model_dir(current))
     items = read_jsonl(evals.path / "items.jsonl")
-    _, scores = run_items(model, tok, items, s.cfg.evals.max_new_tokens)
-    return scores, "re-evaluated"
+    results, _ = run_items(model, tok, items, s.cfg.evals.max_new_tokens)
+    return results, "re-evaluated"
+
+
+def _shown(value: float | None) -> float | str:
+    return "" if value is None else round(value, 3)
+
+
+def _table_row(v: TaskVerdict) -> dict:
+    interval = "" if v.low is None else f"[{v.low:+.3f}, {v.high:+.3f}]"
+    return {
+        "task": v.task,
+        "n": v.n,
+        "candidate": _shown(v.candidate),
+        "production": _shown(v.production),
+        "difference": _shown(v.difference),
+        "interval": interval,
+        "tolerance": v.tolerance,
+        "floor": _shown(v.floor),
+        "verdict": v.verdict,
+        "reason": v.reason,
+    }
 
 
 @stage("deploy", inputs=("evals", "finetune"), main_metric="deployed", external=registry_identity)
 def deploy(s: StageRun) -> dict:
     cfg = s.cfg.deploy
     evals, finetune = s.inputs["evals"], s.inputs["finetune"]
-    candidate = {k: v for k, v in evals.metrics.items() if k.startswith("score.")}
+    candidate = read_jsonl(evals.path / "results.jsonl")
     c = client(s.workdir)
     current = model_registry.alias_version(c, cfg.model_name, cfg.alias)
-    production, scored = (None, "none") if current is None else production_scores(s, current, evals)
-    rows = gate(candidate, production, cfg.tolerance, cfg.min_score)
-    passed = all(r["passed"] for r in rows)
+    production, source = ([], "none") if current is None else production_results(s, current, evals)
+    if current is not None:  # what production answered, beside the decision that compared against it
+        write_jsonl(s.out / "production_results.jsonl", production)
+    verdicts = gate(per_task(candidate), None if current is None else per_task(production), cfg)
+    ok = passed(verdicts)
     before = str(current.version) if current else None
-    decision = {"passed": passed, "production_before": before, "production_scores": scored, "rows": rows}
-    if passed:
+    decision = {
+        "passed": ok,
+        "production_before": before,
+        "production_scores": source,
+        "alpha": cfg.alpha,
+        "min_items": cfg.min_items,
+        "rows": [asdict(v) for v in verdicts],
+    }
+    if ok:
+        items_hash = evals.manifest.get("info", {}).get("items_hash", "")
+        # the candidate's per-item results go with its version, so the next gate can pair against them unanswered
+        s.mlflow.log_file(evals.path / "results.jsonl", "eval")
         tags = {
             "artifact_key": finetune.key,
             "artifact_path": str(finetune.path),
-            "items_hash": evals.manifest.get("info", {}).get("items_hash", ""),
+            "items_hash": items_hash,
+            RESULTS_TAG: "eval/results.jsonl",
             **{f"metric.{k}": v for k, v in evals.metrics.items()},
         }
         tags["trained_in_run"] = finetune.manifest.get("mlflow_run_id", "")
@@ -87,24 +103,31 @@ def deploy(s: StageRun) -> dict:
         verdict = f"deployed {cfg.model_name} v{version} to @{cfg.alias}" + (
             "" if current else " (first production model)"
         )
+        too_few = [v.task for v in verdicts if v.verdict == TOO_FEW]
+        if too_few:
+            verdict += f"; too few items to tell for {', '.join(too_few)}"
     else:
         decision["production_after"] = decision["production_before"]
-        failing = "; ".join(f"{r['task']}: {r['why']}" for r in rows if not r["passed"])
+        failing = "; ".join(v.line() for v in verdicts if v.verdict == FAIL)
         where = f"stays at v{before}" if before else "stays empty"
         verdict = f"gate failed, {cfg.model_name}@{cfg.alias} {where}: {failing}"
     decision["verdict"] = verdict
     atomic_write_json(s.out / "decision.json", decision)
     chart = score_bars(
-        {r["task"]: r["candidate"] for r in rows},
+        {v.task: v.candidate for v in verdicts},
         s.out / "gate.png",
         "deploy gate: candidate vs production",
-        baseline={r["task"]: r["production"] for r in rows if r["production"] is not None} or None,
+        baseline={v.task: v.production for v in verdicts if v.production is not None} or None,
     )
     s.image("gate-chart", chart, verdict)
-    s.table("gate", [{**r, "production": "" if r["production"] is None else r["production"]} for r in rows], verdict)
-    s.log.info(f"deploy: {verdict}")
-    s.mlflow.tags({"verdict": verdict, "decision": json.dumps(decision)[:4000]})
+    s.table("gate", [_table_row(v) for v in verdicts], verdict)
+    s.log.info("deploy: " + verdict + "".join(f"\n  {v.line()}" for v in verdicts))
+    s.mlflow.tags({"verdict": verdict[:4000], "decision": json.dumps(decision)[:4000]})
     return {
-        "counts": {},
-        "metrics": {"deployed": int(passed), "production_version": int(decision["production_after"] or 0)},
+        "counts": {
+            "tasks": len(verdicts),
+            "failed": sum(v.verdict == FAIL for v in verdicts),
+            "too_few_items": sum(v.verdict == TOO_FEW for v in verdicts),
+        },
+        "metrics": {"deployed": int(ok), "production_version": int(decision["production_after"] or 0)},
     }

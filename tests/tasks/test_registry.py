@@ -1,28 +1,16 @@
-"""Deploy gate and rollback against a real SQLite-backed MLflow registry."""
+"""The registry side of deploy and rollback against a real SQLite-backed MLflow registry (the gate's own decision
+is tested in tests/model/test_gate.py)."""
+
+import logging
+from types import SimpleNamespace
 
 import pytest
 
+from data.chat.labels import write_jsonl
+from model.gate import FAIL, DeployConfig, gate, per_task
 from tasks.core import model_registry
 from tasks.core.tracking import Run
-from tasks.deploy import gate
-
-
-def test_gate_passes_within_tolerance_and_fails_beyond():
-    prod = {"score.arithmetic": 0.5, "score.identity": 0.9}
-    rows = gate({"score.arithmetic": 0.46, "score.identity": 0.9}, prod, {"default": 0.05}, {})
-    assert all(r["passed"] for r in rows)
-    rows = gate({"score.arithmetic": 0.40, "score.identity": 0.9}, prod, {"default": 0.05}, {})
-    failed = [r for r in rows if not r["passed"]]
-    assert [r["task"] for r in failed] == ["arithmetic"] and "production 0.500" in failed[0]["why"]
-
-
-def test_gate_per_task_tolerance_and_floor():
-    rows = gate({"score.spelling": 0.2}, {"score.spelling": 0.5}, {"spelling": 0.5}, {"spelling": 0.3})
-    assert not rows[0]["passed"] and "floor" in rows[0]["why"]
-
-
-def test_first_deploy_has_nothing_to_compare_against():
-    assert all(r["passed"] for r in gate({"score.identity": 0.0}, None, {"default": 0.0}, {}))
+from tasks.deploy import RESULTS_TAG, production_results
 
 
 def _model(tmp_path, name: str, weights: str):
@@ -55,3 +43,24 @@ def test_alias_moves_and_rolls_back(tmp_path):
     assert (restored / "model.safetensors").read_text() == "one"
     with pytest.raises(RuntimeError, match="no earlier version"):
         model_registry.rollback(c, "assistant", "production")
+
+
+def test_production_results_come_back_from_its_version_for_the_same_items(tmp_path):
+    """Deploy stores the candidate's per-item results with its version; the next gate pairs against them."""
+    results = [{"id": f"q{i}", "task": "arithmetic", "correct": i % 10 != 0} for i in range(40)]
+    evals = SimpleNamespace(path=tmp_path / "evals", manifest={"info": {"items_hash": "abc123"}})
+    write_jsonl(evals.path / "results.jsonl", results)
+    run = Run.start(tmp_path, "t", "deploy")
+    run.log_file(evals.path / "results.jsonl", "eval")
+    tags = {"items_hash": "abc123", RESULTS_TAG: "eval/results.jsonl"}
+    version = model_registry.register(run.client, "assistant", _model(tmp_path, "m", "w"), run.run_id, tags)
+    current = run.client.get_model_version("assistant", version)
+    s = SimpleNamespace(workdir=tmp_path, log=logging.getLogger("test"))
+    (evals.path / "results.jsonl").unlink()  # the version's copy is what is read, not the evals artifact
+    production, source = production_results(s, current, evals)
+    assert source == "stored" and production == results
+    # a candidate wrong on 8 of the items production got right fails against them, item by item
+    candidate = [{**r, "correct": r["correct"] and i % 10 not in (1, 2)} for i, r in enumerate(results)]
+    [verdict] = gate(per_task(candidate), per_task(production), DeployConfig(tolerance={"default": 0.0}))
+    assert (verdict.n, verdict.production) == (40, 0.9) and verdict.difference == pytest.approx(-0.2)
+    assert verdict.verdict == FAIL
