@@ -8,21 +8,31 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
-from data.sources.crawl_files import ingest_file, raw_to_row
+from data.sources.crawl_files import ingest_file, note_revision, raw_to_row
 from data.sources.crawler import crawl_site
+from data.sources.fingerprint import describe
 from data.sources.quarantine import Quarantine, merge_quarantine
-from data.sources.readers import READ_OUTCOMES, expand_sources, mix_sources
+from data.sources.readers import READ_OUTCOMES, expand_sources, hf_revision, mix_sources, source_kind
 from data.tokens.documents import ShardWriter
 from tasks.core.config import BUILTIN_SAMPLE, CrawlConfig, FactoryConfig
 from tasks.core.parallel import map_shards
-from tasks.core.samples import crawl_sources, fingerprint
+from tasks.core.samples import crawl_sources
 from tasks.core.stage import StageRun, stage
+
+MAX_LISTED_BAD_FILES = 50  # in the manifest; quarantine.jsonl has them all
+
+
+def _user_sources(cfg) -> list[str]:
+    # The built-in sample is rebuilt from installed documentation; its size is in the config already.
+    return [spec.source for spec in cfg.crawl.specs() if spec.source != BUILTIN_SAMPLE]
 
 
 def _external(cfg: FactoryConfig, workdir: Path) -> dict:
-    # Local files by name, size and mtime; URLs (s3://, https://...) by the URL string alone.
-    local = [spec.source for spec in cfg.crawl.specs() if spec.source != BUILTIN_SAMPLE]
-    return {"sources": fingerprint(local)} if local else {}
+    # Local files by content (by size, mtime_ns and inode past data.sources.fingerprint.HASH_LIMIT_BYTES), URLs
+    # (s3://, https://...) by the URL string, hf: specs by the revision they pin; the manifest's info["inputs"] says
+    # which way each one was done.
+    sources = _user_sources(cfg)
+    return {"sources": describe(sources)["key"]} if sources else {}
 
 
 def _groups(cfg: CrawlConfig, workdir: Path) -> tuple[list[str], list[tuple[list[str], float]]]:
@@ -34,8 +44,10 @@ def _groups(cfg: CrawlConfig, workdir: Path) -> tuple[list[str], list[tuple[list
     return [s.source for s in specs], [(expand_sources([s.source], **options), s.weight) for s in specs]
 
 
-def _read_in_order(s: StageRun, cfg: CrawlConfig, groups: list, stats: Counter) -> int:
-    """A weighted mix, or a crawl capped at max_documents: one reader, documents in draw order."""
+def _read_in_order(s: StageRun, cfg: CrawlConfig, groups: list, stats: Counter, lost: list[dict],
+                   revisions: dict[str, str]) -> int:
+    """A weighted mix, or a crawl capped at max_documents: one reader, documents in draw order. Files that could not
+    be read go to `lost`, the Hub commit each hf: source was read at to `revisions`."""
     documents = 0
     with (
         Quarantine(s.out / "quarantine.jsonl") as quarantine,
@@ -44,22 +56,28 @@ def _read_in_order(s: StageRun, cfg: CrawlConfig, groups: list, stats: Counter) 
     ):
         for raw in docs:
             writer.write(raw_to_row(raw, stats))
+            note_revision(raw, revisions)
             documents += 1
             if documents % 200 == 0:
                 s.log.info(f"crawl: {documents} documents, {stats['read']} records read")
             if cfg.max_documents and documents >= cfg.max_documents:
                 break
+    lost.extend(quarantine.bad_files)
     return documents
 
 
-def _read_in_parallel(s: StageRun, cfg: CrawlConfig, files: list[str], stats: Counter) -> int:
-    """Every file read in full: one job per file, on cfg.workers processes or the Dask cluster."""
+def _read_in_parallel(s: StageRun, cfg: CrawlConfig, files: list[str], stats: Counter, lost: list[dict],
+                      revisions: dict[str, str]) -> int:
+    """Every file read in full: one job per file, on cfg.workers processes or the Dask cluster. A job's network or
+    I/O error fails the map (map_shards raises it as the cause of its RuntimeError), and with it the stage."""
     jobs = [{"index": i, "source": f, "out": str(s.out), "rows_per_shard": cfg.rows_per_shard,
              "max_page_bytes": cfg.max_page_bytes} for i, f in enumerate(files)]
     results = map_shards(ingest_file, jobs, cfg.workers, cfg.dask_address, name="ingest_file",
                          on_result=lambda i, r: s.log.info(f"crawl: {files[i]}: {r['documents']} documents"))
     for result in results:
         stats.update(result["stats"])
+        lost.extend(result["bad_files"])
+        revisions.update(result["hf_revisions"])
     parts = s.out / "quarantine"
     merge_quarantine([parts / f"part-{i:05d}.jsonl" for i in range(len(jobs))], s.out / "quarantine.jsonl")
     parts.rmdir()
@@ -69,6 +87,8 @@ def _read_in_parallel(s: StageRun, cfg: CrawlConfig, files: list[str], stats: Co
 @stage("crawl", main_metric="documents", external=_external, retries=2, version="2")
 def crawl(s: StageRun) -> dict:
     cfg = s.cfg.crawl
+    sources = _user_sources(s.cfg)
+    inputs = describe(sources) if sources else None  # before reading, as the key saw them
     labels, groups = _groups(cfg, s.workdir)
     if cfg.web.seeds:  # the user's own site, crawled politely into a WARC inside the artifact, read like any other
         warc = s.out / "web.warc.gz"
@@ -81,10 +101,12 @@ def crawl(s: StageRun) -> dict:
             groups = [(groups[0][0] + [str(warc)], 1.0)]
             labels = [", ".join(filter(None, [*labels, "web"]))]
     stats: Counter = Counter()
+    lost: list[dict] = []
+    revisions: dict[str, str] = {}
     if cfg.weighted or cfg.max_documents:
-        documents = _read_in_order(s, cfg, groups, stats)
+        documents = _read_in_order(s, cfg, groups, stats, lost, revisions)
     else:
-        documents = _read_in_parallel(s, cfg, groups[0][0], stats)
+        documents = _read_in_parallel(s, cfg, groups[0][0], stats, lost, revisions)
     filtered = sum(v for k, v in stats.items() if k.startswith("filtered_"))
     counts = {
         "sources": len(cfg.sources),
@@ -93,6 +115,7 @@ def crawl(s: StageRun) -> dict:
         "documents": documents,
         "filtered": filtered,
         "quarantined": stats["quarantined"],
+        "files_quarantined": len(lost),  # files lost whole (or from a damaged point on): always present, 0 if none
         **{k: v for k, v in sorted(stats.items()) if k not in ("read", "quarantined")},
     }
     for i in range(len(groups)):
@@ -112,4 +135,32 @@ def crawl(s: StageRun) -> dict:
         for i, (label, (files, weight)) in enumerate(zip(labels, groups, strict=True))
     ], "crawl: documents per source (a weighted mix stops when its first source runs out)")
     s.table("counts", [{"count": k, "value": v} for k, v in counts.items()], "crawl: records read, kept, dropped")
-    return {"counts": counts, "metrics": {"documents": documents}}
+    info = _info(s, inputs, groups, stats, lost, revisions)
+    return {"counts": counts, "metrics": {"documents": documents}, "info": info}
+
+
+def _info(s: StageRun, inputs: dict | None, groups: list, stats: Counter, lost: list[dict],
+          revisions: dict[str, str]) -> dict:
+    """The manifest's info: how each input was fingerprinted, the Hub revisions read, the files lost whole, and a
+    `warnings` list (what `factory status` flags), each warning also logged and the lost files shown as a table."""
+    info: dict = {"inputs": inputs} if inputs else {}
+    warnings = []
+    if lost:
+        warnings.append(f"{len(lost)} of {stats['files']} files could not be read (in full) and were quarantined: "
+                        f"{', '.join(f['source'] for f in lost[:3])}{' ...' if len(lost) > 3 else ''} "
+                        f"(reasons in {s.out / 'quarantine.jsonl'})")
+        info["files_quarantined"] = lost[:MAX_LISTED_BAD_FILES]
+        s.table("files-quarantined", lost[:MAX_LISTED_BAD_FILES], "crawl: files that could not be read")
+    hf = [f for files, _ in groups for f in files if source_kind(f) == "hf"]
+    if hf:
+        info["hf_revisions"] = {f: {"pinned": hf_revision(f), "read": revisions.get(f)} for f in hf}
+    for f, rev in info.get("hf_revisions", {}).items():
+        if rev["pinned"] is None and rev["read"]:
+            name, sep, rest = f[len("hf:"):].partition(":")
+            warnings.append(f"{f} is not pinned: read at commit {rev['read']}, but a new commit of the dataset does "
+                            f"not change the stage key; pin it as hf:{name}@{rev['read']}{sep}{rest}")
+    for warning in warnings:
+        s.log.warning(f"crawl: {warning}")
+    if warnings:
+        info["warnings"] = warnings
+    return info

@@ -25,11 +25,20 @@ def raw_to_row(raw: RawDocument, stats: Counter) -> Document:
     return {"id": raw.id, "url": raw.url, "text": decoded.text, "source": raw.source, "meta": meta}
 
 
+def note_revision(raw: RawDocument, revisions: dict[str, str]) -> None:
+    """Remember the Hub commit a source was read at (the hf reader puts it in each document's meta)."""
+    revision = raw.meta.get("hf_revision")
+    if revision:
+        revisions.setdefault(raw.source, revision)
+
+
 def ingest_file(job: dict) -> dict:
     """job: {"index", "source" (one expanded file, URL or hf: spec), "out", "rows_per_shard", "max_page_bytes"}.
-    Returns {"stats": {...}, "documents": n}."""
+    Returns {"stats": {...}, "documents": n, "bad_files": [{"source", "reason"}], "hf_revisions": {source: commit}}.
+    A network or I/O error raises TransientReadError (the job fails; nothing is quarantined)."""
     out = Path(job["out"])
     stats: Counter = Counter()
+    revisions: dict[str, str] = {}
     documents = 0
     with (
         Quarantine(out / "quarantine" / f"part-{job['index']:05d}.jsonl") as quarantine,
@@ -37,5 +46,6 @@ def ingest_file(job: dict) -> dict:
     ):
         for raw in mix_sources([([job["source"]], 1.0)], quarantine, stats, max_page_bytes=job["max_page_bytes"]):
             writer.write(raw_to_row(raw, stats))
+            note_revision(raw, revisions)
             documents += 1
-    return {"stats": dict(stats), "documents": documents}
+    return {"stats": dict(stats), "documents": documents, "bad_files": quarantine.bad_files, "hf_revisions": revisions}

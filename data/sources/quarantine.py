@@ -47,6 +47,9 @@ class Quarantine:
         self._file = open(self._tmp, "w", encoding="utf-8")
         self._count = 0
         self._closed = False
+        # Files that could not be read (in full), {"source", "reason"}: the readers add them so that a stage can say
+        # which files it lost whole, not only how many records.
+        self.bad_files: list[dict[str, str]] = []
 
     def add(self, record: Any, source: str, reason: str) -> None:
         if self._closed:

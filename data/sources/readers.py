@@ -5,8 +5,11 @@ Crawl `.paths[.gz]` listing. Every candidate document record adds 1 to stats["re
 yielded (stats["yielded"]), filtered (stats["filtered_<why>"]) or quarantined (stats["quarantined"]), so
     read == sum(stats[k] for k in READ_OUTCOMES).
 A file that cannot be read at all (missing, 404, corrupt parquet...) is one read record, quarantined with its reason,
-and adds to stats["bad_files"]; reading goes on with the next file. WARC records that are not documents (warcinfo,
-request, metadata, revisit...) count as stats["skipped_<type>"].
+and adds to stats["bad_files"]; reading goes on with the next file. A network or I/O error (connection refused or
+reset, a timeout, HTTP 5xx/429, EIO) is not the file's fault: it is raised as TransientReadError, never quarantined,
+so the caller fails and can try again (data/sources/errors.py says which errors are which). WARC records that are
+not documents (warcinfo, request, metadata, revisit...) count as stats["skipped_<type>"]. Documents read from a Hub
+dataset carry the commit they were read at (meta["hf_revision"]); "hf:NAME@REVISION" pins one.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 import charset_normalizer
 from warcio.archiveiterator import ArchiveIterator
 
+from data.sources.errors import raise_if_transient
 from data.sources.quarantine import Quarantine
 
 # Document types we extract text from. Trusting the HTTP Content-Type (no payload sniffing) is deliberate:
@@ -136,7 +140,11 @@ def expand_sources(sources: list[str], *, paths_base_url: str = COMMON_CRAWL_BAS
     """
     out: list[str] = []
     for source in sources:
-        files = _expand_one(source, paths_base_url)
+        try:
+            files = _expand_one(source, paths_base_url)
+        except Exception as err:
+            raise_if_transient(err, source)  # a listing that timed out is retried, not taken as "no such files"
+            raise
         out.extend(files[:max_files] if max_files else files)
     for url in {f.split("://", 1)[0].lower(): f for f in out if _is_url(f)}.values():
         _require_backend(url)
@@ -201,7 +209,10 @@ def _expand_paths_file(source: str, base_url: str) -> list[str]:
         if _file_name(source).endswith(".gz"):
             data = gzip.decompress(data)
         lines = data.decode("utf-8").splitlines()
-    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as err:
+    except Exception as err:
+        raise_if_transient(err, source)  # a 503 is not a missing listing: the crawl fails and is retried
+        if not isinstance(err, (OSError, EOFError, zlib.error, UnicodeDecodeError)):
+            raise
         raise FileNotFoundError(f"paths file {source!r}: cannot read it ({type(err).__name__}: {err})") from err
     base = base_url.rstrip("/")
     files = [line if _is_url(line) or line.startswith("/") else f"{base}/{line}"
@@ -221,7 +232,7 @@ def source_kind(source: str) -> str:
         if name.endswith(suffixes):
             return kind
     raise ValueError(f"source {source!r}: unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)} "
-                     "or hf:NAME[:CONFIG][:SPLIT])")
+                     "or hf:NAME[@REVISION][:CONFIG][:SPLIT])")
 
 
 # --- reading: sources in order, or a weighted mix ---------------------------------------------------------------
@@ -277,7 +288,8 @@ def _read_group(files: list[str], quarantine: Quarantine, stats: Counter, max_pa
 
 
 def _read_file(source: str, quarantine: Quarantine, stats: Counter, max_page_bytes: int) -> Iterator[RawDocument]:
-    """One file's documents; a file that fails (missing, 404, corrupt, wrong columns) is counted and skipped."""
+    """One file's documents; a file that fails (missing, 404, corrupt, wrong columns) is counted and skipped, a
+    network or I/O error is raised as TransientReadError."""
     readers = {"warc": _read_warc, "wet": _read_wet, "parquet": _read_parquet, "jsonl": _read_jsonl, "hf": _read_hf}
     reader = readers[source_kind(source)]
     stats["files"] += 1
@@ -286,6 +298,7 @@ def _read_file(source: str, quarantine: Quarantine, stats: Counter, max_page_byt
             stats["yielded"] += 1
             yield doc
     except Exception as err:  # noqa: BLE001 - one bad file never stops the others
+        raise_if_transient(err, source)
         _bad_file(quarantine, stats, source, {"file": source}, f"{source}: cannot read file "
                   f"({type(err).__name__}: {str(err)[:300]}); skipped, reading goes on with the next file")
 
@@ -319,6 +332,7 @@ def _quarantine(quarantine: Quarantine, stats: Counter, record: Any, source: str
 def _bad_file(quarantine: Quarantine, stats: Counter, source: str, record: Any, reason: str) -> None:
     stats["read"] += 1  # as one record, so read == yielded + filtered + quarantined still holds
     stats["bad_files"] += 1
+    quarantine.bad_files.append({"source": source, "reason": reason})
     _quarantine(quarantine, stats, record, source, reason)
 
 
@@ -411,6 +425,7 @@ def _iter_warc_records(path: str, name: str, doc_type: str, quarantine: Quaranti
                                     "end of the file); skipped to the next record")
                         resume_after = stopped
             except Exception as err:  # noqa: BLE001 - zlib.error, ArchiveLoadFailed, ValueError...
+                raise_if_transient(err, name)  # EIO on a local disk: the bytes may well be fine
                 error_offset = max(getattr(iterator, "offset", offset), offset)
                 stats["read"] += 1
                 _quarantine(quarantine, stats, {"file": name, "offset": error_offset}, name,
@@ -549,6 +564,7 @@ def _response_to_raw(record: Any, name: str, offset: int, quarantine: Quarantine
     try:
         outcome, payload = _read_payload(record, max_page_bytes, charset)
     except Exception as err:  # noqa: BLE001 - broken chunked encoding, bad gzip content-encoding...
+        raise_if_transient(err, name)
         _quarantine(quarantine, stats, summary, name, f"{where}: cannot read payload ({type(err).__name__}: {err})")
         return None
     if outcome != "ok":
@@ -589,6 +605,7 @@ def _read_wet(source: str, quarantine: Quarantine, stats: Counter, max_page_byte
             try:
                 outcome, payload = _read_payload(record, max_page_bytes, "utf-8")
             except Exception as err:  # noqa: BLE001
+                raise_if_transient(err, source)
                 _quarantine(quarantine, stats, {"file": source, "offset": offset, "url": url}, source,
                             f"{where}: cannot read conversion record ({type(err).__name__}: {err})")
                 continue
@@ -658,6 +675,7 @@ def _read_jsonl(source: str, quarantine: Quarantine, stats: Counter, max_page_by
                     while huge and (rest := fh.readline(_RESYNC_CHUNK)) and not rest.endswith(b"\n"):
                         pass
                 except (OSError, EOFError, zlib.error) as err:  # truncated/corrupt .gz
+                    raise_if_transient(err, source)
                     _bad_file(quarantine, stats, source, {"file": source, "after_line": lineno},
                               f"{source} after line {lineno}: unreadable ({type(err).__name__}: {err}); "
                               "rest of file skipped")
@@ -706,24 +724,39 @@ def _read_parquet(source: str, quarantine: Quarantine, stats: Counter, max_page_
 
 
 def parse_hf_spec(source: str) -> tuple[str, str | None, str]:
-    """"hf:NAME[:CONFIG][:SPLIT]" -> (name, config or None, split; default "train")."""
+    """"hf:NAME[@REVISION][:CONFIG][:SPLIT]" -> (name, config or None, split; default "train"); hf_revision() gives
+    the revision."""
     parts = source[len("hf:"):].split(":")
-    if not parts[0] or len(parts) > 3:
-        raise ValueError(f"source {source!r}: expected hf:NAME[:CONFIG][:SPLIT]")
-    name = parts[0]
+    name = parts[0].partition("@")[0]
+    if not name or len(parts) > 3:
+        raise ValueError(f"source {source!r}: expected hf:NAME[@REVISION][:CONFIG][:SPLIT]")
     config = parts[1] if len(parts) > 1 and parts[1] else None
     split = parts[2] if len(parts) > 2 and parts[2] else "train"
     return name, config, split
 
 
+def hf_revision(source: str) -> str | None:
+    """The revision (branch, tag or commit) an "hf:NAME@REVISION..." spec pins, or None when it pins none."""
+    parse_hf_spec(source)
+    return source[len("hf:"):].split(":")[0].partition("@")[2] or None
+
+
+def _is_commit(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{40}", value) is not None
+
+
 def _read_hf(source: str, quarantine: Quarantine, stats: Counter, max_page_bytes: int) -> Iterator[RawDocument]:
-    from datasets import load_dataset  # imported here: slow to import, and only this source kind needs it
+    from datasets import load_dataset_builder  # imported here: slow to import, and only this source kind needs it
 
     name, config, split = parse_hf_spec(source)
-    dataset = load_dataset(name, config, split=split, streaming=True)
+    # What load_dataset(..., streaming=True) does, keeping the builder: its hash is the commit the Hub resolved the
+    # revision (or the main branch) to, so every document says which version of the dataset it was read from.
+    builder = load_dataset_builder(name, config, revision=hf_revision(source))
+    dataset = builder.as_streaming_dataset(split=split)
+    revision = {"hf_revision": builder.hash} if _is_commit(builder.hash) else {}  # a local folder has no commit
     for i, row in enumerate(dataset):
         stats["read"] += 1
-        doc = _row_to_raw(row, f"{name}:{split}:{i}", source, f"{source} row {i}", quarantine, stats, {"row": i},
-                          max_page_bytes)
+        doc = _row_to_raw(row, f"{name}:{split}:{i}", source, f"{source} row {i}", quarantine, stats,
+                          {"row": i, **revision}, max_page_bytes)
         if doc is not None:
             yield doc

@@ -200,14 +200,18 @@ def test_quarantine_is_jsonl_renamed_into_place_on_close_with_json_safe_records(
     assert lines[1]["record"] == {"url": "u", "payload": "b'abc'"} and lines[1]["source"] == "crawl.warc.gz"
 
 
-def test_hf_specs_parse_name_config_and_split():
-    from data.sources.readers import parse_hf_spec
+def test_hf_specs_parse_name_revision_config_and_split():
+    from data.sources.readers import hf_revision, parse_hf_spec
 
     assert parse_hf_spec("hf:HuggingFaceFW/fineweb") == ("HuggingFaceFW/fineweb", None, "train")
     assert parse_hf_spec("hf:HuggingFaceFW/fineweb:sample-10BT") == ("HuggingFaceFW/fineweb", "sample-10BT", "train")
     assert parse_hf_spec("hf:wikitext:wikitext-2-raw-v1:validation") == ("wikitext", "wikitext-2-raw-v1", "validation")
-    with pytest.raises(ValueError, match="hf:NAME"):
-        parse_hf_spec("hf:")
+    pinned = "hf:HuggingFaceFW/fineweb@v1.3.0:sample-10BT:train"
+    assert parse_hf_spec(pinned) == ("HuggingFaceFW/fineweb", "sample-10BT", "train")
+    assert hf_revision(pinned) == "v1.3.0" and hf_revision("hf:HuggingFaceFW/fineweb:sample-10BT") is None
+    for bad in ("hf:", "hf:@v1", "hf:a:b:c:d"):
+        with pytest.raises(ValueError, match="hf:NAME"):
+            parse_hf_spec(bad)
 
 
 ARTICLE = ("<p>The pathlib module offers classes representing filesystem paths with semantics appropriate for "
@@ -218,8 +222,8 @@ ARTICLE = ("<p>The pathlib module offers classes representing filesystem paths w
 
 
 def test_hf_source_streams_a_local_dataset_folder_through_datasets(tmp_path, monkeypatch):
-    # The same `datasets.load_dataset(..., streaming=True)` path users take for hub datasets, on a folder it can read
-    # offline; one row lacks text and is quarantined with its row number.
+    # The same datasets code path as for hub datasets (what `load_dataset(..., streaming=True)` runs), on a folder it
+    # can read offline; one row lacks text and is quarantined with its row number.
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     folder = tmp_path / "my_corpus"
     folder.mkdir()
@@ -230,6 +234,7 @@ def test_hf_source_streams_a_local_dataset_folder_through_datasets(tmp_path, mon
     with Quarantine(tmp_path / "q.jsonl") as q:
         docs = list(read_sources([f"hf:{folder}"], q, stats))
     assert [d.url for d in docs] == [f"https://example.org/{i}" for i in range(4)]
+    assert not any("hf_revision" in d.meta for d in docs)  # a local folder has no Hub commit to record
     assert stats["read"] == 5 and stats["quarantined"] == 1
     bad = json.loads((tmp_path / "q.jsonl").read_text())
     assert bad["source"] == f"hf:{folder}" and "row 2" in bad["reason"]

@@ -1,16 +1,23 @@
-"""The crawl stage on mixed, remote and damaged sources: weights, Common Crawl paths files, charsets, bad files."""
+"""The crawl stage on mixed, remote and damaged sources: weights, Common Crawl paths files, charsets, bad files,
+servers that fail for a while (retried) or for good (the stage fails), and how its inputs were fingerprinted."""
 
 import gzip
 import io
 import json
+import os
 
+import pytest
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+import data.sources.fingerprint as fp
+from data.sources.errors import is_transient
 from data.tokens.documents import read_documents
 from flows.cycles import stage
 from tasks.core.artifacts import ArtifactStore
 from tasks.core.config import load_config
+from tests.data.http_faults import FaultyServer
+from tests.net import free_port
 
 FRENCH = "<html><body><p>Le café est très bon, à côté de l’église. Où est-ce ? Voilà, déjà fini.</p></body></html>"
 
@@ -75,6 +82,11 @@ def test_crawl_reads_a_paths_file_over_http_records_charsets_and_skips_bad_files
     assert docs["https://example.org/en"]["source"] == f"{base}/seg/a.warc.gz"
     (bad,) = [json.loads(line) for line in crawl.file("quarantine.jsonl").read_text().splitlines()]
     assert bad["source"] == f"{base}/seg/missing.warc.gz" and "FileNotFoundError" in bad["reason"]
+    # A 404 is the file's fault: quarantined at once (the stage did not fail), and the manifest says a file was lost.
+    info = crawl.manifest["info"]
+    assert c["files_quarantined"] == 1 and [f["source"] for f in info["files_quarantined"]] == [bad["source"]]
+    (warning,) = info["warnings"]
+    assert warning.startswith("1 of 2 files could not be read") and bad["source"] in warning
 
 
 def test_a_crawl_whose_every_file_fails_fails_and_says_why(tmp_path, prefect_server):
@@ -90,6 +102,8 @@ def test_the_crawl_key_fingerprints_local_files_and_url_strings(tmp_path):
     local = write_jsonl(tmp_path / "a.jsonl", "a", 1)
     sources = f'crawl.sources=[{{source: "{local}", weight: 2}}, "https://data.example/x.warc.gz", "file://{local}"]'
     before = _external(load_config("tiny", [sources]), tmp_path)
+    os.utime(local, ns=(10**18, 10**18))  # touched, not changed: the same input
+    assert _external(load_config("tiny", [sources]), tmp_path) == before
     write_jsonl(local, "a", 2)  # a changed local file is a new input
     assert _external(load_config("tiny", [sources]), tmp_path) != before
     url_only = 'crawl.sources=["https://data.example/x.warc.gz"]'
@@ -109,3 +123,82 @@ def test_the_crawl_stage_can_crawl_the_users_own_site_politely(tmp_path, http_di
     (key,) = store.list_keys("crawl")
     crawl = store.load("crawl", key)
     assert crawl.counts["documents"] == 2 and crawl.file("web.warc.gz").exists()
+
+
+@pytest.fixture
+def faulty(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    with FaultyServer(root) as server:
+        yield server
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    """The crawl task's retry delays (10 s then 20 s, FACTORY_RETRY_BACKOFF_S) cut to 10 ms for the test."""
+    from tasks.crawl import crawl
+
+    monkeypatch.setattr(crawl.task, "retry_delay_seconds", [0.01, 0.01])
+
+
+def test_a_server_that_fails_twice_is_retried_and_the_crawl_keeps_every_document(tmp_path, faulty, quick_retries,
+                                                                                  prefect_server):
+    local = write_jsonl(tmp_path / "a.jsonl", "a", 3)
+    write_jsonl(faulty.root / "b.jsonl", "b", 3)
+    faulty.fail("/b.jsonl", 503, times=2)
+    url = f"{faulty.base}/b.jsonl"
+    # Two worker processes: the error comes back from a worker, wrapped by map_shards, and must still be retried.
+    stage(name="crawl", workdir=str(tmp_path / "w"), overrides=[f'crawl.sources=["{local}", "{url}"]',
+                                                                "crawl.workers=2"])
+    assert faulty.hits["/b.jsonl"] == 3  # 503, retry, 503, retry, the file
+    crawl = only_artifact(tmp_path / "w", "crawl")
+    c = crawl.counts
+    assert (c["documents"], c["quarantined"], c["files_quarantined"], c.get("bad_files", 0)) == (6, 0, 0, 0)
+    assert crawl.file("quarantine.jsonl").read_text() == ""
+    docs = read_documents(sorted((crawl.path / "documents").glob("*.parquet")))
+    assert sorted(d["id"] for d in docs) == ["a0", "a1", "a2", "b0", "b1", "b2"]
+    info = crawl.manifest["info"]
+    assert "warnings" not in info and "files_quarantined" not in info
+    assert [(e.get("path") or e["source"], e["by"]) for e in info["inputs"]["entries"]] == [(str(local), "content"),
+                                                                                           (url, "url")]
+
+
+@pytest.mark.parametrize("failure", ["503 every time", "closed port"])
+def test_a_source_that_keeps_failing_fails_the_stage_after_its_retries_and_nothing_is_cached(
+        tmp_path, faulty, quick_retries, prefect_server, failure):
+    local = write_jsonl(tmp_path / "a.jsonl", "a", 3)
+    if failure == "503 every time":
+        write_jsonl(faulty.root / "b.jsonl", "b", 3)
+        faulty.fail("/b.jsonl", 503)
+        url, workers = f"{faulty.base}/b.jsonl", 2
+    else:
+        url, workers = f"http://127.0.0.1:{free_port()}/b.jsonl", 1  # read in this process
+    overrides = [f'crawl.sources=["{local}", "{url}"]', f"crawl.workers={workers}"]
+    state = stage(name="crawl", workdir=str(tmp_path / "w"), overrides=overrides, return_state=True)
+    error = state.result(raise_on_failure=False)
+    assert state.is_failed() and is_transient(error) and url in str(error)
+    if failure == "503 every time":
+        assert faulty.hits["/b.jsonl"] == 3  # the first try and both retries
+    store = ArtifactStore(tmp_path / "w" / "artifacts")
+    assert not any(store.load("crawl", key) for key in store.list_keys("crawl"))  # no manifest: nothing to reuse
+
+
+def test_the_manifest_says_how_each_input_was_fingerprinted_and_the_hf_revision_read(tmp_path, monkeypatch,
+                                                                                     prefect_server):
+    monkeypatch.setattr(fp, "HASH_LIMIT_BYTES", 200)  # big.jsonl is over it: fingerprinted by stat
+    small, big = write_jsonl(tmp_path / "small.jsonl", "s", 1), write_jsonl(tmp_path / "big.jsonl", "b", 10)
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", "h", 2)
+    sources = f'crawl.sources=["{small}", "{big}", "hf:{folder}"]'
+    stage(name="crawl", workdir=str(tmp_path / "w"), overrides=[sources, "crawl.workers=1"])
+    crawl = only_artifact(tmp_path / "w", "crawl")
+    assert crawl.counts["documents"] == 13
+    inputs = crawl.manifest["info"]["inputs"]
+    by = {e.get("path") or e["source"]: e for e in inputs["entries"]}
+    assert by[str(small)]["by"] == "content" and "blake2b" in by[str(small)]
+    assert by[str(big)]["by"] == "stat" and by[str(big)]["mtime_ns"] == big.stat().st_mtime_ns
+    assert by[f"hf:{folder}"] == {"source": f"hf:{folder}", "by": "hf_revision", "revision": None}
+    assert by[str(folder / "train.jsonl")]["by"] == "content" and inputs["hash_limit_bytes"] == 200
+    # A local folder has no Hub commit; an unpinned Hub dataset would also be named in info["warnings"].
+    assert crawl.manifest["info"]["hf_revisions"] == {f"hf:{folder}": {"pinned": None, "read": None}}
