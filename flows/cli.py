@@ -149,6 +149,9 @@ def _status_table(wd: Path, preset: str, overrides: list[str], only: list[str] |
         if art is not None and spec.main_metric:
             value = {**art.counts, **art.metrics}.get(spec.main_metric)
             metric = f"{spec.main_metric}={value:.4g}" if isinstance(value, float) else f"{spec.main_metric}={value}"
+        warnings = art.manifest.get("info", {}).get("warnings", []) if art else []
+        if warnings:  # e.g. whole crawl files quarantined: the artifact is complete, but less than was asked for
+            metric += "".join(f"\n[yellow]warning: {w}" for w in warnings)
         table.add_row(
             name,
             spec.cycle,

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -127,3 +128,11 @@ def run_items(
         done = [r for r in results if r["skill"] == skill]
         scores[f"score.{skill}"] = round(sum(r["correct"] for r in done) / len(done), 3)
     return results, scores
+
+
+def unigram_bpb(train: np.ndarray, val: np.ndarray, token_bytes: np.ndarray) -> float:
+    """Bits per byte of a model that knows only token frequencies (add-one smoothed): the bar to clear."""
+    counts = np.bincount(train, minlength=len(token_bytes)).astype(np.float64) + 1.0
+    logp = np.log2(counts / counts.sum())
+    scored = val[token_bytes[val] > 0]  # specials (bos) carry no bytes, as in bits_per_byte
+    return float(-logp[scored].sum() / token_bytes[scored].sum())

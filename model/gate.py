@@ -90,14 +90,14 @@ class TaskVerdict:
 
 
 def per_task(results: list[dict], value: str = "correct") -> dict[str, dict[str, float]]:
-    """{task: {item id: score}} from eval results. Items without an `id` are keyed by their position in the list,
+    """{skill: {item id: score}} from eval results (each skill is one task of the gate). Items without an `id` are keyed by their position in the list,
     which pairs two lists only when both come from the same items file in the same order."""
     out: dict[str, dict[str, float]] = {}
     for i, r in enumerate(results):
         key = str(r.get("id", f"#{i}"))
-        scores = out.setdefault(r["task"], {})
+        scores = out.setdefault(r["skill"], {})
         if key in scores:
-            raise ValueError(f"item id {key!r} appears twice in task {r['task']!r}: pairs would be ambiguous")
+            raise ValueError(f"item id {key!r} appears twice in skill {r['skill']!r}: pairs would be ambiguous")
         scores[key] = float(r[value])
     return out
 

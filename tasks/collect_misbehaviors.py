@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from data.chat.labels import queue_item, read_jsonl, write_jsonl
+from tasks.core.config import Section
 from tasks.core.samples import fingerprint
 from tasks.core.stage import StageRun, stage
 
@@ -14,14 +17,19 @@ def flags_file(workdir: Path) -> Path:
     return Path(workdir) / "feedback" / "flags.jsonl"
 
 
-def _external(cfg, workdir: Path) -> dict:
+def _external(cfg, workdir: Path, inputs: dict) -> dict:
     flags = flags_file(workdir)
     return {"flags": fingerprint([str(flags)])} if flags.exists() else {}
 
 
-@stage(
-    "collect_misbehaviors", inputs=("evals", "deploy"), sections=("collect",), main_metric="queued", external=_external
-)
+class CollectConfig(Section):
+    """How much goes back to the labelers each week."""
+
+    max_items: int = Field(500, ge=1, description="Most misbehaviors queued per run (failed evals first).")
+
+
+@stage("collect_misbehaviors", cycle="weekly", inputs=("evals", "deploy"), config={"collect": CollectConfig},
+       main_metric="queued", external=_external)
 def collect_misbehaviors(s: StageRun) -> dict:
     evals = s.inputs["evals"]
     items = []

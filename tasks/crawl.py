@@ -14,10 +14,21 @@ from data.sources.fingerprint import describe
 from data.sources.quarantine import Quarantine, merge_quarantine
 from data.sources.readers import READ_OUTCOMES, expand_sources, hf_revision, mix_sources, source_kind
 from data.tokens.documents import ShardWriter
-from tasks.core.config import BUILTIN_SAMPLE, CrawlConfig, FactoryConfig
+from tasks.core.config import BUILTIN_SAMPLE, CrawlConfig
 from tasks.core.parallel import map_shards
 from tasks.core.samples import crawl_sources
 from tasks.core.stage import StageRun, stage
+
+
+def _check(cfg, workdir: Path) -> None:
+    """Before anything runs: a local glob or directory among the sources that names no file is a typo, said at once
+    (remote listings are checked when the crawl reads them, where a transient error can be retried)."""
+    local = [s for s in _user_sources(cfg) if "://" not in s.removeprefix("file://") and not s.startswith("hf:")]
+    try:
+        expand_sources(local)
+    except FileNotFoundError as exc:
+        raise ValueError(f"crawl.sources: {exc}") from None
+
 
 MAX_LISTED_BAD_FILES = 50  # in the manifest; quarantine.jsonl has them all
 
@@ -27,7 +38,7 @@ def _user_sources(cfg) -> list[str]:
     return [spec.source for spec in cfg.crawl.specs() if spec.source != BUILTIN_SAMPLE]
 
 
-def _external(cfg: FactoryConfig, workdir: Path) -> dict:
+def _external(cfg, workdir: Path, inputs: dict) -> dict:
     # Local files by content (by size, mtime_ns and inode past data.sources.fingerprint.HASH_LIMIT_BYTES), URLs
     # (s3://, https://...) by the URL string, hf: specs by the revision they pin; the manifest's info["inputs"] says
     # which way each one was done.
@@ -84,7 +95,8 @@ def _read_in_parallel(s: StageRun, cfg: CrawlConfig, files: list[str], stats: Co
     return stats["docs_source_0"]  # each file's reader counted its documents as source 0
 
 
-@stage("crawl", main_metric="documents", external=_external, retries=2, version="2")
+@stage("crawl", cycle="yearly", config={"crawl": CrawlConfig}, main_metric="documents", external=_external,
+       check=_check, retries=2)
 def crawl(s: StageRun) -> dict:
     cfg = s.cfg.crawl
     sources = _user_sources(s.cfg)

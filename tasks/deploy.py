@@ -9,17 +9,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from mlflow.artifacts import download_artifacts
-from mlflow.exceptions import MlflowException
-
 from data.chat.labels import read_jsonl, write_jsonl
-from model.gate import FAIL, TOO_FEW, TaskVerdict, gate, passed, per_task
-from tasks.core import model_registry
+from model.gate import FAIL, TOO_FEW, DeployConfig, TaskVerdict, gate, passed, per_task
 from tasks.core.artifacts import atomic_write_json
-from tasks.core.plots import score_bars
 from tasks.core.stage import StageRun, stage
-from tasks.core.tracking import client, registry_identity, tracking_uri
-from tasks.evals import load_assistant, run_items
+from tasks.core.tracking import registry_identity
+
+# MLflow, torch and matplotlib are imported where used: declaring the stage stays fast (`factory` checks input first)
 
 RESULTS_TAG = "eval_results"  # a version's per-item eval results: this path in the artifacts of its run
 
@@ -28,6 +24,13 @@ def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
     """Production's per-item results on the candidate's eval items, and where they come from: the results stored with
     its version when they were measured on the same items, otherwise production answers the items again here, so the
     gate pairs like with like."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from model.evaluate import load_assistant, run_items
+    from tasks.core import model_registry
+    from tasks.core.tracking import tracking_uri
+
     items_hash = evals.manifest.get("info", {}).get("items_hash")
     stored = current.tags.get(RESULTS_TAG)
     if items_hash and current.tags.get("items_hash") == items_hash and stored:
@@ -43,8 +46,35 @@ def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
     return results, "re-evaluated"
 
 
+def _external(cfg, workdir: Path, inputs: dict) -> dict:
+    """The registry this acts on and the production version it decides against: after the alias moves, the same
+    candidate meets a new production, so A -> B -> A is three decisions, not a cached first one. When production is
+    this very candidate, the version it was decided against: a rerun after a deploy finds that decision again."""
+    from tasks.core import model_registry
+    from tasks.core.tracking import client
+
+    current = model_registry.alias_version(client(workdir), cfg.deploy.model_name, cfg.deploy.alias)
+    against = str(current.version) if current else None
+    if current is not None and current.tags.get("artifact_key") == inputs["finetune"].key:
+        against = current.tags.get("decided_against") or None
+    return {**registry_identity(cfg, workdir), "production": against}
+
+
 def _shown(value: float | None) -> float | str:
     return "" if value is None else round(value, 3)
+
+
+def _already_production(s: StageRun, current) -> dict:
+    """The candidate is the model production already serves (this config deployed it last): nothing to decide."""
+    cfg = s.cfg.deploy
+    verdict = f"{cfg.model_name} v{current.version} (@{cfg.alias}) is already this model: nothing to deploy"
+    decision = {"passed": True, "production_before": str(current.version), "production_after": str(current.version),
+                "production_scores": "same model", "rows": [], "verdict": verdict}
+    atomic_write_json(s.out / "decision.json", decision)
+    s.log.info(f"deploy: {verdict}")
+    s.mlflow.tags({"verdict": verdict})
+    return {"counts": {"tasks": 0, "failed": 0, "too_few_items": 0},
+            "metrics": {"deployed": 0, "production_version": int(current.version)}}
 
 
 def _table_row(v: TaskVerdict) -> dict:
@@ -63,13 +93,20 @@ def _table_row(v: TaskVerdict) -> dict:
     }
 
 
-@stage("deploy", inputs=("evals", "finetune"), main_metric="deployed", external=registry_identity)
+@stage("deploy", cycle="weekly", inputs=("evals", "finetune"), config={"deploy": DeployConfig}, main_metric="deployed",
+       external=_external)
 def deploy(s: StageRun) -> dict:
+    from tasks.core import model_registry
+    from tasks.core.plots import score_bars
+    from tasks.core.tracking import client
+
     cfg = s.cfg.deploy
     evals, finetune = s.inputs["evals"], s.inputs["finetune"]
     candidate = read_jsonl(evals.path / "results.jsonl")
     c = client(s.workdir)
     current = model_registry.alias_version(c, cfg.model_name, cfg.alias)
+    if current is not None and current.tags.get("artifact_key") == finetune.key:
+        return _already_production(s, current)
     production, source = ([], "none") if current is None else production_results(s, current, evals)
     if current is not None:  # what production answered, beside the decision that compared against it
         write_jsonl(s.out / "production_results.jsonl", production)
@@ -91,6 +128,7 @@ def deploy(s: StageRun) -> dict:
         tags = {
             "artifact_key": finetune.key,
             "artifact_path": str(finetune.path),
+            "decided_against": before or "",
             "items_hash": items_hash,
             RESULTS_TAG: "eval/results.jsonl",
             **{f"metric.{k}": v for k, v in evals.metrics.items()},

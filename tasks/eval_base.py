@@ -6,28 +6,35 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
+from pydantic import Field
 
 from data.evals.probes import build_mc_probe, few_shot_prefix
 from data.tokens.documents import read_documents
 from data.tokens.shards import TokenBatches, load_tokens
-from model.checkpoint import load_model
-from model.engine import Engine
-from model.evaluate import bits_per_byte, choice_logprobs
 from model.tokenizer import Tokenizer
+from tasks.core.config import Section
 from tasks.core.stage import StageRun, stage
 
 
-def unigram_bpb(train: np.ndarray, val: np.ndarray, token_bytes: np.ndarray) -> float:
-    """Bits per byte of a model that knows only token frequencies (add-one smoothed): the bar to clear."""
-    counts = np.bincount(train, minlength=len(token_bytes)).astype(np.float64) + 1.0
-    logp = np.log2(counts / counts.sum())
-    scored = val[token_bytes[val] > 0]  # specials (bos) carry no bytes, as in bits_per_byte
-    return float(-logp[scored].sum() / token_bytes[scored].sum())
+class EvalBaseConfig(Section):
+    """How much of the base model's evaluation to run."""
+
+    val_batches: int = Field(32, ge=1, description="Val batches scored for bits per byte.")
+    probe_items: int = Field(100, ge=1, description="Multiple-choice items built from held-out crawl text.")
+    probe_shots: int = Field(2, ge=0, description="Solved items shown before each question.")
+    samples: list[str] = Field(["The module", "def ", "This function returns"], description="Prompts to complete.")
+    sample_tokens: int = Field(48, ge=1, description="Tokens generated per sample.")
 
 
-@stage("eval_base", inputs=("pretrain", "tokenize", "preprocess"), sections=("eval_base",), main_metric="val_bpb")
+@stage("eval_base", cycle="yearly", inputs=("pretrain", "tokenize", "preprocess"),
+       config={"eval_base": EvalBaseConfig}, main_metric="val_bpb")
 def eval_base(s: StageRun) -> dict:
+    import torch  # torch-using imports inside: declaring the stage stays fast (`factory` checks input first)
+
+    from model.checkpoint import load_model
+    from model.engine import Engine
+    from model.evaluate import bits_per_byte, choice_logprobs, unigram_bpb
+
     cfg = s.cfg.eval_base
     model_dir = s.inputs["pretrain"].path / "model"
     model, tok = load_model(model_dir), Tokenizer.from_file(model_dir / "tokenizer.json")

@@ -3,16 +3,40 @@ per skill (`score.<skill>`)."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from data.chat.labels import read_jsonl, write_jsonl
-from data.chat.skills import held_out_items, items_hash
-from model.evaluate import load_assistant, mean_loss, run_items
-from model.sft import ConversationBatches
-from tasks.core.plots import score_bars
+from data.chat.skills import SKILL_NAMES, held_out_items, items_hash
 from tasks.core.stage import StageRun, stage
 
 
-@stage("evals", inputs=("finetune", "ingest_labels"), main_metric="score_mean")
+class EvalsConfig(BaseModel):
+    """Which skills the assistant is scored on, on how many held-out items each, and how it answers."""
+
+    model_config = ConfigDict(extra="forbid")
+    skills: list[str] = Field(["arithmetic", "letter_count", "spelling", "identity", "refusal"],
+                              description="Chat skills (data/chat/skills) to score, one `score.<skill>` each.")
+    items_per_task: int = Field(20, ge=1, description="Held-out items per skill.")
+    max_new_tokens: int = Field(48, ge=1, description="Longest answer generated per item (greedy).")
+    seed: int = Field(12345, description="Draws the items: the same seed gives the same items.")
+
+    @field_validator("skills")
+    @classmethod
+    def _known(cls, skills: list[str]) -> list[str]:
+        unknown = [s for s in skills if s not in SKILL_NAMES]
+        if unknown:
+            raise ValueError(f"unknown skill(s) {unknown}; known: {sorted(SKILL_NAMES)}")
+        return skills
+
+
+@stage("evals", cycle="weekly", inputs=("finetune", "ingest_labels"), config={"evals": EvalsConfig},
+       main_metric="score_mean")
 def evals(s: StageRun) -> dict:
+    # torch- and matplotlib-using imports inside: declaring the stage stays fast (`factory` checks input first)
+    from model.evaluate import load_assistant, mean_loss, run_items
+    from model.sft import ConversationBatches
+    from tasks.core.plots import score_bars
+
     cfg = s.cfg.evals
     model, tok = load_assistant(s.inputs["finetune"].path / "model")
     labels = s.inputs["ingest_labels"].path

@@ -6,20 +6,21 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from data.chat.labels import content_hash, read_inbox, split_records, write_jsonl
+from data.chat.labels import LabelsConfig, content_hash, read_inbox, split_records, write_jsonl
+from data.samples import BUILTIN_SAMPLE
 from data.sources.quarantine import Quarantine
-from tasks.core.config import BUILTIN_SAMPLE, FactoryConfig
 from tasks.core.samples import fingerprint, inbox_dir
 from tasks.core.stage import StageRun, stage
 
 
-def _external(cfg: FactoryConfig, workdir: Path) -> dict:
+def _external(cfg, workdir: Path, inputs: dict) -> dict:
     if cfg.labels.inbox == BUILTIN_SAMPLE:  # generated from the sample crawl's pages
         return {"sample_pages": cfg.crawl.sample_pages}
     return {"inbox": fingerprint([cfg.labels.inbox])}
 
 
-@stage("ingest_labels", sections=("labels",), main_metric="conversations_train", external=_external)
+@stage("ingest_labels", cycle="weekly", config={"labels": LabelsConfig}, main_metric="conversations_train",
+       external=_external)
 def ingest_labels(s: StageRun) -> dict:
     cfg = s.cfg.labels
     inbox = inbox_dir(cfg, s.workdir, s.cfg.crawl.sample_pages)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from tasks.core import model_registry
+from pydantic import Field
+
+from tasks.core.config import Section
 from tasks.core.stage import StageRun, stage
-from tasks.core.tracking import client, registry_identity
+from tasks.core.tracking import registry_identity
 
 
-@stage(
-    "register_base",
-    inputs=("pretrain", "eval_base"),
-    sections=("register_base",),
-    main_metric="version",
-    external=registry_identity,
-)
+class RegisterConfig(Section):
+    """Where the base model goes in the MLflow registry."""
+
+    model_name: str = Field("base", description="Registered model name.")
+    alias: str = Field("candidate", description="Alias moved to the new version.")
+
+
+@stage("register_base", cycle="yearly", inputs=("pretrain", "eval_base"), config={"register_base": RegisterConfig},
+       main_metric="version", external=registry_identity)
 def register_base(s: StageRun) -> dict:
+    from tasks.core import model_registry
+    from tasks.core.tracking import client
+
     cfg = s.cfg.register_base
     pretrain, evals = s.inputs["pretrain"], s.inputs["eval_base"]
     c = client(s.workdir)

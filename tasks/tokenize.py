@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import Field
+
 from data.tokens.shards import TokenizeJob, token_dtype, tokenize_document_shard
 from model.tokenizer import Tokenizer
+from tasks.core.config import RUNTIME, Section
 from tasks.core.parallel import map_shards, resolve_workers
 from tasks.core.stage import StageRun, stage
 
@@ -57,7 +60,18 @@ def tokenize_documents(documents: Path, tokenizer: Path, out_dir: Path, tokens_p
     return counts
 
 
-@stage("tokenize", inputs=("preprocess", "train_tokenizer"), main_metric="tokens_train", version="3")
+class TokenizeConfig(Section):
+    """Documents to token shards."""
+
+    tokens_per_shard: int = Field(10_000_000, ge=1, description="Tokens per shard file at most.")
+    workers: int = Field(0, ge=0, json_schema_extra=RUNTIME,
+                         description="Processes tokenizing document shards in parallel (0: all cores).")
+    dask_address: str | None = Field(None, json_schema_extra=RUNTIME,
+                                     description="A Dask scheduler (tcp://host:8786): shards run there.")
+
+
+@stage("tokenize", cycle="yearly", inputs=("preprocess", "train_tokenizer"), config={"tokenize": TokenizeConfig},
+       main_metric="tokens_train")
 def tokenize(s: StageRun) -> dict:
     cfg = s.cfg.tokenize
     documents = s.inputs["preprocess"].path / "documents"

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 
 from data.tokens.documents import document_batches
 from model.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
+from tasks.core.config import Section
 from tasks.core.stage import StageRun, stage
 
 
@@ -71,8 +73,16 @@ def compression(tok: Tokenizer, files: Sequence[Path]) -> tuple[int, int]:
     return n_bytes, n_tokens
 
 
-@stage("train_tokenizer", inputs=("preprocess",), sections=("tokenizer",), main_metric="bytes_per_token",
-       version="2")
+class TokenizerConfig(Section):
+    """The byte-level BPE tokenizer: its size and how much text it learns from."""
+
+    vocab_size: int = Field(4096, ge=300, description="Tokens, special tokens included (uint16 shards below 65,536).")
+    min_frequency: int = Field(2, ge=1, description="A pair seen fewer times is never merged.")
+    max_train_chars: int = Field(20_000_000, ge=1, description="Characters of train text sampled from all shards.")
+
+
+@stage("train_tokenizer", cycle="yearly", inputs=("preprocess",), config={"tokenizer": TokenizerConfig},
+       main_metric="bytes_per_token")
 def train_tokenizer(s: StageRun) -> dict:
     cfg = s.cfg.tokenizer
     docs = s.inputs["preprocess"].path / "documents"

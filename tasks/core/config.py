@@ -14,8 +14,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from data.samples import BUILTIN_SAMPLE  # noqa: F401  (re-exported: the sample crawl and inbox)
+
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-BUILTIN_SAMPLE = "builtin:sample"
+
+# How a stage runs (processes, a cluster) never changes what it makes: fields marked so are left out of its key.
+RUNTIME = {"runtime": True}
 
 
 class Section(BaseModel):
@@ -46,11 +50,11 @@ class CrawlConfig(Section):
         description=(
             "WARC/WET files, parquet/JSONL documents, local or any fsspec URL (s3:// needs s3fs, https://, "
             "memory://...), globs, directories, Common Crawl '.paths'/'.paths.gz' listings, "
-            "'hf:NAME[:CONFIG][:SPLIT]' or 'builtin:sample'. Plain strings only: read one after another, each in "
-            "full. With any {source, weight} item, each item (plain strings weigh 1) is a group of a weighted mix: "
-            "documents are interleaved group by group with probability proportional to weight, deterministically "
-            "from `seed`, until the first group runs out (datasets' interleave_datasets 'first_exhausted') or "
-            "`max_documents`; a single source is read in full."
+            "'hf:NAME[@REVISION][:CONFIG][:SPLIT]' or 'builtin:sample'. Plain strings only: read one after "
+            "another, each in full. With any {source, weight} item, each item (plain strings weigh 1) is a group "
+            "of a weighted mix: documents are interleaved group by group with probability proportional to weight, "
+            "deterministically from `seed`, until the first group runs out (datasets' interleave_datasets "
+            "'first_exhausted') or `max_documents`; a single source is read in full."
         ),
     )
     seed: int = Field(0, description="Seed of the weighted mix's draws: the same seed gives the same order.")
@@ -67,8 +71,10 @@ class CrawlConfig(Section):
     max_documents: int | None = Field(None, description="Stop after this many documents (None: read everything).")
     rows_per_shard: int = 50_000
     web: WebCrawlConfig = WebCrawlConfig()
-    workers: int = Field(0, ge=0, description="Processes reading source files in parallel (0: all cores).")
-    dask_address: str | None = Field(None, description="A Dask scheduler (tcp://host:8786): files are read there.")
+    workers: int = Field(0, ge=0, json_schema_extra=RUNTIME,
+          description="Processes reading source files in parallel (0: all cores).")
+    dask_address: str | None = Field(None, json_schema_extra=RUNTIME,
+          description="A Dask scheduler (tcp://host:8786): files are read there.")
 
     def specs(self) -> list[SourceSpec]:
         """Every source as a SourceSpec (plain strings weigh 1)."""
@@ -123,20 +129,10 @@ class PreprocessConfig(Section):
     pii: Step = Field(True, description="Replace e-mail and public IP addresses: {emails, ips}.")
     val_fraction: float = 0.05
     seed: int = 0
-    workers: int = Field(0, ge=0, description="Processes filtering shards in parallel (0: all cores).")
-    dask_address: str | None = Field(None, description="A Dask scheduler (tcp://host:8786): shards run there.")
-
-
-class TokenizerConfig(Section):
-    vocab_size: int = 4096
-    min_frequency: int = 2
-    max_train_chars: int = 20_000_000
-
-
-class TokenizeConfig(Section):
-    tokens_per_shard: int = 10_000_000
-    workers: int = Field(0, ge=0, description="Processes tokenizing document shards in parallel (0: all cores).")
-    dask_address: str | None = Field(None, description="A Dask scheduler (tcp://host:8786): shards run there.")
+    workers: int = Field(0, ge=0, json_schema_extra=RUNTIME,
+          description="Processes filtering shards in parallel (0: all cores).")
+    dask_address: str | None = Field(None, json_schema_extra=RUNTIME,
+          description="A Dask scheduler (tcp://host:8786): shards run there.")
 
 
 class ModelSection(Section):
@@ -185,30 +181,6 @@ class PretrainConfig(TrainSection):
     windows: Literal["random", "sequential"] = "random"
 
 
-class EvalBaseConfig(Section):
-    val_batches: int = 32
-    probe_items: int = 100
-    probe_shots: int = 2
-    samples: list[str] = ["The module", "def ", "This function returns"]
-    sample_tokens: int = 48
-
-
-class RegisterConfig(Section):
-    model_name: str = "base"
-    alias: str = "candidate"
-
-
-class LabelsConfig(Section):
-    inbox: str = Field(BUILTIN_SAMPLE, description="A folder of JSONL files from the labelers, or 'builtin:sample'.")
-    sample_conversations: int = 2000
-    sample_comparisons: int = 400
-    val_fraction: float = 0.05
-    max_messages: int = 64
-    max_chars_per_message: int = 8000
-    max_total_chars: int = 32000
-    seed: int = 0
-
-
 class FinetuneConfig(TrainSection):
     init_from: str | None = Field(
         None, description="A Hugging Face Llama-architecture model folder to finetune instead of our base model."
@@ -220,27 +192,6 @@ class FinetuneConfig(TrainSection):
     warmup_steps: int = 10
     eval_every: int = 100
     ckpt_every: int = 100
-
-
-class EvalsConfig(Section):
-    tasks: list[str] = ["arithmetic", "letter_count", "spelling", "identity", "refusal"]
-    items_per_task: int = 20
-    max_new_tokens: int = 48
-    seed: int = 12345
-
-
-class DeployConfig(Section):
-    model_name: str = "assistant"
-    alias: str = "production"
-    tolerance: dict[str, float] = Field(
-        default={"default": 0.05},
-        description="How much each task's score may drop against production; 'default' for the rest.",
-    )
-    min_score: dict[str, float] = Field(default={}, description="Absolute floors per task.")
-
-
-class CollectConfig(Section):
-    max_items: int = 500
 
 
 def factory_config_class() -> type[Section]:

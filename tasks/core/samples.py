@@ -10,8 +10,10 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from data.chat.labels import LabelsConfig
+from data.samples import BUILTIN_SAMPLE
 from data.sources.fingerprint import fingerprint  # noqa: F401 - the stages' external inputs are keyed with it
-from tasks.core.config import BUILTIN_SAMPLE, CrawlConfig, LabelsConfig, SourceSpec
+from tasks.core.config import CrawlConfig, SourceSpec
 
 
 def sample_dir(workdir: Path) -> Path:

@@ -55,7 +55,7 @@ class StageSpec:
     description: str = ""
     main_metric: str | None = None
     resumable: bool = False
-    external: Callable[[Any, Path], dict] | None = None
+    external: Callable[[Any, Path, dict[str, Artifact]], dict] | None = None
     check: Callable[[Any, Path], None] | None = None
     retries: int = 0
     _task: Any = None
@@ -71,7 +71,7 @@ class StageSpec:
             raise ValueError(f"stage {self.name}: missing inputs {sorted(missing)}")
         config = {s: key_fields(getattr(cfg, s)) for s in self.config}
         if self.external:  # files outside the artifact store (crawl sources, the labeling inbox) are inputs too
-            config = {**config, "external": self.external(cfg, Path(workdir))}
+            config = {**config, "external": self.external(cfg, Path(workdir), inputs)}
         return stage_key(self.name, code_hash(self.module), config, {n: inputs[n].build_id for n in self.inputs})
 
     @property
@@ -203,7 +203,7 @@ def stage(
     inputs: tuple[str, ...] = (),
     main_metric: str | None = None,
     resumable: bool = False,
-    external: Callable[[Any, Path], dict] | None = None,
+    external: Callable[[Any, Path, dict[str, Artifact]], dict] | None = None,
     check: Callable[[Any, Path], None] | None = None,
     retries: int = 0,
 ) -> Callable[[Callable[[StageRun], dict]], StageSpec]:
@@ -212,10 +212,10 @@ def stage(
     cycle: "yearly" or "weekly". config: the sections it reads and is keyed on, {name: pydantic model} (the model
     defined once, in the stage module or the data/model code it drives); they become fields of FactoryConfig.
     inputs: the stages whose artifacts it reads. main_metric: shown by `factory status`. resumable: a rebuild keeps
-    the partial artifact (checkpoints). external: (config, workdir) -> what outside the artifact store the output
-    depends on (source files, the registry it acts on), hashed into the key. check: (config, workdir) -> None, raises
-    ValueError naming a bad input before anything runs. retries: transient errors (network, I/O) are retried with
-    exponential backoff; a bug or a bad input fails at once."""
+    the partial artifact (checkpoints). external: (config, workdir, inputs) -> what outside the artifact store the
+    output depends on (source files, the registry state it acts on), hashed into the key. check: (config, workdir)
+    -> None, raises ValueError naming a bad input before anything runs. retries: transient errors (network, I/O)
+    are retried with exponential backoff; a bug or a bad input fails at once."""
 
     def declare(build: Callable[[StageRun], dict]) -> StageSpec:
         doc = (sys.modules[build.__module__].__doc__ or build.__doc__ or "").strip()

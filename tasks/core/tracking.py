@@ -9,10 +9,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+# mlflow is imported where used: `factory` reads configs and stage declarations without loading it
 
 for noisy in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -22,7 +24,7 @@ def tracking_uri(workdir: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workdir).resolve()}/mlflow.db"
 
 
-def registry_identity(cfg, workdir: Path) -> dict:
+def registry_identity(cfg, workdir: Path, inputs: dict | None = None) -> dict:
     """Part of the key of stages that write to the model registry: another store means registering again there.
     (The default store lives in the workdir, so it adds nothing; a moved workdir keeps its keys.)"""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
@@ -40,6 +42,8 @@ def mlflow_ui_url(workdir: Path) -> str:
 
 
 def client(workdir: Path) -> MlflowClient:
+    from mlflow import MlflowClient
+
     uri = tracking_uri(workdir)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
@@ -82,6 +86,8 @@ class Run:
         return cls(c, run.info.run_id)
 
     def params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
         items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
@@ -90,11 +96,15 @@ class Run:
         import time
 
         ts = int(time.time() * 1000)
+        from mlflow.entities import Metric
+
         items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if isinstance(v, (int, float))]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 
     def tags(self, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_file(self, path: Path, folder: str | None = None) -> None:

@@ -68,17 +68,18 @@ def test_deployments_have_cron_schedules_and_a_worker_reruns_a_stage_with_typed_
     prefect(server, "work-pool", "create", "local", "--type", "process")
     prefect(server, "deploy", "--all")
     listed = prefect(server, "deployment", "ls")
-    assert "yearly_cycle/yearly" in listed and "stage-pretrain/rerun" in listed
-    weekly = prefect(server, "deployment", "inspect", "weekly_cycle/weekly")
+    assert "yearly_cycle/cycle-yearly" in listed and "stage-pretrain/rerun-pretrain" in listed
+    weekly = prefect(server, "deployment", "inspect", "weekly_cycle/cycle-weekly")
     assert "0 0 * * 1" in weekly
-    schema = json.loads(prefect(server, "deployment", "inspect", "stage-train_tokenizer/rerun", "--output", "json"))
+    rerun = "stage-train_tokenizer/rerun-train_tokenizer"
+    schema = json.loads(prefect(server, "deployment", "inspect", rerun, "--output", "json"))
     assert "vocab_size" in json.dumps(schema["parameter_openapi_schema"])  # the UI's form: typed tokenizer settings
 
     preset = tmp_path / "micro.yaml"
     preset.write_text(yaml.safe_dump(load_config("tiny", MICRO).model_dump(mode="json")))
     workdir = tmp_path / "work"
     settings = json.dumps({"min_frequency": 3})  # one field set in the form; the rest stays the preset's
-    prefect(server, "deployment", "run", "stage-train_tokenizer/rerun", "-p", f"preset={preset}",
+    prefect(server, "deployment", "run", rerun, "-p", f"preset={preset}",
             "-p", f"workdir={workdir}", "-p", f"tokenizer={settings}", "-p", "with_downstream=false")  # fmt: skip
     prefect(server, "worker", "start", "--pool", "local", "--run-once")
     built = {p.parent.parent.name: json.loads(p.read_text()) for p in (workdir / "artifacts").glob("*/*/manifest.json")}

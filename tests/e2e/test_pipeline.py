@@ -222,7 +222,7 @@ def test_gate_scores_production_again_when_the_eval_items_changed(workdir):
     )
     made = decision(workdir)
     assert made["production_scores"] == "re-evaluated" and made["passed"]
-    assert {r["task"] for r in made["rows"]} == set(load_config("tiny").evals.tasks)
+    assert {r["task"] for r in made["rows"]} == set(load_config("tiny").evals.skills)
 
 
 # Scale-out and interoperability through the stages. Last in this module: they add pretrain/finetune artifacts that

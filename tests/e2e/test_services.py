@@ -106,7 +106,7 @@ def test_up_deploys_prefect_yaml_and_starts_a_worker(stack):
     env["COLUMNS"] = "200"  # rich would shorten the names in a narrow table
     listed = subprocess.run([PREFECT, "deployment", "ls"], env=env, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
-    assert "yearly_cycle/yearly" in listed.stdout
+    assert "yearly_cycle/cycle-yearly" in listed.stdout
     os.kill(pids(work)["worker"], 0)  # raises if the worker is gone
     assert services.status(work) == {"mlflow": True, "prefect": True, "worker": True}
 

@@ -112,13 +112,13 @@ def test_production_results_missing_for_some_items_are_left_out_and_said():
 
 def test_per_task_keys_by_id_or_position():
     results = [
-        {"id": "a", "task": "x", "correct": True},
-        {"id": "b", "task": "y", "correct": False},
-        {"task": "y", "correct": True},
+        {"id": "a", "skill": "x", "correct": True},
+        {"id": "b", "skill": "y", "correct": False},
+        {"skill": "y", "correct": True},
     ]
     assert per_task(results) == {"x": {"a": 1.0}, "y": {"b": 0.0, "#2": 1.0}}
     with pytest.raises(ValueError, match="appears twice"):
-        per_task([{"id": "a", "task": "x", "correct": 1}, {"id": "a", "task": "x", "correct": 0}])
+        per_task([{"id": "a", "skill": "x", "correct": 1}, {"id": "a", "skill": "x", "correct": 0}])
 
 
 def test_graded_scores_use_a_seeded_bootstrap():

@@ -101,14 +101,15 @@ def test_the_crawl_key_fingerprints_local_files_and_url_strings(tmp_path):
 
     local = write_jsonl(tmp_path / "a.jsonl", "a", 1)
     sources = f'crawl.sources=[{{source: "{local}", weight: 2}}, "https://data.example/x.warc.gz", "file://{local}"]'
-    before = _external(load_config("tiny", [sources]), tmp_path)
+    before = _external(load_config("tiny", [sources]), tmp_path, {})
     os.utime(local, ns=(10**18, 10**18))  # touched, not changed: the same input
-    assert _external(load_config("tiny", [sources]), tmp_path) == before
+    assert _external(load_config("tiny", [sources]), tmp_path, {}) == before
     write_jsonl(local, "a", 2)  # a changed local file is a new input
-    assert _external(load_config("tiny", [sources]), tmp_path) != before
+    assert _external(load_config("tiny", [sources]), tmp_path, {}) != before
     url_only = 'crawl.sources=["https://data.example/x.warc.gz"]'
     other_url = 'crawl.sources=["https://data.example/y.warc.gz"]'
-    assert _external(load_config("tiny", [url_only]), tmp_path) != _external(load_config("tiny", [other_url]), tmp_path)
+    url_key = _external(load_config("tiny", [url_only]), tmp_path, {})
+    assert url_key != _external(load_config("tiny", [other_url]), tmp_path, {})
 
 
 def test_the_crawl_stage_can_crawl_the_users_own_site_politely(tmp_path, http_dir, prefect_server):
