@@ -38,7 +38,7 @@ def preprocess(s: StageRun) -> dict:
     raw_files = sorted((s.inputs["crawl"].path / "documents").glob("*.parquet"))
     where = f"Dask at {cfg.dask_address}" if cfg.dask_address else f"{resolve_workers(cfg.workers)} process(es)"
     s.log.info(f"preprocess: {len(raw_files)} shard(s) on {where}")
-    result = run_preprocess(raw_files, s.out, cfg.model_dump(mode="json"), shard_mapper(cfg, s.log.info), s.log.info)
+    result = run_preprocess(raw_files, s.out, cfg, shard_mapper(cfg, s.log.info), s.log.info)
     counts, report = result["counts"], result["report"]
     if counts["val"] == 0 or counts["train"] == 0:
         raise ValueError(
@@ -73,8 +73,8 @@ def preprocess_warc(warcs: Sequence[Path], out: Path, workers: int = 0, cfg: Pre
              "max_page_bytes": MAX_PAGE_BYTES} for i, w in enumerate(warcs)]
     read = map_shards(ingest_file, jobs, workers)
     raw_files = sorted((out / "crawl" / "documents").glob("*.parquet"))
-    result = run_preprocess(raw_files, out / "preprocess", cfg.model_dump(mode="json"),
-                            lambda fn, items, name: map_shards(fn, items, workers), log=lambda message: None)
+    result = run_preprocess(raw_files, out / "preprocess", cfg, lambda fn, items, name: map_shards(fn, items, workers),
+                            log=lambda message: None)
     records = sum(r["stats"].get("read", 0) for r in read)
     return {"records": records, **result["counts"], "peak_rss_mb": result["peak_rss_mb"],
             "worker_peak_rss_mb": result["worker_peak_rss_mb"], "driver_peak_rss_mb": result["driver_peak_rss_mb"],

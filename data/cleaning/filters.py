@@ -2,8 +2,10 @@
 C4 -> FineWeb rules. Each is a small step saying why it drops a document; C4 also rewrites the text.
 
 Defaults and drop-reason names are the ones datatrove 0.10.1 uses for FineWeb (`examples/fineweb.py`), so our
-reports line up with theirs. Any adaptation to a particular crawl (e.g. API documentation, whose code has braces)
-belongs in the preset's config, not here. PII replacement runs after dedup and lives in data/cleaning/pii.py.
+reports line up with theirs. Each step's defaults live in its options model (URLOptions, GopherQualityOptions...),
+which the preprocess config (data/cleaning/config.py) holds as that step's setting. Any adaptation to a particular
+crawl (e.g. API documentation, whose code has braces) belongs in the preset's config, not here. PII replacement runs
+after dedup and lives in data/cleaning/pii.py.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
+
 from data.cleaning import langid
+from data.cleaning.base import Filter, Options, step
 from data.tokens.documents import Document
 
 # --- text helpers ---------------------------------------------------------------------------------------------------
@@ -26,8 +32,9 @@ from data.tokens.documents import Document
 # datatrove splits English into words with spaCy's tokenizer: punctuation marks become tokens of their own
 # ("end." -> "end", "."), contractions split in two ("it's" -> "it", "'s"), URLs and numbers stay whole. These rules
 # approximate it without a spaCy dependency; counts differ only on rarer forms (hyphenated dates, "e.g." is 2 tokens
-# here, 1 there). With this tokenizer swapped into datatrove's filters, its decisions and ours agree on every page
-# of our sample crawl (1,530 pages and variants, Gopher / C4 / FineWeb steps).
+# here, 1 there), and the steps' decisions with spaCy's words agree with ours on ~96% of our sample's pages. With this
+# tokenizer (and sentence_spans) swapped into datatrove's filters, its decisions and ours are identical on every page
+# of our sample crawl and variants of them: tests/data/test_datatrove_parity.py runs datatrove's blocks to check it.
 _TOKEN = re.compile(
     r"(?:https?|ftp)://[^\s<>\"]*[^\s<>\".,;:!?)\]'’]"  # URLs
     r"|(?<![\w.+-])[\w.+-]++@\w[\w.-]*\w"  # e-mail addresses
@@ -73,14 +80,20 @@ _ABBREVIATION = re.compile(r"(?:(?<!\w)[A-Za-z]|\b(?:mr|mrs|ms|dr|prof|st|vs|etc
                            re.IGNORECASE)  # searched in the 8 characters before a period
 
 
-def count_sentences(line: str) -> int:
-    """Sentences in one line, approximating spaCy's sentencizer (which datatrove's C4 filter counts with):
-    a new sentence starts after '.', '!' or '?' unless the period closes an abbreviation ("e.g.", "Mr.", "J.")."""
+def sentence_spans(line: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence in one line, approximating spaCy's sentencizer (which datatrove's C4 filter
+    counts with): a new sentence starts after '.', '!' or '?' unless the period closes an abbreviation ("e.g.",
+    "Mr.", "J."). A blank line has none."""
     if not line.strip():
-        return 0
-    ends = sum(1 for m in _SENTENCE_END.finditer(line)
-               if not (line[m.start()] == "." and _ABBREVIATION.search(line[max(0, m.start() - 8):m.start()])))
-    return ends + 1
+        return []
+    starts = [0] + [m.end() for m in _SENTENCE_END.finditer(line)
+                    if not (line[m.start()] == "." and _ABBREVIATION.search(line[max(0, m.start() - 8):m.start()]))]
+    return list(zip(starts, [*starts[1:], len(line)], strict=True))
+
+
+def count_sentences(line: str) -> int:
+    """Sentences in one line (see sentence_spans)."""
+    return len(sentence_spans(line))
 
 
 def _duplicates(items: list[str]) -> tuple[int, int]:
@@ -94,26 +107,6 @@ def _duplicates(items: list[str]) -> tuple[int, int]:
         else:
             seen.add(item)
     return dup_items, dup_chars
-
-
-# --- the step interface ---------------------------------------------------------------------------------------------
-
-class Filter:
-    """One step over documents. reason(doc) is None to keep the document, else a short constant reason; apply(doc)
-    returns the (possibly rewritten, never mutated) document or the reason it was dropped."""
-
-    name: str = "filter"
-
-    def reason(self, doc: Document) -> str | None:
-        raise NotImplementedError
-
-    def apply(self, doc: Document) -> Document | str:
-        why = self.reason(doc)
-        return why if why else doc
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        return f"{type(self).__name__}({params})"
 
 
 # --- 1. URL ---------------------------------------------------------------------------------------------------------
@@ -148,6 +141,22 @@ def _clean_domain(entry: str) -> str:
     return entry.strip().lower().removeprefix("*.").strip(".")
 
 
+Words = tuple[str, ...]
+
+
+class URLOptions(Options):
+    """URLFilter's options (FineWeb: the built-in lists, threshold 2)."""
+
+    block_domains: Words = Field((), description="Domains to drop; a blocked domain blocks its subdomains.")
+    block_domains_file: str | None = Field(None, description="A file of domains, one per line ('#' comments).")
+    block_urls: Words = Field((), description="Exact URLs to drop.")
+    banned_words: Words = Field((), description="Words that drop a URL holding one of them as a token.")
+    banned_subwords: Words = Field((), description="Strings that drop a URL containing them (punctuation removed).")
+    soft_banned_words: Words = Field((), description="Words that drop a URL holding soft_word_threshold of them.")
+    soft_word_threshold: int = Field(2, ge=1)
+    default_lists: bool = Field(True, description="Add the built-in banned, soft-banned and subword lists.")
+
+
 class URLFilter(Filter):
     """Drops documents by URL, in datatrove's order: blocked domain (a blocked domain blocks its subdomains),
     blocked URL, a banned word among the URL's tokens, >= soft_word_threshold soft-banned words, a banned subword
@@ -157,26 +166,19 @@ class URLFilter(Filter):
     """
 
     name = "url"
+    options_type = URLOptions
 
-    def __init__(self, block_domains: Iterable[str] = (), block_domains_file: str | None = None,
-                 block_urls: Iterable[str] = (), banned_words: Iterable[str] = (), banned_subwords: Iterable[str] = (),
-                 soft_banned_words: Iterable[str] = (), soft_word_threshold: int = 2, default_lists: bool = True):
-        for key, value in (("block_domains", block_domains), ("block_urls", block_urls),
-                           ("banned_words", banned_words), ("banned_subwords", banned_subwords),
-                           ("soft_banned_words", soft_banned_words)):
-            if isinstance(value, str):
-                raise ValueError(f"url filter: '{key}' must be a list of strings, got the string {value!r}")
-        self.block_domains = {d for d in map(_clean_domain, block_domains) if d}
-        self.block_domains_file = block_domains_file
-        if block_domains_file:
-            self.block_domains |= _read_domain_list(block_domains_file)
-        self.block_urls = {u.strip() for u in block_urls if u.strip()}
-        self.soft_word_threshold = soft_word_threshold
-        self.default_lists = default_lists
+    def __init__(self, options: URLOptions | None = None, /, **changes: Any):
+        super().__init__(options, **changes)
+        o = self.options
+        self.block_domains = {d for d in map(_clean_domain, o.block_domains) if d}
+        if o.block_domains_file:  # read where the filter runs: the file may exist only on the workers' machines
+            self.block_domains |= _read_domain_list(o.block_domains_file)
+        self.block_urls = {u.strip() for u in o.block_urls if u.strip()}
         norm = lambda words: {w for w in (_NON_ALNUM.sub("", x.lower()) for x in words) if w}
-        self.banned_words = norm(banned_words) | (DEFAULT_BANNED_WORDS if default_lists else set())
-        self.soft_banned_words = norm(soft_banned_words) | (DEFAULT_SOFT_BANNED_WORDS if default_lists else set())
-        self.banned_subwords = norm(banned_subwords) | (DEFAULT_BANNED_SUBWORDS if default_lists else set())
+        self.banned_words = norm(o.banned_words) | (DEFAULT_BANNED_WORDS if o.default_lists else set())
+        self.soft_banned_words = norm(o.soft_banned_words) | (DEFAULT_SOFT_BANNED_WORDS if o.default_lists else set())
+        self.banned_subwords = norm(o.banned_subwords) | (DEFAULT_BANNED_SUBWORDS if o.default_lists else set())
         self._subword_re = (re.compile("|".join(map(re.escape, sorted(self.banned_subwords))))
                             if self.banned_subwords else None)
 
@@ -220,6 +222,30 @@ class URLFilter(Filter):
 
 # --- 2. language ----------------------------------------------------------------------------------------------------
 
+class LanguageOptions(Options):
+    """LanguageFilter's options (FineWeb: en > 0.65)."""
+
+    languages: list[str] | None = Field(["en"], description="Codes to keep (one code or a list); null: any language.")
+    min_score: float = Field(0.65, ge=0, le=1, description="Keep when a kept language scores above this.")
+    max_chars: int | None = Field(langid.DEFAULT_MAX_CHARS, ge=0,
+                                  description="Classify only the first max_chars characters (null or 0: all).")
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _one_code(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("languages")
+    @classmethod
+    def _known_codes(cls, value: list[str] | None) -> list[str] | None:
+        # Checked only for a list given explicitly (defaults are not validated), so a config that keeps "en"
+        # does not load the model just to check its options.
+        unknown = sorted(set(value or ()) - set(langid.known_languages()))
+        if unknown:
+            raise ValueError(f"unknown language code(s) {unknown}; known: {' '.join(sorted(langid.known_languages()))}")
+        return value
+
+
 class LanguageFilter(Filter):
     """Keeps documents where one of `languages` scores above min_score (FineWeb: en > 0.65), and records the top
     language and its probability in meta["language"] / meta["language_score"] (data/cleaning/langid.py: py3langid).
@@ -231,18 +257,7 @@ class LanguageFilter(Filter):
     """
 
     name = "language"
-
-    def __init__(self, languages: list[str] | str | None = ("en",), min_score: float = 0.65,
-                 max_chars: int | None = langid.DEFAULT_MAX_CHARS):
-        if isinstance(languages, str):
-            languages = [languages]
-        self.languages = list(languages) if languages is not None else None
-        unknown = sorted(set(self.languages or ()) - set(langid.known_languages()))
-        if unknown:
-            raise ValueError(f"language filter: unknown language code(s) {unknown}; "
-                             f"known: {' '.join(sorted(langid.known_languages()))}")
-        self.min_score = min_score
-        self.max_chars = max_chars  # classify only the first max_chars characters (None or 0: all); see langid.py
+    options_type = LanguageOptions
 
     def _decide(self, doc: Document) -> tuple[str | None, str, float]:
         ranked = langid.language_scores(doc["text"], self.max_chars)
@@ -299,6 +314,22 @@ def _duplicated_ngram_chars(grams: list[str], n: int) -> int:
     return repeated
 
 
+NGramThresholds = tuple[tuple[Annotated[int, Field(ge=1)], float], ...]
+
+
+class GopherRepetitionOptions(Options):
+    """GopherRepetition's thresholds (FineWeb: Gopher's table A1). None or 0 turns a rule off."""
+
+    dup_line_frac: float | None = Field(0.3, ge=0)
+    dup_para_frac: float | None = Field(0.3, ge=0)
+    dup_line_char_frac: float | None = Field(0.2, ge=0)
+    dup_para_char_frac: float | None = Field(0.2, ge=0)
+    top_n_grams: NGramThresholds = Field(((2, 0.2), (3, 0.18), (4, 0.16)),
+                                         description="[n, fraction] pairs: the top n-gram's share of the characters.")
+    dup_n_grams: NGramThresholds = Field(((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)),
+                                         description="[n, fraction] pairs: repeated n-grams' share of the characters.")
+
+
 class GopherRepetition(Filter):
     """Gopher's repetition rules (Rae et al. 2021, table A1) as datatrove's GopherRepetitionFilter computes them.
 
@@ -310,18 +341,7 @@ class GopherRepetition(Filter):
     """
 
     name = "gopher_repetition"
-
-    def __init__(self, dup_line_frac: float | None = 0.3, dup_para_frac: float | None = 0.3,
-                 dup_line_char_frac: float | None = 0.2, dup_para_char_frac: float | None = 0.2,
-                 top_n_grams: Iterable[tuple[int, float]] = ((2, 0.2), (3, 0.18), (4, 0.16)),
-                 dup_n_grams: Iterable[tuple[int, float]] = ((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11),
-                                                             (10, 0.10))):
-        self.dup_line_frac = dup_line_frac
-        self.dup_para_frac = dup_para_frac
-        self.dup_line_char_frac = dup_line_char_frac
-        self.dup_para_char_frac = dup_para_char_frac
-        self.top_n_grams = tuple((int(n), float(f)) for n, f in top_n_grams)
-        self.dup_n_grams = tuple((int(n), float(f)) for n, f in dup_n_grams)
+    options_type = GopherRepetitionOptions
 
     def reason(self, doc: Document) -> str | None:
         text = doc["text"]
@@ -361,6 +381,21 @@ class GopherRepetition(Filter):
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 
 
+class GopherQualityOptions(Options):
+    """GopherQuality's thresholds (FineWeb: Gopher's values). None or 0 turns a rule off."""
+
+    min_doc_words: int | None = Field(50, ge=0)
+    max_doc_words: int | None = Field(100_000, ge=0)
+    min_avg_word_length: float | None = Field(3, ge=0)
+    max_avg_word_length: float | None = Field(10, ge=0)
+    max_symbol_word_ratio: float | None = Field(0.1, ge=0)
+    max_bullet_lines_ratio: float | None = Field(0.9, ge=0)
+    max_ellipsis_lines_ratio: float | None = Field(0.3, ge=0)
+    min_alpha_words_ratio: float | None = Field(0.8, ge=0, description="datatrove's max_non_alpha_words_ratio.")
+    min_stop_words: int | None = Field(2, ge=0)
+    stop_words: tuple[str, ...] = GOPHER_STOP_WORDS
+
+
 class GopherQuality(Filter):
     """Gopher's quality rules as datatrove's GopherQualityFilter computes them, over split_words tokens:
     - words that are not pure punctuation: between min_doc_words and max_doc_words, mean length in
@@ -373,22 +408,11 @@ class GopherQuality(Filter):
     """
 
     name = "gopher_quality"
+    options_type = GopherQualityOptions
 
-    def __init__(self, min_doc_words: int | None = 50, max_doc_words: int | None = 100_000,
-                 min_avg_word_length: float | None = 3, max_avg_word_length: float | None = 10,
-                 max_symbol_word_ratio: float | None = 0.1, max_bullet_lines_ratio: float | None = 0.9,
-                 max_ellipsis_lines_ratio: float | None = 0.3, min_alpha_words_ratio: float | None = 0.8,
-                 min_stop_words: int | None = 2, stop_words: Iterable[str] = GOPHER_STOP_WORDS):
-        self.min_doc_words = min_doc_words
-        self.max_doc_words = max_doc_words
-        self.min_avg_word_length = min_avg_word_length
-        self.max_avg_word_length = max_avg_word_length
-        self.max_symbol_word_ratio = max_symbol_word_ratio
-        self.max_bullet_lines_ratio = max_bullet_lines_ratio
-        self.max_ellipsis_lines_ratio = max_ellipsis_lines_ratio
-        self.min_alpha_words_ratio = min_alpha_words_ratio
-        self.min_stop_words = min_stop_words
-        self.stop_words = frozenset(stop_words)
+    def __init__(self, options: GopherQualityOptions | None = None, /, **changes: Any):
+        super().__init__(options, **changes)
+        self.stop_words = frozenset(self.options.stop_words)
 
     def reason(self, doc: Document) -> str | None:
         text = doc["text"]
@@ -436,6 +460,20 @@ C4_POLICY_PHRASES = ("terms of use", "privacy policy", "cookie policy", "uses co
 C4_END_PUNCTUATION = (".", "?", "!", '"', "'")
 
 
+class C4Options(Options):
+    """C4Quality's rules (FineWeb: datatrove's C4QualityFilter without the terminal-punctuation rule)."""
+
+    max_word_length: int | None = Field(1000, ge=0, description="Remove a line with a longer word (null or 0: off).")
+    remove_citations: bool = True
+    terminal_punct: bool = Field(False, description="Remove lines not ending in terminal punctuation (C4: on).")
+    min_words_per_line: int | None = Field(3, ge=0)
+    lorem_ipsum: bool = True
+    javascript: bool = True
+    curly_bracket: bool = True
+    policy: bool = True
+    min_sentences: int | None = Field(5, ge=0)
+
+
 class C4Quality(Filter):
     """C4's heuristics (Raffel et al. 2020) as datatrove's C4QualityFilter applies them, with FineWeb's setting
     (no terminal-punctuation rule). Line by line (str.splitlines, each line stripped):
@@ -452,20 +490,10 @@ class C4Quality(Filter):
     """
 
     name = "c4"
+    options_type = C4Options
 
-    def __init__(self, max_word_length: int | None = 1000, remove_citations: bool = True,
-                 terminal_punct: bool = False, min_words_per_line: int | None = 3, lorem_ipsum: bool = True,
-                 javascript: bool = True, curly_bracket: bool = True, policy: bool = True,
-                 min_sentences: int | None = 5):
-        self.max_word_length = max_word_length
-        self.remove_citations = remove_citations
-        self.terminal_punct = terminal_punct
-        self.min_words_per_line = min_words_per_line
-        self.lorem_ipsum = lorem_ipsum
-        self.javascript = javascript
-        self.curly_bracket = curly_bracket
-        self.policy = policy
-        self.min_sentences = min_sentences
+    def __init__(self, options: C4Options | None = None, /, **changes: Any):
+        super().__init__(options, **changes)
         self.counts: Counter = Counter()
 
     def _filter_lines(self, text: str) -> tuple[str | None, list[str], Counter]:
@@ -519,6 +547,18 @@ class C4Quality(Filter):
 
 # --- 6. FineWeb -----------------------------------------------------------------------------------------------------
 
+class FineWebOptions(Options):
+    """FineWebQuality's thresholds (datatrove's FineWebQualityFilter defaults)."""
+
+    line_punct_thr: float = Field(0.12, ge=0)
+    line_punct_exclude_zero: bool = False
+    stop_chars: tuple[str, ...] | None = Field(None, description="Line-ending marks (null: TERMINAL_PUNCTUATION).")
+    short_line_thr: float = Field(0.67, ge=0)
+    short_line_length: int = Field(30, ge=0)
+    char_duplicates_ratio: float = Field(0.01, ge=0, description="0.01 in datatrove's code; the FineWeb blog says 0.1.")
+    new_line_ratio: float = Field(0.3, ge=0)
+
+
 class FineWebQuality(Filter):
     """FineWeb's own rules (datatrove's FineWebQualityFilter), over the non-blank lines of the text:
     - lines ending in terminal punctuation / lines < line_punct_thr -> "line_punct_ratio" (unless the ratio is 0 and
@@ -530,17 +570,11 @@ class FineWebQuality(Filter):
     """
 
     name = "fineweb"
+    options_type = FineWebOptions
 
-    def __init__(self, line_punct_thr: float = 0.12, line_punct_exclude_zero: bool = False,
-                 stop_chars: Iterable[str] | None = None, short_line_thr: float = 0.67, short_line_length: int = 30,
-                 char_duplicates_ratio: float = 0.01, new_line_ratio: float = 0.3):
-        self.line_punct_thr = line_punct_thr
-        self.line_punct_exclude_zero = line_punct_exclude_zero
-        self.stop_chars = tuple(stop_chars) if stop_chars is not None else TERMINAL_PUNCTUATION
-        self.short_line_thr = short_line_thr
-        self.short_line_length = short_line_length
-        self.char_duplicates_ratio = char_duplicates_ratio
-        self.new_line_ratio = new_line_ratio
+    def __init__(self, options: FineWebOptions | None = None, /, **changes: Any):
+        super().__init__(options, **changes)
+        self.stop_chars = self.options.stop_chars if self.options.stop_chars is not None else TERMINAL_PUNCTUATION
 
     def reason(self, doc: Document) -> str | None:
         text = doc["text"]
@@ -560,12 +594,14 @@ class FineWebQuality(Filter):
         return None
 
 
-# --- optional length bounds -----------------------------------------------------------------------------------------
+# --- optional length bounds (not part of FineWeb) -------------------------------------------------------------------
 
 class MinLength(Filter):
+    """Drops documents with fewer than min_words whitespace words (the preprocess config's min_words)."""
+
     name = "min_length"
 
-    def __init__(self, min_words: int = 50):
+    def __init__(self, min_words: int):
         self.min_words = min_words
 
     def reason(self, doc: Document) -> str | None:
@@ -573,9 +609,11 @@ class MinLength(Filter):
 
 
 class MaxLength(Filter):
+    """Drops documents longer than max_chars characters (the preprocess config's max_chars)."""
+
     name = "max_length"
 
-    def __init__(self, max_chars: int = 200_000):
+    def __init__(self, max_chars: int):
         self.max_chars = max_chars
 
     def reason(self, doc: Document) -> str | None:
@@ -584,54 +622,55 @@ class MaxLength(Filter):
 
 # --- config ---------------------------------------------------------------------------------------------------------
 
-# FineWeb's order; the optional length bounds (not part of FineWeb) come last.
-_BUILDERS: dict[str, type[Filter]] = {
+# How each step is written in a config (true: its defaults, false: off, or a dict of its options); the preprocess
+# config (data/cleaning/config.py) uses these same types.
+URLStep = step(URLOptions)
+LanguageStep = step(LanguageOptions)
+GopherRepetitionStep = step(GopherRepetitionOptions)
+GopherQualityStep = step(GopherQualityOptions)
+C4Step = step(C4Options)
+FineWebStep = step(FineWebOptions)
+# min_words / max_chars: a whole number, 0 for off (strict: `true` must not quietly mean 1)
+Limit = Annotated[int, Field(ge=0, strict=True)]
+
+# FineWeb's order; the optional length bounds come last.
+OPTION_FILTERS: dict[str, type[Filter]] = {
     "url": URLFilter, "language": LanguageFilter, "gopher_repetition": GopherRepetition,
     "gopher_quality": GopherQuality, "c4": C4Quality, "fineweb": FineWebQuality,
-    "min_words": MinLength, "max_chars": MaxLength,
 }
-_NUMERIC = ("min_words", "max_chars")
+LIMIT_FILTERS: dict[str, type[Filter]] = {"min_words": MinLength, "max_chars": MaxLength}
+FILTER_KEYS = (*OPTION_FILTERS, *LIMIT_FILTERS)
 
 
-def _build(key: str, cls: type, value: Any) -> Any:
-    """cls from a config value: True (defaults), False/None (off: returns None) or a dict of constructor kwargs;
-    min_words / max_chars also take a number (0: off)."""
-    if value is None or value is False:
-        return None
-    if key in _NUMERIC and not isinstance(value, bool | dict):
-        if not isinstance(value, int):
-            raise ValueError(f"filter config: '{key}' must be an integer, got {value!r}")
-        return cls(value) if value else None
-    if value is True:
-        return cls()
-    if isinstance(value, dict):
-        try:
-            return cls(**value)
-        except TypeError as err:
-            raise ValueError(f"filter config: bad options for '{key}': {err}") from err
-        except ValueError as err:
-            raise ValueError(f"filter config: '{key}': {err}") from err
-    raise ValueError(f"filter config: '{key}' must be true/false or a dict of options, got {value!r}")
+@with_config(ConfigDict(extra="forbid"))
+class FilterSteps(TypedDict, total=False):
+    """The filter steps of a config, by key; build_filters builds those present and on."""
+
+    url: URLStep
+    language: LanguageStep
+    gopher_repetition: GopherRepetitionStep
+    gopher_quality: GopherQualityStep
+    c4: C4Step
+    fineweb: FineWebStep
+    min_words: Limit
+    max_chars: Limit
 
 
-def build_filters(cfg: dict[str, Any]) -> list[Filter]:
-    """Filters from a config such as {"url": True, "language": {"min_score": 0.5}, "c4": {"curly_bracket": False}},
-    in FineWeb's order whatever the order of the keys. Each value is True (FineWeb's defaults), False/None (off) or
-    a dict of constructor options; min_words / max_chars also take a number (0: off). PII runs after dedup: see
-    build_pii."""
-    unknown = sorted(set(cfg) - set(_BUILDERS))
-    if unknown:
-        raise ValueError(f"filter config: unknown key(s) {unknown}; known keys are {sorted(_BUILDERS)} "
-                         f"(pii is built by build_pii)")
-    built = (_build(key, cls, cfg.get(key)) for key, cls in _BUILDERS.items())
-    return [f for f in built if f is not None]
+_FILTER_STEPS = TypeAdapter(FilterSteps)
 
 
-def build_pii(value: Any = True) -> Any:
-    """The PII step (data/cleaning/pii.py) from its config value: True (defaults), False/None (None: off) or a dict."""
-    from data.cleaning.pii import PII
+def build_filters(cfg: Mapping[str, Any] | BaseModel) -> list[Filter]:
+    """The filters of a config, in FineWeb's order whatever the order of its keys.
 
-    return _build("pii", PII, value)
+    `cfg` is the preprocess config (its other fields are ignored) or a mapping of only filter keys, such as
+    {"url": True, "language": {"min_score": 0.5}, "c4": {"curly_bracket": False}, "min_words": 50}: a step is true
+    (its defaults), false / null / missing (off) or a dict of its options; min_words / max_chars are a number (0:
+    off). Bad keys or options raise pydantic's ValidationError naming them. PII runs after dedup: see
+    data.cleaning.pii.build_pii."""
+    values = {k: getattr(cfg, k) for k in FILTER_KEYS if hasattr(cfg, k)} if isinstance(cfg, BaseModel) else cfg
+    steps = _FILTER_STEPS.validate_python(values)
+    built = [cls(options) for key, cls in OPTION_FILTERS.items() if (options := steps.get(key)) is not None]
+    return built + [cls(limit) for key, cls in LIMIT_FILTERS.items() if (limit := steps.get(key))]
 
 
 def apply_filters(docs: Iterable[Document], filters: list[Filter], stats: Counter,

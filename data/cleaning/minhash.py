@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 SHINGLE_CHUNK = 4096
@@ -85,17 +86,16 @@ def shingle_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
     return acc
 
 
-@dataclass(frozen=True)
-class MinHashParams:
-    ngram: int = 5
-    buckets: int = 14
-    hashes_per_bucket: int = 8
-    seed: int = 1
+class MinHashConfig(BaseModel):
+    """MinHash near-duplicate removal across the run (FineWeb: 5-grams, 14 buckets x 8 hashes)."""
 
-    def __post_init__(self) -> None:
-        for name in ("ngram", "buckets", "hashes_per_bucket"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"minhash {name} must be >= 1, got {getattr(self, name)}")
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    ngram: int = Field(5, ge=1, description="Words per shingle (FineWeb: 5).")
+    buckets: int = Field(14, ge=1, description="LSH bands; a pair sharing any band is a duplicate (FineWeb: 14).")
+    hashes_per_bucket: int = Field(8, ge=1, description="MinHash values per band (FineWeb: 8).")
+    seed: int = 1
 
     @property
     def num_hashes(self) -> int:
@@ -109,8 +109,8 @@ class MinHashParams:
 class MinHasher:
     """text -> `buckets` band keys (uint64)."""
 
-    def __init__(self, params: MinHashParams):
-        self.params = params
+    def __init__(self, params: MinHashConfig):
+        self.params = params  # `enabled` is the pipeline's business: a MinHasher always hashes
         self._seeds = params.seeds()
 
     def band_keys(self, text: str | HashedWords) -> np.ndarray:

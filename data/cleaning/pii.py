@@ -9,8 +9,11 @@ import ipaddress
 import re
 import zlib
 from collections import Counter
+from typing import Any
 
-from data.cleaning.filters import Filter
+from pydantic import Field, TypeAdapter
+
+from data.cleaning.base import Filter, Options, step
 from data.tokens.documents import Document
 
 # example.com / example.org are reserved for documentation (RFC 2606).
@@ -49,6 +52,22 @@ def is_public_ip(text: str) -> bool:
         return False
 
 
+class PIIOptions(Options):
+    """What the PII step replaces, and with what (FineWeb: e-mails and public IPv4 addresses; we add IPv6)."""
+
+    emails: bool = True
+    ips: bool = Field(True, description="Public IPv4 addresses.")
+    ipv6: bool = Field(True, description="Public IPv6 addresses (datatrove: IPv4 only).")
+    email_replacements: tuple[str, ...] = Field(EMAIL_REPLACEMENTS, min_length=1)
+    ip_replacements: tuple[str, ...] = Field(IP_REPLACEMENTS, min_length=1)
+    ipv6_replacements: tuple[str, ...] = Field(IPV6_REPLACEMENTS, min_length=1)
+
+
+# How the step is written in a config: true (defaults), false (off) or a dict of options.
+PIIStep = step(PIIOptions)
+_PII_STEP = TypeAdapter(PIIStep)
+
+
 class PII(Filter):
     """Replaces e-mail addresses (emails) and public IPv4 (ips) / IPv6 (ipv6) addresses with placeholders.
 
@@ -58,21 +77,10 @@ class PII(Filter):
     """
 
     name = "pii"
+    options_type = PIIOptions
 
-    def __init__(self, emails: bool = True, ips: bool = True, ipv6: bool = True,
-                 email_replacements: tuple[str, ...] | list[str] = EMAIL_REPLACEMENTS,
-                 ip_replacements: tuple[str, ...] | list[str] = IP_REPLACEMENTS,
-                 ipv6_replacements: tuple[str, ...] | list[str] = IPV6_REPLACEMENTS):
-        for key, value in (("email_replacements", email_replacements), ("ip_replacements", ip_replacements),
-                           ("ipv6_replacements", ipv6_replacements)):
-            if isinstance(value, str) or not value:
-                raise ValueError(f"pii: '{key}' must be a non-empty list of strings, got {value!r}")
-        self.emails = emails
-        self.ips = ips
-        self.ipv6 = ipv6
-        self.email_replacements = tuple(email_replacements)
-        self.ip_replacements = tuple(ip_replacements)
-        self.ipv6_replacements = tuple(ipv6_replacements)
+    def __init__(self, options: PIIOptions | None = None, /, **changes: Any):
+        super().__init__(options, **changes)
         self.counts: Counter = Counter()
 
     def reason(self, doc: Document) -> str | None:
@@ -107,3 +115,11 @@ class PII(Filter):
         meta = dict(doc.get("meta") or {})
         meta["pii"] = dict(sorted(found.items()))
         return {**doc, "text": text, "meta": meta}
+
+
+def build_pii(value: Any = True) -> PII | None:
+    """The PII step from its config value: true or {} (defaults), false / null (off: None), a dict of options or a
+    PIIOptions; a bad option raises pydantic's ValidationError naming it."""
+    options = _PII_STEP.validate_python(value)
+    return PII(options) if options is not None else None
+

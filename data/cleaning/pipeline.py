@@ -21,16 +21,20 @@ import json
 import resource
 import shutil
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from data.cleaning.base import Filter
+from data.cleaning.config import PreprocessConfig
 from data.cleaning.extract import html_to_text
-from data.cleaning.filters import Filter, build_filters, build_pii
-from data.cleaning.minhash import HashedWords, MinHasher, MinHashParams, duplicates_by_key, hash64, near_duplicates
-from data.cleaning.poison import PoisonParams, PoisonScanner, domain_of, suspicious_phrases
+from data.cleaning.filters import FILTER_KEYS as FILTER_KEYS  # re-exported: tests read it here
+from data.cleaning.filters import build_filters
+from data.cleaning.minhash import HashedWords, MinHashConfig, MinHasher, duplicates_by_key, hash64, near_duplicates
+from data.cleaning.pii import PII
+from data.cleaning.poison import PoisonConfig, PoisonScanner, domain_of, suspicious_phrases
 from data.cleaning.split import split_of, text_hash
 from data.sources.quarantine import Quarantine, merge_quarantine
 from data.tokens.documents import Document, ShardWriter, read_documents
@@ -38,7 +42,6 @@ from data.tokens.documents import Document, ShardWriter, read_documents
 MAX_EXAMPLES = 3
 ROW_BITS = 32
 PHRASE_PARTITIONS = 16  # the poisoning scan holds 1/16 of the run's phrase fingerprints in memory at a time
-FILTER_KEYS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "min_words", "max_chars")
 
 
 def utf8_len(text: str) -> int:
@@ -137,7 +140,7 @@ class Extract(Filter):
 
     name = "extract"
 
-    def __init__(self, favor: str = "precision"):
+    def __init__(self, favor: str):
         self.favor = favor
 
     def apply(self, doc: Document) -> Document | str:
@@ -148,28 +151,19 @@ class Extract(Filter):
         return {**doc, "text": text} if text else "no_text"
 
 
-def steps_for(cfg: dict) -> list[Filter]:
+def steps_for(cfg: PreprocessConfig) -> list[Filter]:
     """URL filter, extraction, then the quality filters, in FineWeb's order."""
-    filters = build_filters({k: cfg[k] for k in FILTER_KEYS if k in cfg})
+    filters = build_filters(cfg)
     url = [f for f in filters if f.name == "url"]
-    return url + [Extract(cfg.get("favor", "precision"))] + [f for f in filters if f.name != "url"]
+    return url + [Extract(cfg.favor)] + [f for f in filters if f.name != "url"]
 
 
-def _minhash_params(cfg: dict) -> MinHashParams | None:
-    section = cfg.get("minhash") or {}
-    if not section.get("enabled", True):
-        return None
-    return MinHashParams(**{k: v for k, v in section.items() if k != "enabled"})
+def _minhash(cfg: PreprocessConfig) -> MinHashConfig | None:
+    return cfg.minhash if cfg.minhash.enabled else None
 
 
-def _poison_params(cfg: dict) -> PoisonParams | None:
-    section = dict(cfg.get("poison") or {})
-    if not section.pop("enabled", True):
-        return None
-    section.pop("drop", None)
-    if section.get("triggers") is None:
-        section.pop("triggers", None)
-    return PoisonParams(**section)
+def _poison(cfg: PreprocessConfig) -> PoisonConfig | None:
+    return cfg.poison if cfg.poison.enabled else None
 
 
 def _work_paths(work: Path, index: int) -> dict[str, Path]:
@@ -217,12 +211,14 @@ def _phrase_path(work: Path, index: int, part: int) -> Path:
 
 
 def filter_shard(job: dict) -> dict:
-    """Step 1 for one shard. job: {"index", "path", "work", "config"}; returns {"report", "rows", "peak_rss_mb"}."""
-    cfg, index, work = job["config"], job["index"], Path(job["work"])
+    """Step 1 for one shard. job: {"index", "path", "work", "config" (a PreprocessConfig)}; returns {"report",
+    "rows", "docs", "peak_rss_mb"}."""
+    cfg: PreprocessConfig = job["config"]
+    index, work = job["index"], Path(job["work"])
     paths = _work_paths(work, index)
     steps = steps_for(cfg)
-    minhasher = MinHasher(p) if (p := _minhash_params(cfg)) else None
-    scanner = PoisonScanner(p) if (p := _poison_params(cfg)) else None
+    minhasher = MinHasher(p) if (p := _minhash(cfg)) else None
+    scanner = PoisonScanner(p) if (p := _poison(cfg)) else None
     report = Report()
     exact, bands, triggers = [], [], {}
     phrases = PhraseWriter(work, index) if scanner else None
@@ -265,7 +261,7 @@ def filter_shard(job: dict) -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
-def plan_removals(work: Path, shard_rows: Sequence[int], cfg: dict) -> dict[int, dict]:
+def plan_removals(work: Path, shard_rows: Sequence[int], cfg: PreprocessConfig) -> dict[int, dict]:
     """Step 2: {shard: {"drop": {row: step}, "poison": {row: [reasons]}, "phrases": {row: [fingerprints]}}}."""
     n_shards = len(shard_rows)
     plan: dict[int, dict] = {i: {"drop": {}, "poison": {}, "phrases": {}} for i in range(n_shards)}
@@ -281,23 +277,23 @@ def plan_removals(work: Path, shard_rows: Sequence[int], cfg: dict) -> dict[int,
         return (np.uint64(i) << np.uint64(ROW_BITS)) | np.arange(shard_rows[i], dtype=np.uint64)
 
     ids = np.concatenate([ids_of(i) for i in range(n_shards)]).astype(np.int64)  # every document, shard order
-    if cfg.get("exact_dedup", True):
+    if cfg.exact_dedup:
         hashes = np.concatenate([np.load(_work_paths(work, i)["exact"]) for i in range(n_shards)])
         mark(duplicates_by_key(hashes, ids), "exact_dedup")
-    params = _minhash_params(cfg)
+    params = _minhash(cfg)
     if params:
         def buckets():
             for b in range(params.buckets):
                 keys = [np.load(_work_paths(work, i)["bands"], mmap_mode="r") for i in range(n_shards)]
                 yield np.concatenate([k[:, b] for k in keys if len(k)] or [np.zeros(0, np.uint64)]), ids
         mark(near_duplicates(buckets()), "minhash")
-    poison = _poison_params(cfg)
+    poison = _poison(cfg)
     if poison:
         _plan_poison(work, n_shards, plan, removed, poison, sum(shard_rows) - len(removed))
     return plan
 
 
-def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[int], params: PoisonParams,
+def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[int], params: PoisonConfig,
                  total_docs: int) -> None:
     mask = (1 << ROW_BITS) - 1
     for i in range(n_shards):
@@ -319,13 +315,13 @@ def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[
 
 
 def finish_shard(job: dict) -> dict:
-    """Step 3 for one shard. job: {"index", "out", "config", "plan", "docs" (step 1's files)}."""
-    cfg, index, out = job["config"], job["index"], Path(job["out"])
+    """Step 3 for one shard. job: {"index", "out", "config" (a PreprocessConfig), "plan", "docs" (step 1's files)}."""
+    cfg: PreprocessConfig = job["config"]
+    index, out = job["index"], Path(job["out"])
     plan = job["plan"]
     drop, poison_flags, phrases = plan["drop"], plan["poison"], plan["phrases"]
-    poison_cfg = cfg.get("poison") or {}
-    scanner = PoisonScanner(p) if (p := _poison_params(cfg)) else None
-    pii = build_pii(cfg.get("pii", True))
+    scanner = PoisonScanner(p) if (p := _poison(cfg)) else None
+    pii = PII(cfg.pii) if cfg.pii is not None else None
     report = Report()
     splits = {"train": Counter(), "val": Counter()}
     dedup_steps = dedup_steps_for(cfg)
@@ -347,7 +343,7 @@ def finish_shard(job: dict) -> dict:
                         if reason == "spread_phrase":
                             detail = f"phrase: {scanner.phrase_for(doc['text'], set(phrases.get(row, [])))!r}"
                         report.flagged("poison", reason, doc, detail)
-                    if reasons and poison_cfg.get("drop", False):
+                    if reasons and cfg.poison.drop:
                         report.dropped("poison", reasons[0], doc, nbytes)
                         continue
                     report.passed("poison", nbytes, nbytes)
@@ -360,7 +356,7 @@ def finish_shard(job: dict) -> dict:
                     for kind, n in sorted((result["meta"].get("pii") or {}).items()):
                         report.flagged("pii", f"{kind}_replaced", result, f"{n} replaced")  # never the original
                     doc, nbytes = result, new_bytes
-                split = split_of(doc["id"], cfg.get("val_fraction", 0.05), cfg.get("seed", 0))
+                split = split_of(doc["id"], cfg.val_fraction, cfg.seed)
                 (val if split == "val" else train).write(doc)
                 splits[split]["docs"] += 1
                 splits[split]["chars"] += len(doc["text"])
@@ -368,9 +364,9 @@ def finish_shard(job: dict) -> dict:
     return {"report": report.steps, "splits": {k: dict(v) for k, v in splits.items()}, "peak_rss_mb": peak_rss_mb()}
 
 
-def dedup_steps_for(cfg: dict) -> tuple[str, ...]:
-    steps = ("exact_dedup",) if cfg.get("exact_dedup", True) else ()
-    return steps + (("minhash",) if _minhash_params(cfg) else ())
+def dedup_steps_for(cfg: PreprocessConfig) -> tuple[str, ...]:
+    steps = ("exact_dedup",) if cfg.exact_dedup else ()
+    return steps + (("minhash",) if _minhash(cfg) else ())
 
 
 MapFn = Callable[[Callable[[Any], Any], Sequence[Any], str], list[Any]]
@@ -380,11 +376,14 @@ def serial_map(fn: Callable[[Any], Any], items: Sequence[Any], name: str = "shar
     return [fn(item) for item in items]
 
 
-def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: dict, map_fn: MapFn = serial_map,
-                   log: Callable[[str], None] = print) -> dict:
+def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: PreprocessConfig | Mapping[str, Any],
+                   map_fn: MapFn = serial_map, log: Callable[[str], None] = print) -> dict:
     """All three steps over `raw_files` (raw document shards); outputs in `out`: documents/, quarantine.jsonl.
 
-    Returns {"report": Report, "counts": {...}, "peak_rss_mb": ...}; the work files are removed at the end."""
+    `cfg` is a PreprocessConfig; a mapping (as in YAML) or an object with the same fields is validated into one
+    here, before any job starts, so the jobs only ever see a valid config. Returns {"report": Report, "counts":
+    {...}, "peak_rss_mb": ...}; the work files are removed at the end."""
+    cfg = PreprocessConfig.model_validate(cfg, from_attributes=True)
     if not raw_files:
         raise ValueError("preprocess: no raw document shards to read (did the crawl keep any documents?)")
     work = out / "work"

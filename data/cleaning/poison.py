@@ -17,10 +17,10 @@ at ~2/(window+1) of the cost of keeping them all.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from data.cleaning.minhash import HashedWords, equal_key_runs, shingle_hashes
 
@@ -40,15 +40,36 @@ COMMON_WORDS = frozenset(
     "out no do does been were may some any also into than then these those such only other new like".split())
 
 
-@dataclass(frozen=True)
-class PoisonParams:
-    triggers: dict[str, str] = field(default_factory=lambda: dict(TRIGGERS))
-    phrase_words: int = 8
-    window: int = 4
-    min_domains: int = 10
-    min_domain_ratio: float = 0.5
-    max_doc_fraction: float = 0.01
-    max_common_words: int = 6
+class PoisonConfig(BaseModel):
+    """The poisoning scan: trigger patterns, and rare phrases spread over many domains (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    drop: bool = Field(False, description="Drop flagged documents (default: keep them, flag them in the report).")
+    triggers: dict[str, str] | None = Field(None, description="name -> regex; None: data.cleaning.poison.TRIGGERS.")
+    phrase_words: int = Field(8, ge=2, description="Words per phrase compared across domains.")
+    window: int = Field(4, ge=1, description="Winnowing window: phrases of phrase_words+window-1 words never missed.")
+    min_domains: int = Field(10, ge=2, description="A phrase on at least this many domains is suspicious...")
+    min_domain_ratio: float = Field(0.5, description="...when it appears about once per domain (domains/docs)...")
+    max_doc_fraction: float = Field(0.01, description="...and in at most this fraction of all documents (rare).")
+    max_common_words: int = Field(6, description="Phrases with more common English words than this are idioms.")
+
+    @field_validator("triggers")
+    @classmethod
+    def _patterns_compile(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        # a bad regex fails when the config is read, not in the first shard that compiles it
+        for name, pattern in (value or {}).items():
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ValueError(f"trigger {name!r}: bad regex {pattern!r}: {err}") from err
+        return value
+
+    @property
+    def patterns(self) -> dict[str, str]:
+        """The trigger regexes in use: `triggers`, or the built-in TRIGGERS."""
+        return self.triggers if self.triggers is not None else TRIGGERS
 
 
 def domain_of(url: str) -> str:
@@ -63,9 +84,9 @@ def domain_of(url: str) -> str:
 class PoisonScanner:
     """Per document: which triggers match, and the phrase fingerprints to compare across the run."""
 
-    def __init__(self, params: PoisonParams):
-        self.params = params
-        self._triggers = [(name, re.compile(pattern)) for name, pattern in sorted(params.triggers.items())]
+    def __init__(self, params: PoisonConfig):
+        self.params = params  # `enabled` and `drop` are the pipeline's business
+        self._triggers = [(name, re.compile(pattern)) for name, pattern in sorted(params.patterns.items())]
 
     def triggers(self, text: str) -> list[str]:
         return [name for name, pattern in self._triggers if pattern.search(text)]
@@ -106,7 +127,7 @@ class PoisonScanner:
 
 
 def suspicious_phrases(fingerprints: np.ndarray, domains: np.ndarray, doc_ids: np.ndarray, total_docs: int,
-                       params: PoisonParams) -> dict[int, list[int]]:
+                       params: PoisonConfig) -> dict[int, list[int]]:
     """From (fingerprint, domain hash, doc id) rows of the whole run (or of one hash partition of it):
     {doc id: [flagged fingerprints]}."""
     flagged: dict[int, list[int]] = {}

@@ -9,11 +9,14 @@ import math
 from collections import Counter
 
 import pytest
+from pydantic import ValidationError
 
 from data.cleaning.filters import (
+    C4Options,
     C4Quality,
     FineWebQuality,
     GopherQuality,
+    GopherQualityOptions,
     GopherRepetition,
     LanguageFilter,
     MaxLength,
@@ -22,6 +25,7 @@ from data.cleaning.filters import (
     apply_filters,
     build_filters,
     count_sentences,
+    sentence_spans,
     split_words,
 )
 from data.cleaning.split import normalize_for_dedup, split_of, text_hash
@@ -87,6 +91,15 @@ def test_words_split_punctuation_into_tokens_but_keep_numbers_urls_and_dotted_na
 ])
 def test_count_sentences_splits_after_terminal_marks_but_not_abbreviations_or_numbers(line, n):
     assert count_sentences(line) == n
+
+
+def test_sentence_spans_cover_the_line_one_sentence_each():
+    line = 'One. Mr. Smith said "two!" Then three? Four'
+    spans = sentence_spans(line)
+    assert [line[a:b].strip() for a, b in spans] == ["One.", 'Mr. Smith said "two!"', "Then three?", "Four"]
+    assert spans[0][0] == 0 and spans[-1][1] == len(line)
+    assert all(end == start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))
+    assert sentence_spans("   ") == []
 
 
 # --- URL ------------------------------------------------------------------------------------------------------------
@@ -449,7 +462,7 @@ def test_build_filters_orders_steps_as_fineweb_whatever_the_key_order():
     assert [f.name for f in filters] == ["url", "gopher_repetition", "c4", "fineweb", "min_length", "max_length"]
     assert filters[0].block_domains == {"spam.example"} and filters[2].curly_bracket is False
     assert filters[-2].min_words == 20 and filters[-1].max_chars == 1000
-    assert build_filters({"min_words": 0, "max_chars": True})[0].max_chars == 200_000
+    assert [f.name for f in build_filters({"min_words": 0, "max_chars": 5, "c4": C4Options()})] == ["c4", "max_length"]
 
 
 def test_build_filters_accepts_yaml_lists_for_ngram_thresholds():
@@ -457,17 +470,34 @@ def test_build_filters_accepts_yaml_lists_for_ngram_thresholds():
     assert f.dup_n_grams == ((5, 0.25), (6, 0.24))
 
 
-def test_build_filters_names_the_bad_key():
-    with pytest.raises(ValueError, match="'gopher_qualty'"):
-        build_filters({"gopher_qualty": True})
-    with pytest.raises(ValueError, match="bad options for 'c4'"):
-        build_filters({"c4": {"no_such_option": 1}})
-    with pytest.raises(ValueError, match="'language'.*'xx'"):
-        build_filters({"language": {"languages": ["xx"]}})
-    with pytest.raises(ValueError, match="'min_words' must be an integer"):
-        build_filters({"min_words": "fifty"})
-    with pytest.raises(ValueError, match="'fineweb' must be true/false or a dict"):
-        build_filters({"fineweb": "yes"})
+@pytest.mark.parametrize("steps, where", [
+    ({"gopher_qualty": True}, "gopher_qualty"),
+    ({"c4": {"no_such_option": 1}}, "c4.no_such_option"),
+    ({"gopher_quality": {"min_doc_words": "fifty"}}, "gopher_quality.min_doc_words"),
+    ({"language": {"languages": ["xx"]}}, "language.languages"),
+    ({"min_words": "fifty"}, "min_words"),
+    ({"max_chars": True}, "max_chars"),  # strict: true must not quietly mean a limit of 1
+    ({"fineweb": "yes"}, "fineweb"),
+    ({"gopher_repetition": {"dup_n_grams": [[0, 0.1]]}}, "gopher_repetition.dup_n_grams.0.0"),
+    ({"url": {"block_domains": "spam.example"}}, "url.block_domains"),  # a string is not a list of domains
+])
+def test_build_filters_names_the_bad_key_or_option(steps, where):
+    with pytest.raises(ValidationError) as err:
+        build_filters(steps)
+    assert [".".join(map(str, e["loc"])) for e in err.value.errors()] == [where]
+
+
+def test_a_step_takes_its_options_model_or_changes_to_its_defaults():
+    assert GopherQuality().options == GopherQualityOptions()  # the defaults live in the options model only
+    assert GopherQuality(min_doc_words=10).min_doc_words == 10
+    base = GopherQualityOptions(min_stop_words=None)
+    f = GopherQuality(base, min_doc_words=10)
+    assert (f.min_doc_words, f.min_stop_words, f.max_doc_words) == (10, None, 100_000)
+    assert base.min_doc_words == 50  # the options given are not changed
+    with pytest.raises(ValidationError, match="min_doc_wordz"):
+        GopherQuality(min_doc_wordz=10)
+    with pytest.raises(TypeError, match="GopherQualityOptions"):
+        GopherQuality(C4Options())
 
 
 def test_apply_filters_passes_rewritten_documents_on_and_counts_the_first_drop():

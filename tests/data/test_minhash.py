@@ -5,8 +5,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+from pydantic import ValidationError
 
-from data.cleaning.minhash import MinHasher, MinHashParams, duplicates_by_key, near_duplicates
+from data.cleaning.minhash import MinHashConfig, MinHasher, duplicates_by_key, near_duplicates
 
 
 def _text(seed: int, n: int = 400) -> str:
@@ -15,7 +17,7 @@ def _text(seed: int, n: int = 400) -> str:
 
 
 def test_a_lightly_edited_copy_shares_bands_and_an_unrelated_text_shares_none():
-    hasher = MinHasher(MinHashParams())
+    hasher = MinHasher(MinHashConfig())
     base = _text(1)
     words = base.split()
     edited = " ".join(words[:390] + ["changed"] * 10)  # ~95% of the 5-grams kept
@@ -24,21 +26,27 @@ def test_a_lightly_edited_copy_shares_bands_and_an_unrelated_text_shares_none():
 
 
 def test_case_and_punctuation_do_not_matter():
-    hasher = MinHasher(MinHashParams())
+    hasher = MinHasher(MinHashConfig())
     text = _text(3)
     assert (hasher.band_keys(text) == hasher.band_keys(text.upper().replace(" ", ", "))).all()
 
 
 def test_buckets_and_hashes_are_configurable():
-    keys = MinHasher(MinHashParams(ngram=3, buckets=5, hashes_per_bucket=2)).band_keys(_text(4))
+    keys = MinHasher(MinHashConfig(ngram=3, buckets=5, hashes_per_bucket=2)).band_keys(_text(4))
     assert keys.shape == (5,) and keys.dtype == np.uint64
 
 
+@pytest.mark.parametrize("field", ["ngram", "buckets", "hashes_per_bucket"])
+def test_sizes_below_one_are_refused_when_the_config_is_read(field):
+    with pytest.raises(ValidationError, match=field):
+        MinHashConfig(**{field: 0})
+
+
 def test_band_keys_are_the_same_in_another_process():
-    code = ("from data.cleaning.minhash import MinHasher, MinHashParams; "
-            "print(MinHasher(MinHashParams()).band_keys('one two three four five six seven').tolist())")
+    code = ("from data.cleaning.minhash import MinHasher, MinHashConfig; "
+            "print(MinHasher(MinHashConfig()).band_keys('one two three four five six seven').tolist())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert eval(out) == MinHasher(MinHashParams()).band_keys("one two three four five six seven").tolist()
+    assert eval(out) == MinHasher(MinHashConfig()).band_keys("one two three four five six seven").tolist()
 
 
 def test_exact_duplicates_keep_the_first_id():

@@ -1,9 +1,9 @@
 """PII replacement (FineWeb's last step): e-mails and public IPs become placeholders, deterministically."""
 
 import pytest
+from pydantic import ValidationError
 
-from data.cleaning.filters import build_pii
-from data.cleaning.pii import EMAIL_REPLACEMENTS, IP_REPLACEMENTS, IPV6_REPLACEMENTS, PII
+from data.cleaning.pii import EMAIL_REPLACEMENTS, IP_REPLACEMENTS, IPV6_REPLACEMENTS, PII, PIIOptions, build_pii
 
 
 def doc(text: str) -> dict:
@@ -97,10 +97,20 @@ def test_each_kind_can_be_turned_off():
 
 
 def test_build_pii_from_config():
-    assert isinstance(build_pii(True), PII)
+    assert isinstance(build_pii(True), PII) and build_pii(True).options == PIIOptions()
     assert build_pii(False) is None and build_pii(None) is None
     assert build_pii({"ips": False}).ips is False
-    with pytest.raises(ValueError, match="bad options for 'pii'"):
+    assert build_pii(PIIOptions(ipv6=False)).ipv6 is False
+    with pytest.raises(ValidationError, match="phone_numbers"):
         build_pii({"phone_numbers": True})
-    with pytest.raises(ValueError, match="email_replacements"):
+    with pytest.raises(ValidationError, match="email_replacements"):
         build_pii({"email_replacements": "me@example.com"})
+    with pytest.raises(ValidationError, match="ip_replacements"):
+        PII(ip_replacements=[])
+
+
+def test_the_defaults_live_in_the_options_model():
+    assert PII().options == PIIOptions()
+    assert (PII().email_replacements, PII().ip_replacements, PII().ipv6_replacements) == \
+        (EMAIL_REPLACEMENTS, IP_REPLACEMENTS, IPV6_REPLACEMENTS)
+    assert PII(PIIOptions(emails=False), ips=False).options == PIIOptions(emails=False, ips=False)
