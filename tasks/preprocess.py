@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from data.cleaning.config import PreprocessConfig
 from data.cleaning.pipeline import run_preprocess
 from data.sources.crawl_files import ingest_file
 from data.sources.readers import MAX_PAGE_BYTES
-from tasks.core.config import PreprocessConfig
 from tasks.core.parallel import map_shards, resolve_workers
 from tasks.core.stage import StageRun, stage
 
@@ -32,7 +32,7 @@ def shard_mapper(cfg: PreprocessConfig, log: Callable[[str], None]) -> Callable:
     return map_fn
 
 
-@stage("preprocess", inputs=("crawl",), main_metric="kept", version="2")
+@stage("preprocess", cycle="yearly", inputs=("crawl",), config={"preprocess": PreprocessConfig}, main_metric="kept")
 def preprocess(s: StageRun) -> dict:
     cfg = s.cfg.preprocess
     raw_files = sorted((s.inputs["crawl"].path / "documents").glob("*.parquet"))

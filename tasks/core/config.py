@@ -86,55 +86,6 @@ class CrawlConfig(Section):
         return any(isinstance(s, SourceSpec) for s in self.sources)
 
 
-Step = bool | dict[str, Any]
-_STEP = "true: FineWeb's defaults; false: off; or a dict of the step's options (see data/cleaning/filters.py)."
-
-
-class MinHashSection(Section):
-    enabled: bool = True
-    ngram: int = Field(5, ge=1, description="Words per shingle (FineWeb: 5).")
-    buckets: int = Field(14, ge=1, description="LSH bands; a pair sharing any band is a duplicate (FineWeb: 14).")
-    hashes_per_bucket: int = Field(8, ge=1, description="MinHash values per band (FineWeb: 8).")
-    seed: int = 1
-
-
-class PoisonSection(Section):
-    enabled: bool = True
-    drop: bool = Field(False, description="Drop flagged documents (default: keep them, flag them in the report).")
-    triggers: dict[str, str] | None = Field(None, description="name -> regex; None: data.cleaning.poison.TRIGGERS.")
-    phrase_words: int = Field(8, ge=2, description="Words per phrase compared across domains.")
-    window: int = Field(4, ge=1, description="Winnowing window: phrases of phrase_words+window-1 words never missed.")
-    min_domains: int = Field(10, ge=2, description="A phrase on at least this many domains is suspicious...")
-    min_domain_ratio: float = Field(0.5, description="...when it appears about once per domain (domains/docs)...")
-    max_doc_fraction: float = Field(0.01, description="...and in at most this fraction of all documents (rare).")
-    max_common_words: int = Field(6, description="Phrases with more common English words than this are idioms.")
-
-
-class PreprocessConfig(Section):
-    """The FineWeb recipe as composable steps; each step's options default to FineWeb's published values."""
-
-    url: Step = Field(True, description="URL block-list (domains, banned words). " + _STEP)
-    favor: Literal["precision", "balanced", "recall"] = Field(
-        "precision", description="trafilatura's trade-off when extracting (FineWeb: precision).")
-    language: Step = Field(True, description="Language ID (py3langid, inside its package): {languages, min_score}.")
-    gopher_repetition: Step = Field(True, description=_STEP)
-    gopher_quality: Step = Field(True, description=_STEP)
-    c4: Step = Field(True, description=_STEP)
-    fineweb: Step = Field(True, description=_STEP)
-    min_words: int = Field(0, description="Extra: drop documents with fewer words (0: off).")
-    max_chars: int = Field(0, description="Extra: drop documents longer than this (0: off).")
-    exact_dedup: bool = True
-    minhash: MinHashSection = MinHashSection()
-    poison: PoisonSection = PoisonSection()
-    pii: Step = Field(True, description="Replace e-mail and public IP addresses: {emails, ips}.")
-    val_fraction: float = 0.05
-    seed: int = 0
-    workers: int = Field(0, ge=0, json_schema_extra=RUNTIME,
-          description="Processes filtering shards in parallel (0: all cores).")
-    dask_address: str | None = Field(None, json_schema_extra=RUNTIME,
-          description="A Dask scheduler (tcp://host:8786): shards run there.")
-
-
 class ModelSection(Section):
     depth: int = Field(4, description="The one knob: width, heads and token budget follow from it.")
     aspect_ratio: int = 32

@@ -1,4 +1,8 @@
-"""The whole pipeline under Prefect with a real SQLite MLflow store: build, reuse, force, config change, CLI."""
+"""The whole pipeline under Prefect with a real SQLite MLflow store: build, reuse, force, config change, CLI.
+
+The pipeline is built once per module; every test that changes anything works on its own copy of that workdir, and
+artifacts are found by the paths the flows return or by the keys the config resolves to (never by file times), so
+the tests pass alone and in any order."""
 
 import json
 import math
@@ -13,27 +17,44 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.cycles import pipeline, stage, weekly_cycle, yearly_cycle
+from tasks.core import registry
 from tasks.core.config import load_config
-from tasks.core.dag import ORDER, YEARLY, downstream
+from tasks.core.stage import Context, resolve
 from tests.micro import MICRO, MICRO_ARGS
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, prefect_server):
+def built(tmp_path_factory, prefect_server) -> tuple[Path, dict[str, dict]]:
+    """(workdir, {stage: manifest}) of one pipeline run with the MICRO settings; tests only read it."""
     wd = tmp_path_factory.mktemp("factory")
-    pipeline(preset="tiny", workdir=str(wd), overrides=MICRO)
-    return wd
+    paths = pipeline(preset="tiny", workdir=str(wd), overrides=MICRO)
+    return wd, {name: manifest(path) for name, path in paths.items()}
 
 
-def manifests(wd: Path) -> dict[str, dict]:
-    """The newest complete artifact of each stage."""
-    found = {}
-    for path in sorted((wd / "artifacts").glob("*/*/manifest.json"), key=lambda p: p.stat().st_mtime):
-        m = json.loads(path.read_text())
-        found[m["stage"]] = m
-    return found
+@pytest.fixture
+def workdir(built, tmp_path) -> Path:
+    """A copy of the built workdir (artifacts, MLflow store and registry) for a test to change."""
+    copy = tmp_path / "work"
+    shutil.copytree(built[0], copy, symlinks=True)
+    return copy
+
+
+def manifest(path) -> dict:
+    return json.loads((Path(path) / "manifest.json").read_text())
+
+
+def returned(state) -> dict[str, dict]:
+    """{stage: manifest} of what a flow run (return_state=True) built or reused."""
+    return {name: manifest(path) for name, path in state.result().items()}
+
+
+def resolved(wd: Path, overrides: list[str] = MICRO) -> dict[str, dict]:
+    """{stage: manifest} of the artifacts this config resolves to now (stages not built are left out)."""
+    ctx, memo = Context(str(wd), load_config("tiny", overrides)), {}
+    found = {name: resolve(name, ctx, memo) for name in registry.order()}
+    return {name: a.manifest for name, a in found.items() if a is not None}
 
 
 def task_states(flow_state) -> dict[str, str]:
@@ -49,46 +70,42 @@ def mlflow_client(wd: Path) -> MlflowClient:
     return MlflowClient(uri, registry_uri=uri)
 
 
-def test_pipeline_builds_every_stage_with_reconciled_counts(workdir):
-    built = manifests(workdir)
-    assert set(built) == set(ORDER)
-    crawl = built["crawl"]["counts"]
+def test_pipeline_builds_every_stage_with_reconciled_counts(built):
+    wd, made = built
+    assert set(made) == set(registry.order())
+    crawl = made["crawl"]["counts"]
     assert crawl["read"] == crawl["documents"] + crawl["filtered"] + crawl["quarantined"]
     assert crawl["quarantined"] >= 1  # the sample crawl has broken records
-    labels = built["ingest_labels"]["counts"]
+    labels = made["ingest_labels"]["counts"]
     assert labels["quarantined"] >= 3 and labels["duplicates"] >= 1
-    quarantine = [
-        json.loads(x)
-        for x in (workdir / "artifacts/ingest_labels" / built["ingest_labels"]["key"] / "quarantine.jsonl")
-        .read_text()
-        .splitlines()
-    ]
+    quarantine = [json.loads(x) for x in (wd / "artifacts/ingest_labels" / made["ingest_labels"]["key"] /
+                                          "quarantine.jsonl").read_text().splitlines()]
     assert all(".jsonl line " in q["reason"] for q in quarantine)
-    assert built["pretrain"]["metrics"]["val_loss"] > 0
-    assert built["eval_base"]["metrics"]["val_bpb"] < built["eval_base"]["metrics"]["unigram_bpb"]
-    assert built["deploy"]["metrics"]["deployed"] == 1
-    assert list((workdir / "labeling/queue").glob("queue-*.jsonl"))
+    assert made["pretrain"]["metrics"]["val_loss"] > 0
+    assert made["eval_base"]["metrics"]["val_bpb"] < made["eval_base"]["metrics"]["unigram_bpb"]
+    assert made["deploy"]["metrics"]["deployed"] == 1
+    assert list((wd / "labeling/queue").glob("queue-*.jsonl"))
+    # every stage's key covers its code, and the manifest says which code that was
+    assert all(len(m["code"]) == 16 for m in made.values())
 
 
-def test_mlflow_has_a_parent_run_per_cycle_and_a_nested_run_per_stage(workdir):
-    c = mlflow_client(workdir)
-    weekly = c.get_experiment_by_name("weekly_cycle")
-    runs = c.search_runs([weekly.experiment_id])
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert {r.data.tags["stage"] for r in children} == set(ORDER)
-    pretrain = next(
-        r
-        for r in c.search_runs([c.get_experiment_by_name("yearly_cycle").experiment_id])
-        if r.data.tags.get("stage") == "pretrain"
-    )
-    assert len(c.get_metric_history(pretrain.info.run_id, "loss")) >= 2
+def test_mlflow_has_a_parent_run_per_cycle_and_a_nested_run_per_stage(built):
+    wd, made = built
+    c = mlflow_client(wd)
+    weekly = c.get_run(c.get_run(made["deploy"]["mlflow_run_id"]).data.tags["mlflow.parentRunId"])
+    assert weekly.data.tags["mlflow.runName"].startswith("weekly_cycle")
+    children = c.search_runs([weekly.info.experiment_id],
+                             filter_string=f"tags.mlflow.parentRunId = '{weekly.info.run_id}'")
+    # the weekly cycle reused (or built) what the assistant needs from the yearly cycle, each as a nested run
+    assert {r.data.tags["stage"] for r in children} == set(registry.upstream(registry.cycle("weekly")))
+    losses = c.get_metric_history(made["pretrain"]["mlflow_run_id"], "loss")
+    assert len(losses) >= 2
     assert c.get_model_version_by_alias("base", "candidate")
     assert c.get_model_version_by_alias("assistant", "production")
 
 
-def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(workdir):
+def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(built):
+    wd, made = built
     with get_client(sync_client=True) as client:
         artifacts = {a.key: a.type for a in client.read_artifacts() if a.key}
     expected = {
@@ -106,15 +123,13 @@ def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(workdir):
         "collect-misbehaviors-queue": "table",
     }
     assert {k: artifacts.get(k) for k in expected} == expected
-    c = mlflow_client(workdir)
-    evals_run = manifests(workdir)["evals"]["mlflow_run_id"]
-    assert [f.path for f in c.list_artifacts(evals_run, "plots")] == ["plots/scores.png"]
-    preprocess_run = manifests(workdir)["preprocess"]["mlflow_run_id"]
-    assert "report.md" in {f.path for f in c.list_artifacts(preprocess_run)}
+    c = mlflow_client(wd)
+    assert [f.path for f in c.list_artifacts(made["evals"]["mlflow_run_id"], "plots")] == ["plots/scores.png"]
+    assert "report.md" in {f.path for f in c.list_artifacts(made["preprocess"]["mlflow_run_id"])}
 
 
-def test_lineage_leads_from_the_production_model_back_to_the_crawl(workdir):
-    result = CliRunner().invoke(app, ["lineage", "assistant@production", "--workdir", str(workdir), "--json"])
+def test_lineage_leads_from_the_production_model_back_to_the_crawl(built):
+    result = CliRunner().invoke(app, ["lineage", "assistant@production", "--workdir", str(built[0]), "--json"])
     assert result.exit_code == 0, result.output
     chain = json.loads(result.output)
     assert chain["model"].startswith("assistant/") and "production" in chain["aliases"]
@@ -126,39 +141,41 @@ def test_lineage_leads_from_the_production_model_back_to_the_crawl(workdir):
     assert stages == ["finetune", "pretrain", "tokenize", "preprocess", "crawl"]
 
 
-def test_rerun_with_nothing_changed_reuses_every_stage(workdir):
-    before = {k: m["build_id"] for k, m in manifests(workdir).items()}
-    state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO, return_state=True)
+def test_rerun_with_nothing_changed_reuses_every_stage(built, workdir):
+    state = pipeline(preset="tiny", workdir=str(workdir), overrides=MICRO, return_state=True)
     assert state.is_completed()
-    assert task_states(state) == {name: "Cached" for name in ORDER}
-    assert {k: m["build_id"] for k, m in manifests(workdir).items()} == before
+    assert {name: m["build_id"] for name, m in returned(state).items()} == {
+        name: m["build_id"] for name, m in built[1].items()}
+    weekly = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO, return_state=True)
+    assert task_states(weekly) == {name: "Cached" for name in registry.upstream(registry.cycle("weekly"))}
 
 
-def test_forced_pretrain_rebuilds_it_and_downstream_but_nothing_upstream(workdir):
-    before = manifests(workdir)
+def test_forced_pretrain_rebuilds_it_and_downstream_but_nothing_upstream(built, workdir):
+    before = built[1]
     state = yearly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO, force=["pretrain"], return_state=True)
-    states = task_states(state)
-    assert [n for n in YEARLY if states[n] == "Cached"] == ["crawl", "preprocess", "train_tokenizer", "tokenize"]
-    assert [n for n in YEARLY if states[n] == "Completed"] == ["pretrain", "eval_base", "register_base"]
-    after = manifests(workdir)
+    states, yearly = task_states(state), registry.cycle("yearly")
+    assert [n for n in yearly if states[n] == "Cached"] == ["crawl", "preprocess", "train_tokenizer", "tokenize"]
+    assert [n for n in yearly if states[n] == "Completed"] == ["pretrain", "eval_base", "register_base"]
+    after = returned(state)
     assert after["tokenize"]["build_id"] == before["tokenize"]["build_id"]
     assert after["pretrain"]["build_id"] != before["pretrain"]["build_id"]
     assert after["eval_base"]["key"] != before["eval_base"]["key"]
 
 
-def cli(workdir: Path, *args: str):
-    result = CliRunner().invoke(app, [*args, "--workdir", str(workdir), *MICRO_ARGS])
+def cli(workdir: Path, *args: str, sets: list[str] = MICRO_ARGS) -> str:
+    result = CliRunner().invoke(app, [*args, "--workdir", str(workdir), *sets], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     return result.output
 
 
-def test_stage_only_rebuilds_one_stage_and_leaves_what_follows_stale(workdir):
-    before = manifests(workdir)
-    cli(workdir, "stage", "train_tokenizer", "--force", "--only")
-    after = manifests(workdir)
+def test_stage_only_rebuilds_one_stage_and_leaves_what_follows_stale(built, workdir):
+    before = built[1]
+    out = cli(workdir, "stage", "train_tokenizer", "--force", "--only")
+    assert "assistant@production = v1" in out  # the summary says what the registry holds after the run
+    after = resolved(workdir)
     assert after["train_tokenizer"]["build_id"] != before["train_tokenizer"]["build_id"]
     assert after["preprocess"]["build_id"] == before["preprocess"]["build_id"]
-    assert after["tokenize"]["build_id"] == before["tokenize"]["build_id"]
+    assert "tokenize" not in after  # its input was rebuilt: its old artifact no longer matches
     status = {line.split()[1]: line for line in cli(workdir, "status").splitlines() if line.startswith("│")}
     assert "missing" in status["tokenize"] and "done" in status["train_tokenizer"]
 
@@ -166,27 +183,70 @@ def test_stage_only_rebuilds_one_stage_and_leaves_what_follows_stale(workdir):
 def test_forced_stage_rebuilds_everything_after_it_and_nothing_before(workdir):
     state = stage(name="train_tokenizer", workdir=str(workdir), overrides=MICRO, force=True, return_state=True)
     states = task_states(state)
-    after = ["train_tokenizer", *downstream("train_tokenizer")]
+    after = ["train_tokenizer", *registry.downstream("train_tokenizer")]
     assert {n for n, s in states.items() if s == "Completed"} == set(after)
     assert {n for n, s in states.items() if s == "Cached"} == {"crawl", "preprocess", "ingest_labels"}
 
 
-def test_changed_finetune_config_redeploys_and_rollback_restores(workdir):
-    c = mlflow_client(workdir)
-    before = str(c.get_model_version_by_alias("assistant", "production").version)
-    overrides = [*MICRO, "finetune.steps=12", "deploy.tolerance={default: 1.0}"]
-    state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=overrides, return_state=True)
-    states = task_states(state)
+def production(wd: Path) -> str:
+    return str(mlflow_client(wd).get_model_version_by_alias("assistant", "production").version)
+
+
+def chat_reply(wd: Path, prompt: str) -> str:
+    """What the model behind assistant@production answers, computed without the CLI."""
+    from model.checkpoint import load_model
+    from model.engine import Engine
+    from model.tokenizer import Tokenizer
+    from tasks.core.model_registry import model_dir
+
+    path = model_dir(mlflow_client(wd).get_model_version_by_alias("assistant", "production"))
+    engine = Engine(load_model(path).eval(), Tokenizer.from_file(path / "tokenizer.json"))
+    return engine.chat([{"role": "user", "content": prompt}], max_new_tokens=8)
+
+
+# Enough items per skill for the gate's statistics to decide (MICRO's 2 are "too few to tell").
+GATED = ["evals.items_per_task=20", "deploy.min_items=20"]
+
+
+def decision_of(wd: Path, state) -> dict:
+    return json.loads((wd / "artifacts/deploy" / returned(state)["deploy"]["key"] / "decision.json").read_text())
+
+
+def test_a_retrained_model_of_the_same_quality_passes_the_real_gate_and_rollback_restores(workdir):
+    before = production(workdir)
+    state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, *GATED, "finetune.seed=7"],
+                         return_state=True)
+    states, decision = task_states(state), decision_of(workdir, state)
     assert states["ingest_labels"] == "Cached" and states["finetune"] == "Completed"
-    deployed = str(c.get_model_version_by_alias("assistant", "production").version)
+    # the default tolerance (0.05) at alpha 0.05 on 20 paired items per skill: a reseeded retrain is not a drop
+    assert decision["passed"] and decision["alpha"] == 0.05 and {r["n"] for r in decision["rows"]} == {20}
+    assert decision["production_scores"] == "re-evaluated"  # production was scored on other items: answered again
+    assert {r["task"] for r in decision["rows"]} == set(load_config("tiny").evals.skills)
+    deployed = production(workdir)
     assert deployed != before
     assert f"v{deployed} -> v{before}" in cli(workdir, "rollback")
-    assert str(c.get_model_version_by_alias("assistant", "production").version) == before
-    assert cli(workdir, "chat", "--prompt", "Who made you?", "--max-new-tokens", "8") is not None
+    assert production(workdir) == before
+    reply = cli(workdir, "chat", "--prompt", "Who made you?", "--max-new-tokens", "8")
+    assert reply.strip() == chat_reply(workdir, "Who made you?").strip()
 
 
-def test_interrupted_pretrain_resumes_from_its_last_checkpoint(workdir):
-    before = manifests(workdir)["pretrain"]
+def test_the_gate_pairs_against_production_results_stored_with_its_version(workdir):
+    weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, *GATED, "finetune.seed=7"])
+    deployed = production(workdir)
+    state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, *GATED, "finetune.seed=8"],
+                         return_state=True)
+    decision = decision_of(workdir, state)
+    assert decision["production_before"] == deployed and decision["production_scores"] == "stored"
+    # A -> B -> A: going back to the first config is a new decision against the production it meets now
+    after_b = production(workdir)
+    again = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, *GATED, "finetune.seed=7"],
+                         return_state=True)
+    assert task_states(again)["finetune"] == "Cached" and task_states(again)["deploy"] == "Completed"
+    assert decision_of(workdir, again)["production_before"] == after_b
+
+
+def test_interrupted_pretrain_resumes_from_its_last_checkpoint(built, workdir):
+    before = built[1]["pretrain"]
     path = workdir / "artifacts/pretrain" / before["key"]
     # What a crash between the step-75 checkpoint and the end leaves behind: checkpoints, no final model, no manifest.
     (path / "manifest.json").unlink()
@@ -194,44 +254,25 @@ def test_interrupted_pretrain_resumes_from_its_last_checkpoint(workdir):
         shutil.rmtree(leftover)
     result = CliRunner().invoke(app, ["status", "--workdir", str(workdir), *MICRO_ARGS])
     assert "incomplete" in result.output
-    yearly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO)
-    after = manifests(workdir)["pretrain"]
-    assert after["key"] == before["key"]
-    assert after["counts"]["resumed_from_step"] == 75 and after["counts"]["steps"] == 150
-
-
-def decision(workdir: Path) -> dict:
-    return json.loads(
-        (workdir / "artifacts/deploy" / manifests(workdir)["deploy"]["key"] / "decision.json").read_text()
-    )
+    after = yearly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO)
+    resumed = manifest(after["pretrain"])
+    assert resumed["key"] == before["key"]
+    assert resumed["counts"]["resumed_from_step"] == 75 and resumed["counts"]["steps"] == 150
 
 
 def test_gate_failure_keeps_production_and_says_why(workdir):
-    c = mlflow_client(workdir)
-    before = str(c.get_model_version_by_alias("assistant", "production").version)
-    weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, "deploy.min_score={identity: 1.01}"])
-    made = decision(workdir)
+    before = production(workdir)
+    state = weekly_cycle(preset="tiny", workdir=str(workdir),
+                         overrides=[*MICRO, "finetune.seed=7", "deploy.min_score={identity: 1.01}"], return_state=True)
+    made = decision_of(workdir, state)
     assert not made["passed"] and made["production_after"] == before
     assert "identity" in made["verdict"] and "floor 1.01" in made["verdict"]
-    assert str(c.get_model_version_by_alias("assistant", "production").version) == before
+    assert production(workdir) == before
 
-
-def test_gate_scores_production_again_when_the_eval_items_changed(workdir):
-    weekly_cycle(
-        preset="tiny", workdir=str(workdir), overrides=[*MICRO, "evals.seed=7", "deploy.tolerance={default: 1.0}"]
-    )
-    made = decision(workdir)
-    assert made["production_scores"] == "re-evaluated" and made["passed"]
-    assert {r["task"] for r in made["rows"]} == set(load_config("tiny").evals.skills)
-
-
-# Scale-out and interoperability through the stages. Last in this module: they add pretrain/finetune artifacts that
-# are newer than the MICRO ones the tests above look up.
 
 def test_pretrain_and_finetune_train_in_two_processes_started_by_their_tasks(workdir):
     two = [*MICRO, "pretrain.nproc=2", "pretrain.strategy=deepspeed", "pretrain.zero_stage=2", "finetune.nproc=2"]
-    stage(name="finetune", workdir=str(workdir), overrides=two)
-    found = manifests(workdir)
+    found = returned(stage(name="finetune", workdir=str(workdir), overrides=two, return_state=True))
     pre, fin = found["pretrain"], found["finetune"]
     assert pre["config"]["pretrain"]["nproc"] == 2 and fin["config"]["finetune"]["nproc"] == 2
     assert pre["counts"]["tokens"] == 150 * 4 * 64 * 2  # steps x micro-batch x seq_len x ranks
@@ -241,24 +282,22 @@ def test_pretrain_and_finetune_train_in_two_processes_started_by_their_tasks(wor
     assert "[rank 0]" in log and "step 150/150" in log
     assert (pre_dir / "checkpoints" / "ckpt_000150" / "deepspeed").is_dir()  # ZeRO state beside the full weights
     c = mlflow_client(workdir)
-    run = c.search_runs([e.experiment_id for e in c.search_experiments()],
-                        filter_string=f"tags.artifact_key = '{pre['key']}' and tags.cached = 'false'")[0]
-    losses = c.get_metric_history(run.info.run_id, "loss")
+    losses = c.get_metric_history(pre["mlflow_run_id"], "loss")
     assert [m.step for m in losses][-1] == 150 and len(losses) >= 15  # the ranks' log steps reached MLflow
     assert fin["counts"]["steps"] == 10 and fin["metrics"]["val_loss"] > 0
 
 
-def test_finetune_starts_from_a_hugging_face_llama_checkpoint(workdir, tmp_path):
+def test_finetune_starts_from_a_hugging_face_llama_checkpoint(built, workdir, tmp_path):
     transformers = pytest.importorskip("transformers")
-    base = workdir / "artifacts/pretrain" / manifests(workdir)["pretrain"]["key"] / "model"
+    base = workdir / "artifacts/pretrain" / built[1]["pretrain"]["key"] / "model"
     hf_dir = tmp_path / "hf-llama"
     config = transformers.LlamaConfig(vocab_size=512, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
     transformers.LlamaForCausalLM(config).save_pretrained(hf_dir)
     shutil.copy(base / "tokenizer.json", hf_dir / "tokenizer.json")
-    stage(name="finetune", workdir=str(workdir), overrides=[*MICRO, f"finetune.init_from={hf_dir}",
-                                                             "finetune.max_seq_len=64"])
-    fin = manifests(workdir)["finetune"]
+    state = stage(name="finetune", workdir=str(workdir), return_state=True,
+                  overrides=[*MICRO, f"finetune.init_from={hf_dir}", "finetune.max_seq_len=64"])
+    fin = returned(state)["finetune"]
     assert fin["config"]["finetune"]["init_from"] == str(hf_dir)
     model = json.loads((workdir / "artifacts/finetune" / fin["key"] / "model" / "config.json").read_text())
     assert (model["n_embd"], model["n_layer"], model["n_kv_head"], model["seq_len"]) == (48, 2, 2, 64)
