@@ -5,13 +5,16 @@
 - batch size: batch_tokens, the compute-optimal batch of DeepSeek LLM (Bi et al. 2024, B = 0.292 * C^0.3271 tokens for
   C = 6 * params * tokens FLOPs), rounded to a power of two.
 training_budget turns those into optimizer steps and gradient accumulation for a given micro-batch and world size;
-`pretrain.steps: auto` and `pretrain.grad_accum: auto` in a preset use it.
+`pretrain.steps: auto` and `pretrain.grad_accum: auto` in a preset use it. ModelSection is the preset's `model:`
+section (the knob and the sizing constants), which builds the GPTConfig.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 @dataclass
@@ -70,6 +73,22 @@ class GPTConfig:
         if unknown:
             raise ValueError(f"GPTConfig.from_dict: unknown keys {sorted(unknown)}")
         return cls(**d)
+
+
+class ModelSection(BaseModel):
+    """The preset's `model:` section: the depth knob and the constants of the sizing rule (GPTConfig.from_depth)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    depth: int = Field(4, description="The one knob: width, heads and token budget follow from it.")
+    aspect_ratio: int = 32
+    head_dim: int = 32
+    kv_ratio: int = 1
+    seq_len: int = 256
+
+    def gpt_config(self, vocab_size: int) -> GPTConfig:
+        return GPTConfig.from_depth(self.depth, vocab_size, self.seq_len, aspect_ratio=self.aspect_ratio,
+                                    head_dim=self.head_dim, kv_ratio=self.kv_ratio)
 
 
 TOKENS_PER_PARAM = 20

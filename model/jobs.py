@@ -65,7 +65,9 @@ def finetune_job(args: dict[str, Any]) -> TrainJob:
     val = [r["messages"] for r in read_jsonl(labels / "conversations_val.jsonl")]
     seq_len = model.config.seq_len
     train_batches = ConversationBatches(train, tok, args["batch_size"], seq_len, args["seed"])
-    val_set = ConversationBatches(val or train[:64], tok, args["batch_size"], seq_len, args["seed"] + 1)
-    return TrainJob(model, train_batches, lambda: val_set.sequential(args["eval_batches"]),
+    # no val conversations, no val loss: a slice of the train set under that name would only show memorization
+    val_set = ConversationBatches(val, tok, args["batch_size"], seq_len, args["seed"] + 1) if val else None
+    return TrainJob(model, train_batches, (lambda: val_set.sequential(args["eval_batches"])) if val_set else None,
                     lambda m: Engine(m, tok).chat(PROBE, max_new_tokens=32),
-                    info={"tokenizer": tok, "conversations": len(train_batches), "val_conversations": len(val_set)})
+                    info={"tokenizer": tok, "conversations": len(train_batches),
+                          "val_conversations": len(val_set) if val_set else 0})

@@ -14,14 +14,15 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model import checkpoint as ckpt
+from model.config import training_budget
 from model.evaluate import mean_loss
 from model.gpt import GPT
 
@@ -43,35 +44,121 @@ def peak_flops(device: str | torch.device) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
 
 
-@dataclass
-class TrainConfig:
-    steps: int
-    batch_size: int  # sequences per micro-batch on each rank; global batch = batch_size * grad_accum * world
+# Fields marked so say where and how the run happens, never what it trains: a stage's cache key leaves them out, so
+# every node of a multi-node run, or a rerun with another launcher, finds the same artifact.
+RUNTIME = {"runtime": True}
+
+
+class TrainConfig(BaseModel):
+    """How to train and how to launch: the preset's `pretrain`/`finetune` sections are its subclasses. It travels to
+    the ranks as JSON (model_dump / model_validate); device and dtype "auto" are resolved by resolved()."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = 600
+    batch_size: int = Field(8, description="Sequences per micro-batch on each process.")
     grad_accum: int = 1
     lr: float = 3e-3
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 20
-    schedule: str = "cosine"  # "cosine" | "linear"
+    warmup_steps: int = 30
+    schedule: Literal["cosine", "linear"] = "cosine"
     weight_decay: float = 0.1
-    grad_clip: float = 1.0  # <= 0 disables clipping
-    optimizer: str = "adamw"  # "adamw" | "muon" (Muon on the blocks' matrices, AdamW on the rest)
-    muon_lr: float = 0.02
-    eval_every: int = 50
+    grad_clip: float = 1.0
+    eval_every: int = 100
     eval_batches: int = 8
-    ckpt_every: int = 100
-    keep_checkpoints: int = 2
-    sample_every: int = 0
+    ckpt_every: int = 200
     log_every: int = 10
-    bad_loss: str = "stop"  # non-finite or spiking loss: "stop" raises, "skip" drops the step (up to max_bad_steps)
-    spike_factor: float = 0.0  # a loss above spike_factor x its running average is a spike; 0 disables
-    max_bad_steps: int = 5  # consecutive skipped steps before "skip" gives up and stops
-    prefetch: int = 2  # micro-batches the loader thread prepares ahead; 0 loads in the training thread
+    sample_every: int = 0
+    keep_checkpoints: int = Field(2, description="Newest checkpoints kept in the artifact (also written on SIGTERM).")
+    optimizer: Literal["adamw", "muon"] = Field("adamw", description="muon: Muon on the blocks' matrices, AdamW else.")
+    muon_lr: float = 0.02
+    bad_loss: Literal["stop", "skip"] = Field("stop", description="What a non-finite or spiking loss does.")
+    spike_factor: float = Field(0.0, description="Loss above this x its running average is a spike; 0 disables.")
+    max_bad_steps: int = Field(5, description="Consecutive skipped steps before 'skip' stops too.")
+    prefetch: int = Field(2, description="Micro-batches the loader thread prepares ahead (0: no thread).",
+                          json_schema_extra=RUNTIME)
     seed: int = 1337
-    device: str = "cpu"
-    dtype: str = "float32"  # "bfloat16" -> autocast on cuda
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     compile: bool = False
-    strategy: str = "ddp"  # under torch.distributed: "ddp" or "deepspeed"
-    zero_stage: int = 1  # DeepSpeed ZeRO stage 0-3
+    nproc: int = Field(1, ge=1, description="Processes (GPUs) on this node; >1 launches one per rank.")
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (strategy deepspeed).")
+    launcher: Literal["torchrun", "deepspeed"] = Field("torchrun", json_schema_extra=RUNTIME)
+    nnodes: int = Field(1, ge=1, description="Nodes taking part; each node runs the stage with its own node_rank.")
+    node_rank: int = Field(0, ge=0, description="This node's index in 0..nnodes-1; node 0 hosts the rendezvous.",
+                           json_schema_extra=RUNTIME)
+    master_addr: str = Field("127.0.0.1", description="Node 0's address as the other nodes reach it (nnodes > 1).",
+                             json_schema_extra=RUNTIME)
+    master_port: int | None = Field(
+        None, ge=1, le=65535, description="A free TCP port on node 0 for the rendezvous; needed when nnodes > 1.",
+        json_schema_extra=RUNTIME,
+    )
+    hostfile: str | None = Field(
+        None, description="DeepSpeed hostfile ('HOST slots=N' per line, the same on every node) for launcher "
+                          "deepspeed on several nodes; each node's launcher starts its own ranks (no ssh).",
+        json_schema_extra=RUNTIME,
+    )
+
+    @model_validator(mode="after")
+    def _nodes(self) -> TrainConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        if self.nnodes > 1 and self.master_port is None:
+            raise ValueError("nnodes > 1 needs master_port (and master_addr): the rendezvous on node 0")
+        if self.nnodes > 1 and self.launcher == "deepspeed" and not self.hostfile:
+            raise ValueError("launcher deepspeed on several nodes needs a hostfile")
+        return self
+
+    @classmethod
+    def of(cls, section: BaseModel) -> TrainConfig:
+        """The TrainConfig fields of `section` (a PretrainConfig, a FinetuneConfig, or any model naming the same
+        fields), as a plain TrainConfig: what the ranks receive. Fields of its own (windows, init_from) stay behind."""
+        data = section.model_dump()
+        return cls.model_validate({k: data[k] for k in cls.model_fields if k in data})
+
+    def resolved(self) -> TrainConfig:
+        """A copy with device "auto" -> cuda if available else cpu, dtype "auto" -> bfloat16 on cuda else float32."""
+        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+        return self.model_copy(update={"device": device, "dtype": dtype})
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc * self.nnodes
+
+
+class PretrainConfig(TrainConfig):
+    """The preset's `pretrain:` section."""
+
+    steps: int | Literal["auto"] = Field(600, description="'auto': the Chinchilla token budget (model.config).")
+    grad_accum: int | Literal["auto"] = Field(1, description="'auto': the batch-size rule (model.config).")
+    windows: Literal["random", "sequential"] = "random"
+
+    def budgeted(self, n_params: int, seq_len: int) -> PretrainConfig:
+        """A copy with steps/grad_accum "auto" replaced by the depth-based budget (20 tokens per parameter at the
+        compute-optimal global batch, over all nodes' processes); given numbers are kept."""
+        if self.steps != "auto" and self.grad_accum != "auto":
+            return self
+        fixed_accum = None if self.grad_accum == "auto" else self.grad_accum
+        steps, accum = training_budget(n_params, seq_len, self.batch_size, self.world_size, grad_accum=fixed_accum)
+        return self.model_copy(update={"steps": steps if self.steps == "auto" else self.steps,
+                                       "grad_accum": accum if self.grad_accum == "auto" else self.grad_accum})
+
+
+class FinetuneConfig(TrainConfig):
+    """The preset's `finetune:` section."""
+
+    init_from: str | None = Field(
+        None, description="A Hugging Face Llama-architecture model folder to finetune instead of our base model."
+    )
+    max_seq_len: int | None = Field(None, description="Cap the context of an imported model (memory).")
+    steps: int = 300
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    eval_every: int = 100
+    ckpt_every: int = 100
 
 
 class BadLoss(FloatingPointError):
@@ -211,12 +298,13 @@ class _Plain:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
 
-    def forward_backward(self, x, y, mask, last_micro: bool, autocast) -> torch.Tensor:
+    def forward_backward(self, x, y, mask, last_micro: bool, autocast, weight=None) -> torch.Tensor:
+        """Backward of loss x weight (DDP then averages over ranks); weight None: 1 / grad_accum."""
         if self.world > 1:  # all-reduce gradients only on the last micro-batch
             self.wrapped.require_backward_grad_sync = last_micro
         with autocast:
             _, loss = self.wrapped(x, y, mask)
-        (loss / self.cfg.grad_accum).backward()
+        (loss / self.cfg.grad_accum if weight is None else loss * weight).backward()
         return loss.detach()
 
     def clip(self) -> torch.Tensor | None:
@@ -276,9 +364,10 @@ class _DeepSpeed:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def forward_backward(self, x, y, mask, last_micro: bool, autocast) -> torch.Tensor:
+    def forward_backward(self, x, y, mask, last_micro: bool, autocast, weight=None) -> torch.Tensor:
         _, loss = self.engine(x, y, mask)  # bf16 is DeepSpeed's own (config), not autocast
-        self.engine.backward(loss)  # scales by 1/grad_accum itself
+        # the engine scales by 1/grad_accum itself (and averages over ranks): undo the former for a given weight
+        self.engine.backward(loss if weight is None else loss * (weight * self.cfg.grad_accum))
         self.engine.step()  # applies the update only at the accumulation boundary
         return loss.detach()
 
@@ -321,6 +410,25 @@ class _DeepSpeed:
         return state
 
 
+def _to(batch: Batch, device: torch.device) -> Batch:
+    x, y, mask = batch
+    return (x.to(device, non_blocking=True), y.to(device, non_blocking=True),
+            mask.to(device, non_blocking=True) if mask is not None else None)
+
+
+def _target_counts(batches: list[Batch], distributed: bool) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
+    """For a step whose micro-batches carry a loss mask: the target tokens of each micro-batch (y != -1 and mask on,
+    as GPT.forward counts them) and of the global batch (an all_reduce over the ranks, at least 1). (None, None)
+    without masks: pretraining keeps its plain mean over micro-batches and ranks."""
+    if all(mask is None for _, _, mask in batches):
+        return None, None
+    counts = [((y != -1) & (mask != 0) if mask is not None else y != -1).sum().float() for _, y, mask in batches]
+    total = torch.stack(counts).sum()
+    if distributed:
+        dist.all_reduce(total)
+    return counts, total.clamp(min=1)
+
+
 def _indices(start: int, steps: int, accum: int, world: int, rank: int) -> Iterator[int]:
     """Micro-batch indices this rank reads, in order: rank r of w reads i*w + r, so the ranks together read exactly
     what one process with grad_accum * w would."""
@@ -336,21 +444,23 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
     """Train `model` to cfg.steps optimizer steps, resuming from the newest checkpoint in ckpt_dir if there is one.
 
     train_batches(i) must return the i-th micro-batch (x, y, mask) deterministically, so a resumed run sees the same
-    data stream; it is called from a loader thread. on_log(step, metrics) runs on rank 0 with loss (mean over ranks
-    and micro-batches), lr, tokens_per_s, data_ms (loader wait per step), grad_norm and mfu (percent of peak_flops,
-    when given) every log_every steps, and val_loss at eval steps. Raises BadLoss per cfg.bad_loss and
-    TrainingInterrupted after checkpointing on SIGTERM.
+    data stream; it is called from a loader thread. A batch with a mask (SFT) weighs every target token alike: the loss
+    of a step is the sum of its token losses over all micro-batches and ranks divided by the number of target tokens
+    in the global batch. on_log(step, metrics) runs on rank 0 with loss (that mean; without masks the mean over ranks
+    and micro-batches), lr, tokens_per_s (all ranks together), data_ms (loader wait per step), grad_norm and mfu
+    (percent of one device's peak_flops reached per device, when given) every log_every steps, and val_loss at eval
+    steps. Raises BadLoss per cfg.bad_loss and TrainingInterrupted after checkpointing on SIGTERM.
     """
+    if not isinstance(cfg.steps, int) or not isinstance(cfg.grad_accum, int):
+        raise ValueError(f"train: steps {cfg.steps!r} and grad_accum {cfg.grad_accum!r} must be numbers "
+                         "('auto' is resolved by PretrainConfig.budgeted)")
+    cfg = cfg.resolved()
     ckpt_dir = Path(ckpt_dir)
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     model.to(device)
     distributed = dist.is_available() and dist.is_initialized()
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    if cfg.strategy not in ("ddp", "deepspeed"):
-        raise ValueError(f"TrainConfig.strategy must be 'ddp' or 'deepspeed', got {cfg.strategy!r}")
-    if cfg.bad_loss not in ("stop", "skip"):
-        raise ValueError(f"TrainConfig.bad_loss must be 'stop' or 'skip', got {cfg.bad_loss!r}")
     use_ds = cfg.strategy == "deepspeed" and distributed
     if cfg.strategy == "deepspeed" and not distributed:
         log.info("strategy deepspeed without a process group (one process, not launched): training without DeepSpeed")
@@ -393,12 +503,14 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
                 lr = lr_at(step, cfg)
                 runner.set_lr(lr)
                 loss_sum = torch.zeros((), device=device)
-                for micro in range(cfg.grad_accum):
-                    x, y, mask = loader.next()
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    if mask is not None:
-                        mask = mask.to(device, non_blocking=True)
-                    loss_sum += runner.forward_backward(x, y, mask, micro == cfg.grad_accum - 1, autocast)
+                micro_batches = [_to(loader.next(), device) for _ in range(cfg.grad_accum)]
+                # masked (SFT) batches: each micro-batch's mean loss is weighted by its share of the global batch's
+                # target tokens, so every token counts alike however the tokens fall into micro-batches and ranks
+                counts, targets = _target_counts(micro_batches, distributed)
+                for micro, (x, y, mask) in enumerate(micro_batches):
+                    weight = None if counts is None else counts[micro] * world / targets
+                    loss = runner.forward_backward(x, y, mask, micro == cfg.grad_accum - 1, autocast, weight)
+                    loss_sum += loss if counts is None else loss * counts[micro]
                     window_tokens += x.numel() * world
                     tokens_total += x.numel() * world
                 grad_norm = runner.clip()
@@ -406,12 +518,14 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
 
                 # one host sync per step: the loss (mean over ranks), whether it is usable, and SIGTERM on any rank
                 if distributed:
-                    check = torch.stack([loss_sum / cfg.grad_accum,
+                    check = torch.stack([loss_sum / cfg.grad_accum if counts is None else loss_sum,
                                          torch.tensor(float(sigterm.received), device=device)])
                     dist.all_reduce(check)
-                    train_loss, stop_requested = float(check[0]) / world, float(check[1]) > 0
+                    train_loss = float(check[0]) / world if counts is None else float(check[0] / targets)
+                    stop_requested = float(check[1]) > 0
                 else:
-                    train_loss, stop_requested = float(loss_sum) / cfg.grad_accum, sigterm.received
+                    train_loss = float(loss_sum) / cfg.grad_accum if counts is None else float(loss_sum / targets)
+                    stop_requested = sigterm.received
                 norm_ok = grad_norm is None or bool(torch.isfinite(grad_norm))
                 problem = None
                 if not math.isfinite(train_loss) or not norm_ok:
@@ -444,8 +558,8 @@ def train(model: GPT, cfg: TrainConfig, train_batches: Callable[[int], Batch],
                                    data_ms=1000 * (loader.wait_seconds - wait_mark) / window_steps)
                     if grad_norm is not None:
                         metrics["grad_norm"] = float(grad_norm)
-                    if peak_flops:
-                        metrics["mfu"] = 100.0 * flops_per_token * metrics["tokens_per_s"] / peak_flops
+                    if peak_flops:  # peak_flops is one device's: compare the tokens/s of one device
+                        metrics["mfu"] = 100.0 * flops_per_token * metrics["tokens_per_s"] / world / peak_flops
                     if result["skipped_steps"]:
                         metrics["skipped_steps"] = result["skipped_steps"]
                     result["final_loss"] = train_loss

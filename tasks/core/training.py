@@ -1,46 +1,31 @@
-"""Glue shared by `pretrain` and `finetune`: device choice, TrainConfig from the preset, one process in the task or
-several started by a launcher (model/launch.py), and every log step reported to MLflow and Prefect."""
+"""Glue shared by `pretrain` and `finetune`: the section's TrainConfig, one process in the task or several started by
+a launcher (model/launch.py), on this node or several, and every log step reported to MLflow and Prefect."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import torch
+from pydantic import BaseModel
 
 from model import checkpoint as ckpt
 from model import launch
 from model.trainer import TrainConfig, peak_flops, train
-from tasks.core.config import TrainSection
 from tasks.core.plots import loss_curve
 from tasks.core.stage import StageRun
-
-# section fields that pick how to launch, or what to build, rather than how the loop trains
-_NOT_TRAIN = {"device", "dtype", "nproc", "launcher", "windows", "init_from", "max_seq_len"}
-
-
-def device_and_dtype(section: TrainSection) -> tuple[str, str]:
-    device = section.device if section.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = section.dtype if section.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-    return device, dtype
 
 
 def inference_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def train_config(section: TrainSection) -> TrainConfig:
-    device, dtype = device_and_dtype(section)
-    fields = section.model_dump(exclude=_NOT_TRAIN)
-    return TrainConfig(**fields, device=device, dtype=dtype)
-
-
-def run_training(s: StageRun, section: TrainSection, builder: str, args: dict):
+def run_training(s: StageRun, section: BaseModel, builder: str, args: dict):
     """Build the job (model + batches) and train it to section.steps, checkpointing under the artifact so a rerun
-    after a crash resumes. With section.nproc > 1 the ranks run as subprocesses of a launcher and this process
-    follows their metrics, then loads the final weights. Returns (the built job with trained weights, result)."""
-    cfg = train_config(section)
+    after a crash resumes. `section` is a TrainConfig (PretrainConfig, FinetuneConfig) with numbers for steps and
+    grad_accum. With nproc > 1 or nnodes > 1 the ranks run as subprocesses of a launcher and this process follows
+    their metrics, then loads the final weights. Returns (the built job with trained weights, result)."""
+    cfg = TrainConfig.of(section).resolved()
     job = launch.build(builder, args)
     nats_to_bpb = job.info.get("nats_to_bpb")
     ckpt_dir = s.out / "checkpoints"
@@ -58,10 +43,11 @@ def run_training(s: StageRun, section: TrainSection, builder: str, args: dict):
             shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
             s.log.info(f"{s.name} step {step}/{cfg.steps} {shown}")
 
-    if section.nproc > 1:
-        s.log.info(f"{s.name}: {section.nproc} processes, {cfg.strategy}"
-                   + (f" ZeRO-{cfg.zero_stage}" if cfg.strategy == "deepspeed" else "") + f", via {section.launcher}")
-        spec = launch.Job(builder, args, dataclasses.asdict(cfg), str(ckpt_dir), section.nproc, section.launcher)
+    if cfg.nproc > 1 or cfg.nnodes > 1:
+        where = f" on node {cfg.node_rank} of {cfg.nnodes}" if cfg.nnodes > 1 else ""
+        zero = f" ZeRO-{cfg.zero_stage}" if cfg.strategy == "deepspeed" else ""
+        s.log.info(f"{s.name}: {cfg.nproc} processes{where}, {cfg.strategy}{zero}, via {cfg.launcher}")
+        spec = launch.Job(builder=builder, args=args, train=cfg, ckpt_dir=str(ckpt_dir))
         result = launch.run(spec, s.out / "launch", on_log=on_log, on_output=lambda line: s.log.info(line))
         for sample in result.get("samples", []):
             s.log.info(f"{s.name} sample at step {sample['step']}: {sample['text']!r}")

@@ -2,11 +2,14 @@
 CPU): DDP and DeepSpeed ZeRO 1-3 follow one process's loss curve for the same global batch, resume from their own
 checkpoints, and a run killed with SIGKILL or stopped with SIGTERM resumes to the same losses as an uninterrupted one.
 """
-import dataclasses
+import concurrent.futures
+import contextlib
 import json
+import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,9 +67,8 @@ def one_process(corpus: Path, out: Path, **overrides) -> tuple[dict[int, float],
 
 def launched(corpus: Path, out: Path, nproc: int, launcher: str, **overrides) -> tuple[dict[int, float], dict]:
     losses = {}
-    cfg = TrainConfig(**{**BASE, "steps": STEPS, **overrides})
-    job = launch.Job("model.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(cfg), str(out / "ckpt"), nproc,
-                     launcher)
+    cfg = TrainConfig(**{**BASE, "steps": STEPS, "nproc": nproc, "launcher": launcher, **overrides})
+    job = launch.Job(builder="model.jobs:pretrain_job", args=job_args(corpus), train=cfg, ckpt_dir=str(out / "ckpt"))
     result = launch.run(job, out, on_log=lambda step, m: losses.__setitem__(step, m["loss"]))
     assert result["steps"] == STEPS and result["tokens"] == STEPS * 2 * 4 * MODEL.seq_len
     return losses, result
@@ -117,6 +119,39 @@ def test_a_deepspeed_checkpoint_refuses_another_world_size(corpus, tmp_path):
         launched(corpus, tmp_path, 1, "torchrun", strategy="deepspeed", zero_stage=2, grad_accum=2)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_of_one_process_follow_one_node_of_two(corpus, tmp_path, monkeypatch):
+    """Two launches on loopback, node_rank 0 and 1, each of one process, rendezvous at node 0's port: the same
+    global batch as one node with two processes, and the same losses."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    one_node, _ = launched(corpus, tmp_path / "one", 2, "torchrun")
+    port, losses = free_port(), {}
+    shared_ckpt = tmp_path / "two" / "ckpt"  # the nodes share the artifact folder, as on a shared filesystem
+
+    def node(rank: int) -> dict:
+        cfg = TrainConfig(**{**BASE, "steps": STEPS, "nproc": 1, "nnodes": 2, "node_rank": rank,
+                             "master_addr": "127.0.0.1", "master_port": port})
+        job = launch.Job(builder="model.jobs:pretrain_job", args=job_args(corpus), train=cfg,
+                         ckpt_dir=str(shared_ckpt))
+        return launch.run(job, tmp_path / "two", on_log=lambda step, m: losses.__setitem__(step, m["loss"]))
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(node, [0, 1]))
+    assert sorted(losses) == sorted(one_node) == list(range(1, STEPS + 1))
+    for step, loss in losses.items():
+        assert abs(loss - one_node[step]) <= 1e-5, (step, loss, one_node[step])
+    for result in results:  # each node's caller gets a result, node 1's from its own first rank
+        assert result["steps"] == STEPS and result["tokens"] == STEPS * 2 * 4 * MODEL.seq_len
+    assert results[0]["final_val_loss"] is not None and results[1]["final_val_loss"] is None  # rank 0 evaluates
+    assert (tmp_path / "two" / "node1" / "job.json").exists()  # node 1's files do not overwrite node 0's
+    assert latest_checkpoint(shared_ckpt).name == f"ckpt_{STEPS:06d}"
+
+
 # --- one process, killed or stopped -------------------------------------------------------------------------------
 
 LONG = dict(BASE, steps=300, ckpt_every=20, eval_every=0, keep_checkpoints=2)
@@ -124,9 +159,9 @@ LONG = dict(BASE, steps=300, ckpt_every=20, eval_every=0, keep_checkpoints=2)
 
 def start(corpus: Path, out: Path) -> tuple[subprocess.Popen, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    job = launch.Job("model.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(TrainConfig(**LONG)),
-                     str(out / "ckpt"))
-    (out / "job.json").write_text(json.dumps(dataclasses.asdict(job)))
+    job = launch.Job(builder="model.jobs:pretrain_job", args=job_args(corpus), train=TrainConfig(**LONG),
+                     ckpt_dir=str(out / "ckpt"))
+    (out / "job.json").write_text(job.model_dump_json())
     proc = subprocess.Popen([sys.executable, "-m", "model.launch", str(out / "job.json")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, out / "metrics.jsonl"
@@ -192,9 +227,9 @@ def test_sigterm_checkpoints_the_current_step_and_exits_then_the_rerun_finishes(
 
 def test_stopping_the_caller_stops_every_rank_with_a_checkpoint(corpus, tmp_path):
     """What a cancelled Prefect run does: the exception in the following process SIGTERMs the ranks' group."""
-    cfg = TrainConfig(**{**LONG, "steps": 2000})
-    job = launch.Job("model.jobs:pretrain_job", job_args(corpus), dataclasses.asdict(cfg), str(tmp_path / "ckpt"),
-                     2, "torchrun")
+    cfg = TrainConfig(**{**LONG, "steps": 2000, "nproc": 2, "launcher": "torchrun"})
+    job = launch.Job(builder="model.jobs:pretrain_job", args=job_args(corpus), train=cfg,
+                     ckpt_dir=str(tmp_path / "ckpt"))
 
     def cancel_at_step_30(step, metrics):
         if step >= 30:
@@ -205,3 +240,62 @@ def test_stopping_the_caller_stops_every_rank_with_a_checkpoint(corpus, tmp_path
     saved = latest_checkpoint(tmp_path / "ckpt")
     assert saved is not None and int(saved.name.removeprefix("ckpt_")) >= 30
     assert subprocess.run(["pgrep", "-f", str(tmp_path / "job.json")], capture_output=True).stdout == b""
+
+
+# --- the caller dies without a word -------------------------------------------------------------------------------
+
+CALLER = """
+import sys
+from model import launch
+launch.run(launch.Job.model_validate_json(open(sys.argv[1]).read()), sys.argv[2])
+"""
+
+
+def processes_of(job_file: Path) -> set[int]:
+    """The launcher and ranks of a run: every process with its job file on the command line."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(job_file).encode() in (entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
+def test_sigkill_of_the_caller_takes_the_launcher_and_every_rank_with_it(corpus, tmp_path, launcher):
+    # far more steps than the test waits for: only a stop can end the ranks in time
+    cfg = TrainConfig(**{**LONG, "steps": 10**7, "ckpt_every": 10**6, "nproc": 2, "launcher": launcher})
+    job = launch.Job(builder="model.jobs:pretrain_job", args=job_args(corpus), train=cfg,
+                     ckpt_dir=str(tmp_path / "ckpt"))
+    (tmp_path / "spec.json").write_text(job.model_dump_json())
+    work = tmp_path / "work"
+    caller = subprocess.Popen([sys.executable, "-c", CALLER, str(tmp_path / "spec.json"), str(work)],
+                              cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE)
+    wait_for_step(caller, work / "metrics.jsonl", 3)
+    started = processes_of(work / "job.json")
+    assert len(started) >= 3, started  # the launcher and two ranks (deepspeed: its runner and launch too)
+
+    caller.send_signal(signal.SIGKILL)
+    caller.wait()
+    killed_at = time.time()
+    try:
+        while time.time() - killed_at < 30 and any(alive(pid) for pid in started | processes_of(work / "job.json")):
+            time.sleep(0.2)
+        left = [pid for pid in started | processes_of(work / "job.json") if alive(pid)]
+        assert left == [], f"still running {time.time() - killed_at:.0f} s after the caller died: {left}"
+    finally:  # a failure leaves nothing behind either
+        for pid in started | processes_of(work / "job.json"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    # they stopped the way SIGTERM stops them: with a checkpoint of the step they were at
+    stopped_at = max(losses_in(work / "metrics.jsonl"))
+    assert int(latest_checkpoint(tmp_path / "ckpt").name.removeprefix("ckpt_")) >= stopped_at
