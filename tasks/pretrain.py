@@ -6,18 +6,17 @@ import shutil
 
 import torch
 
+from model import config as model_sizing
+from model import trainer as model_training
 from model.checkpoint import save_model
-from model.config import GPTConfig, chinchilla_tokens, training_budget
+from model.config import GPTConfig, chinchilla_tokens
 from model.gpt import GPT
 from tasks.core.stage import StageRun, stage
 from tasks.core.training import run_training
 
 
 def model_config(s: StageRun, vocab_size: int) -> GPTConfig:
-    m = s.cfg.model
-    return GPTConfig.from_depth(
-        m.depth, vocab_size, m.seq_len, aspect_ratio=m.aspect_ratio, head_dim=m.head_dim, kv_ratio=m.kv_ratio
-    )
+    return model_sizing.ModelSection.model_validate(s.cfg.model.model_dump()).gpt_config(vocab_size)
 
 
 @stage(
@@ -31,19 +30,16 @@ def model_config(s: StageRun, vocab_size: int) -> GPTConfig:
 def pretrain(s: StageRun) -> dict:
     from model.tokenizer import Tokenizer
 
-    cfg = s.cfg.pretrain
+    cfg = model_training.PretrainConfig.model_validate(s.cfg.pretrain.model_dump())  # as model/ defines it
     tok_path = s.inputs["train_tokenizer"].path / "tokenizer.json"
     config = model_config(s, Tokenizer.from_file(tok_path).vocab_size)
     with torch.device("meta"):  # counted without allocating (the job builds the real model)
         n_params = GPT(config).num_params()
     seq_len = s.cfg.model.seq_len
     if cfg.steps == "auto" or cfg.grad_accum == "auto":  # the depth-based budget: 20 tokens/param, optimal batch
-        fixed_accum = None if cfg.grad_accum == "auto" else cfg.grad_accum
-        steps, accum = training_budget(n_params, seq_len, cfg.batch_size, cfg.nproc, grad_accum=fixed_accum)
-        cfg = cfg.model_copy(update={"steps": steps if cfg.steps == "auto" else cfg.steps,
-                                     "grad_accum": accum if cfg.grad_accum == "auto" else cfg.grad_accum})
+        cfg = cfg.budgeted(n_params, seq_len)
         s.log.info(f"pretrain: depth {s.cfg.model.depth} -> {cfg.steps} steps x grad_accum {cfg.grad_accum}")
-    tokens_planned = cfg.steps * cfg.batch_size * cfg.grad_accum * cfg.nproc * seq_len
+    tokens_planned = cfg.steps * cfg.batch_size * cfg.grad_accum * cfg.world_size * seq_len
     s.log.info(
         f"pretrain: {n_params / 1e6:.2f}M params, {tokens_planned:,} tokens planned "
         f"({tokens_planned / max(1, chinchilla_tokens(n_params)):.2f}x the 20 tokens/param budget)"
