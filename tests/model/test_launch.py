@@ -125,30 +125,38 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_nodes_of_one_process_follow_one_node_of_two(corpus, tmp_path, monkeypatch):
-    """Two launches on loopback, node_rank 0 and 1, each of one process, rendezvous at node 0's port: the same
-    global batch as one node with two processes, and the same losses."""
+@pytest.fixture(scope="module")
+def one_node_of_two(corpus, tmp_path_factory) -> dict[int, float]:
+    return launched(corpus, tmp_path_factory.mktemp("one_node"), 2, "torchrun")[0]
+
+
+@pytest.mark.parametrize("launcher", ["torchrun", "deepspeed"])
+def test_two_nodes_of_one_process_follow_one_node_of_two(corpus, one_node_of_two, tmp_path, monkeypatch, launcher):
+    """Two launches on loopback, node_rank 0 and 1, each of one process, rendezvous at node 0's port (deepspeed: a
+    hostfile of two hosts, each node launching its own part): the same global batch as one node with two processes,
+    and the same losses."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    one_node, _ = launched(corpus, tmp_path / "one", 2, "torchrun")
+    (tmp_path / "hostfile").write_text("localhost slots=1\n127.0.0.1 slots=1\n")
     port, losses = free_port(), {}
-    shared_ckpt = tmp_path / "two" / "ckpt"  # the nodes share the artifact folder, as on a shared filesystem
+    shared_ckpt = tmp_path / "ckpt"  # the nodes share the artifact folder, as on a shared filesystem
 
     def node(rank: int) -> dict:
         cfg = TrainConfig(**{**BASE, "steps": STEPS, "nproc": 1, "nnodes": 2, "node_rank": rank,
-                             "master_addr": "127.0.0.1", "master_port": port})
+                             "master_addr": "127.0.0.1", "master_port": port, "launcher": launcher,
+                             "hostfile": str(tmp_path / "hostfile") if launcher == "deepspeed" else None})
         job = launch.Job(builder="model.jobs:pretrain_job", args=job_args(corpus), train=cfg,
                          ckpt_dir=str(shared_ckpt))
-        return launch.run(job, tmp_path / "two", on_log=lambda step, m: losses.__setitem__(step, m["loss"]))
+        return launch.run(job, tmp_path, on_log=lambda step, m: losses.__setitem__(step, m["loss"]))
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         results = list(pool.map(node, [0, 1]))
-    assert sorted(losses) == sorted(one_node) == list(range(1, STEPS + 1))
+    assert sorted(losses) == sorted(one_node_of_two) == list(range(1, STEPS + 1))
     for step, loss in losses.items():
-        assert abs(loss - one_node[step]) <= 1e-5, (step, loss, one_node[step])
+        assert abs(loss - one_node_of_two[step]) <= 1e-5, (step, loss, one_node_of_two[step])
     for result in results:  # each node's caller gets a result, node 1's from its own first rank
         assert result["steps"] == STEPS and result["tokens"] == STEPS * 2 * 4 * MODEL.seq_len
     assert results[0]["final_val_loss"] is not None and results[1]["final_val_loss"] is None  # rank 0 evaluates
-    assert (tmp_path / "two" / "node1" / "job.json").exists()  # node 1's files do not overwrite node 0's
+    assert (tmp_path / "node1" / "job.json").exists()  # node 1's files do not overwrite node 0's
     assert latest_checkpoint(shared_ckpt).name == f"ckpt_{STEPS:06d}"
 
 
