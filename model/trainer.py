@@ -419,7 +419,8 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 def _target_counts(batches: list[Batch], distributed: bool) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
     """For a step whose micro-batches carry a loss mask: the target tokens of each micro-batch (y != -1 and mask on,
     as GPT.forward counts them) and of the global batch (an all_reduce over the ranks, at least 1). (None, None)
-    without masks: pretraining keeps its plain mean over micro-batches and ranks."""
+    without masks: pretraining keeps its plain mean over micro-batches and ranks. Every rank runs the same builder,
+    so either all ranks see masks (and join the all_reduce) or none does."""
     if all(mask is None for _, _, mask in batches):
         return None, None
     counts = [((y != -1) & (mask != 0) if mask is not None else y != -1).sum().float() for _, y, mask in batches]

@@ -1,5 +1,9 @@
 """DDP on CPU (gloo, 2 processes): ranks read disjoint micro-batches and end identical to one process on both; MFU is
-per device; a masked (SFT) step weighs every target token of the global batch alike, however it is split."""
+per device; a masked (SFT) step weighs every target token of the global batch alike, however it is split over
+micro-batches and ranks, under DDP and DeepSpeed."""
+import os
+import socket
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -141,3 +145,40 @@ def test_masked_batches_give_the_same_step_however_they_are_split_over_micro_bat
     x, y, mask = conversations()
     (sum(naive(x[i:i + 2], y[i:i + 2], mask[i:i + 2])[1] for i in range(0, 8, 2)) / 4).backward()
     assert max(float((p.grad - whole_grads[n]).abs().max()) for n, p in naive.named_parameters()) > 1e-4
+
+
+def cycled(batch_size: int):
+    """sft_batches over and over: micro-batch i is i modulo the global batch's micro-batches."""
+    batches = sft_batches(batch_size)
+    return lambda i: batches(i % (8 // batch_size))
+
+
+def deepspeed_sft_worker(rank: int, port: int, out_dir: str) -> None:
+    import deepspeed
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
+    deepspeed.init_distributed(dist_backend="gloo")
+    logs = {}
+    cfg = TrainConfig(**{**SFT_CFG, "steps": 4}, batch_size=2, grad_accum=2, strategy="deepspeed", zero_stage=1)
+    train(make_model(seed=0), cfg, cycled(2), None, f"{out_dir}/ckpt", on_log=lambda s, m: logs.__setitem__(s, m))
+    torch.save(logs, f"{out_dir}/ds_rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_masked_steps_under_deepspeed_follow_one_process_with_the_whole_batch(tmp_path, monkeypatch):
+    """DeepSpeed scales the loss by 1/grad_accum and averages over ranks itself: the token weighting survives that."""
+    pytest.importorskip("deepspeed")
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(deepspeed_sft_worker, args=(port, str(tmp_path)), nprocs=2)
+    ranks = torch.load(tmp_path / "ds_rank0.pt")
+    whole = {}
+    train(make_model(seed=0), TrainConfig(**{**SFT_CFG, "steps": 4}, batch_size=8), cycled(8), None,
+          tmp_path / "whole", on_log=lambda step, m: whole.__setitem__(step, m["loss"]))
+    assert sorted(ranks) == sorted(whole) == [1, 2, 3, 4]
+    for step, loss in whole.items():
+        assert ranks[step]["loss"] == pytest.approx(loss, rel=1e-5), step
