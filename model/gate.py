@@ -90,8 +90,9 @@ class TaskVerdict:
 
 
 def per_task(results: list[dict], value: str = "correct") -> dict[str, dict[str, float]]:
-    """{skill: {item id: score}} from eval results (each skill is one task of the gate). Items without an `id` are keyed by their position in the list,
-    which pairs two lists only when both come from the same items file in the same order."""
+    """{skill: {item id: score}} from eval results (each skill is one task of the gate). Items without an `id` are
+    keyed by their position in the list, which pairs two lists only when both come from the same items file in the
+    same order."""
     out: dict[str, dict[str, float]] = {}
     for i, r in enumerate(results):
         key = str(r.get("id", f"#{i}"))

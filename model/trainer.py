@@ -15,14 +15,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model import checkpoint as ckpt
-from model.config import training_budget
+from model.config import RUNTIME, FinetuneConfig, PretrainConfig, TrainConfig  # noqa: F401  (the ranks' config)
 from model.evaluate import mean_loss
 from model.gpt import GPT
 
@@ -42,123 +41,6 @@ def peak_flops(device: str | torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
-
-
-# Fields marked so say where and how the run happens, never what it trains: a stage's cache key leaves them out, so
-# every node of a multi-node run, or a rerun with another launcher, finds the same artifact.
-RUNTIME = {"runtime": True}
-
-
-class TrainConfig(BaseModel):
-    """How to train and how to launch: the preset's `pretrain`/`finetune` sections are its subclasses. It travels to
-    the ranks as JSON (model_dump / model_validate); device and dtype "auto" are resolved by resolved()."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    steps: int = 600
-    batch_size: int = Field(8, description="Sequences per micro-batch on each process.")
-    grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 30
-    schedule: Literal["cosine", "linear"] = "cosine"
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 8
-    ckpt_every: int = 200
-    log_every: int = 10
-    sample_every: int = 0
-    keep_checkpoints: int = Field(2, description="Newest checkpoints kept in the artifact (also written on SIGTERM).")
-    optimizer: Literal["adamw", "muon"] = Field("adamw", description="muon: Muon on the blocks' matrices, AdamW else.")
-    muon_lr: float = 0.02
-    bad_loss: Literal["stop", "skip"] = Field("stop", description="What a non-finite or spiking loss does.")
-    spike_factor: float = Field(0.0, description="Loss above this x its running average is a spike; 0 disables.")
-    max_bad_steps: int = Field(5, description="Consecutive skipped steps before 'skip' stops too.")
-    prefetch: int = Field(2, description="Micro-batches the loader thread prepares ahead (0: no thread).",
-                          json_schema_extra=RUNTIME)
-    seed: int = 1337
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    compile: bool = False
-    nproc: int = Field(1, ge=1, description="Processes (GPUs) on this node; >1 launches one per rank.")
-    strategy: Literal["ddp", "deepspeed"] = "ddp"
-    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (strategy deepspeed).")
-    launcher: Literal["torchrun", "deepspeed"] = Field("torchrun", json_schema_extra=RUNTIME)
-    nnodes: int = Field(1, ge=1, description="Nodes taking part; each node runs the stage with its own node_rank.")
-    node_rank: int = Field(0, ge=0, description="This node's index in 0..nnodes-1; node 0 hosts the rendezvous.",
-                           json_schema_extra=RUNTIME)
-    master_addr: str = Field("127.0.0.1", description="Node 0's address as the other nodes reach it (nnodes > 1).",
-                             json_schema_extra=RUNTIME)
-    master_port: int | None = Field(
-        None, ge=1, le=65535, description="A free TCP port on node 0 for the rendezvous; needed when nnodes > 1.",
-        json_schema_extra=RUNTIME,
-    )
-    hostfile: str | None = Field(
-        None, description="DeepSpeed hostfile ('HOST slots=N' per line, the same on every node) for launcher "
-                          "deepspeed on several nodes; each node's launcher starts its own ranks (no ssh).",
-        json_schema_extra=RUNTIME,
-    )
-
-    @model_validator(mode="after")
-    def _nodes(self) -> TrainConfig:
-        if self.node_rank >= self.nnodes:
-            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
-        if self.nnodes > 1 and self.master_port is None:
-            raise ValueError("nnodes > 1 needs master_port (and master_addr): the rendezvous on node 0")
-        if self.nnodes > 1 and self.launcher == "deepspeed" and not self.hostfile:
-            raise ValueError("launcher deepspeed on several nodes needs a hostfile")
-        return self
-
-    @classmethod
-    def of(cls, section: BaseModel) -> TrainConfig:
-        """The TrainConfig fields of `section` (a PretrainConfig, a FinetuneConfig, or any model naming the same
-        fields), as a plain TrainConfig: what the ranks receive. Fields of its own (windows, init_from) stay behind."""
-        data = section.model_dump()
-        return cls.model_validate({k: data[k] for k in cls.model_fields if k in data})
-
-    def resolved(self) -> TrainConfig:
-        """A copy with device "auto" -> cuda if available else cpu, dtype "auto" -> bfloat16 on cuda else float32."""
-        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-        return self.model_copy(update={"device": device, "dtype": dtype})
-
-    @property
-    def world_size(self) -> int:
-        return self.nproc * self.nnodes
-
-
-class PretrainConfig(TrainConfig):
-    """The preset's `pretrain:` section."""
-
-    steps: int | Literal["auto"] = Field(600, description="'auto': the Chinchilla token budget (model.config).")
-    grad_accum: int | Literal["auto"] = Field(1, description="'auto': the batch-size rule (model.config).")
-    windows: Literal["random", "sequential"] = "random"
-
-    def budgeted(self, n_params: int, seq_len: int) -> PretrainConfig:
-        """A copy with steps/grad_accum "auto" replaced by the depth-based budget (20 tokens per parameter at the
-        compute-optimal global batch, over all nodes' processes); given numbers are kept."""
-        if self.steps != "auto" and self.grad_accum != "auto":
-            return self
-        fixed_accum = None if self.grad_accum == "auto" else self.grad_accum
-        steps, accum = training_budget(n_params, seq_len, self.batch_size, self.world_size, grad_accum=fixed_accum)
-        return self.model_copy(update={"steps": steps if self.steps == "auto" else self.steps,
-                                       "grad_accum": accum if self.grad_accum == "auto" else self.grad_accum})
-
-
-class FinetuneConfig(TrainConfig):
-    """The preset's `finetune:` section."""
-
-    init_from: str | None = Field(
-        None, description="A Hugging Face Llama-architecture model folder to finetune instead of our base model."
-    )
-    max_seq_len: int | None = Field(None, description="Cap the context of an imported model (memory).")
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup_steps: int = 10
-    eval_every: int = 100
-    ckpt_every: int = 100
 
 
 class BadLoss(FloatingPointError):

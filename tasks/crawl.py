@@ -8,13 +8,14 @@ from collections import Counter
 from contextlib import closing
 from pathlib import Path
 
+from data.samples import BUILTIN_SAMPLE
+from data.sources.config import CrawlConfig
 from data.sources.crawl_files import ingest_file, note_revision, raw_to_row
 from data.sources.crawler import crawl_site
 from data.sources.fingerprint import describe
 from data.sources.quarantine import Quarantine, merge_quarantine
 from data.sources.readers import READ_OUTCOMES, expand_sources, hf_revision, mix_sources, source_kind
 from data.tokens.documents import ShardWriter
-from tasks.core.config import BUILTIN_SAMPLE, CrawlConfig
 from tasks.core.parallel import map_shards
 from tasks.core.samples import crawl_sources
 from tasks.core.stage import StageRun, stage

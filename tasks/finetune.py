@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import json
 
-from model.checkpoint import save_model
-from model.engine import Engine
-from model.jobs import PROBE
-from tasks.core.config import FactoryConfig
+from model.config import FinetuneConfig
 from tasks.core.samples import fingerprint
 from tasks.core.stage import StageRun, stage
-from tasks.core.training import run_training
 
 
-def _external(cfg: FactoryConfig, workdir) -> dict:
+def _external(cfg, workdir, inputs: dict) -> dict:
     """An imported model's files are part of the key: replacing them retrains."""
     return {"init_from": fingerprint([cfg.finetune.init_from])} if cfg.finetune.init_from else {}
 
 
-@stage("finetune", inputs=("pretrain", "ingest_labels", "register_base"), main_metric="val_loss", resumable=True,
-       version="2", external=_external)
+@stage("finetune", cycle="weekly", inputs=("pretrain", "ingest_labels"), config={"finetune": FinetuneConfig},
+       main_metric="val_loss", resumable=True, external=_external, follower=lambda cfg: cfg.finetune.node_rank > 0)
 def finetune(s: StageRun) -> dict:
+    # torch-using imports inside: declaring the stage stays fast (`factory` checks its input first)
+    from model.checkpoint import save_model
+    from model.engine import Engine
+    from model.jobs import PROBE, finetune_job
+    from tasks.core.training import run_training
+
     cfg = s.cfg.finetune
     base_dir = s.inputs["pretrain"].path / "model"
     args = {
@@ -35,7 +37,9 @@ def finetune(s: StageRun) -> dict:
         "eval_batches": cfg.eval_batches,
     }
     start = cfg.init_from or base_dir
-    job, result = run_training(s, cfg, "model.jobs:finetune_job", args)
+    job, result = run_training(s, cfg, finetune_job, args)
+    if cfg.node_rank > 0:  # another node's part of a multi-node run: node 0 writes the artifact
+        return {}
     s.log.info(f"finetune: {job.info['conversations']} train and {job.info['val_conversations']} val conversations "
                f"from {start}")
     model, tok = job.model.to("cpu"), job.info["tokenizer"]

@@ -4,35 +4,31 @@ from __future__ import annotations
 
 import shutil
 
-import torch
-
-from model import config as model_sizing
-from model import trainer as model_training
-from model.checkpoint import save_model
-from model.config import GPTConfig, chinchilla_tokens
-from model.gpt import GPT
+from model.config import ModelSection, PretrainConfig, chinchilla_tokens
+from model.tokenizer import Tokenizer
 from tasks.core.stage import StageRun, stage
-from tasks.core.training import run_training
 
 
-def model_config(s: StageRun, vocab_size: int) -> GPTConfig:
-    return model_sizing.ModelSection.model_validate(s.cfg.model.model_dump()).gpt_config(vocab_size)
+def follower(cfg) -> bool:
+    """Nodes other than 0 of a multi-node run train, but node 0 writes the artifact."""
+    return cfg.pretrain.node_rank > 0
 
 
-@stage(
-    "pretrain",
-    inputs=("tokenize", "train_tokenizer"),
-    sections=("model", "pretrain"),
-    version="2",
-    main_metric="val_loss",
-    resumable=True,
-)
+@stage("pretrain", cycle="yearly", inputs=("tokenize", "train_tokenizer"),
+       config={"model": ModelSection, "pretrain": PretrainConfig}, main_metric="val_loss", resumable=True,
+       follower=follower)
 def pretrain(s: StageRun) -> dict:
-    from model.tokenizer import Tokenizer
+    # torch-using imports inside: declaring the stage stays fast (`factory` checks its input first)
+    import torch
 
-    cfg = model_training.PretrainConfig.model_validate(s.cfg.pretrain.model_dump())  # as model/ defines it
+    from model.checkpoint import save_model
+    from model.gpt import GPT
+    from model.jobs import pretrain_job
+    from tasks.core.training import run_training
+
+    cfg = s.cfg.pretrain
     tok_path = s.inputs["train_tokenizer"].path / "tokenizer.json"
-    config = model_config(s, Tokenizer.from_file(tok_path).vocab_size)
+    config = s.cfg.model.gpt_config(Tokenizer.from_file(tok_path).vocab_size)
     with torch.device("meta"):  # counted without allocating (the job builds the real model)
         n_params = GPT(config).num_params()
     seq_len = s.cfg.model.seq_len
@@ -56,7 +52,9 @@ def pretrain(s: StageRun) -> dict:
         "windows": cfg.windows,
         "sample_prompt": s.cfg.eval_base.samples[0],
     }
-    job, result = run_training(s, cfg, "model.jobs:pretrain_job", args)
+    job, result = run_training(s, cfg, pretrain_job, args)
+    if follower(s.cfg):
+        return {}
     s.log.info(f"pretrain: {job.info['train_tokens']:,} train tokens in the shards")
     save_model(job.model.to("cpu"), s.out / "model")
     shutil.copy(tok_path, s.out / "model" / "tokenizer.json")

@@ -9,8 +9,9 @@ from pathlib import Path
 from pydantic import Field
 
 from data.tokens.shards import TokenizeJob, token_dtype, tokenize_document_shard
+from model.config import RUNTIME
 from model.tokenizer import Tokenizer
-from tasks.core.config import RUNTIME, Section
+from tasks.core.config import Section
 from tasks.core.parallel import map_shards, resolve_workers
 from tasks.core.stage import StageRun, stage
 

@@ -35,14 +35,13 @@ from data.cleaning.filters import (
 from data.cleaning.minhash import MinHashConfig
 from data.cleaning.pii import PIIOptions, PIIStep
 from data.cleaning.poison import PoisonConfig
+from model.config import RUNTIME  # the marker of a field that says how to run, not what to make
 
 __all__ = [
     "RUNTIME", "C4Options", "FineWebOptions", "GopherQualityOptions", "GopherRepetitionOptions", "LanguageOptions",
     "MinHashConfig", "PIIOptions", "PoisonConfig", "PreprocessConfig", "URLOptions", "runtime_fields",
 ]
 
-# The marker of a field that says how to run, not what to make: Field(..., json_schema_extra=RUNTIME).
-RUNTIME = {"runtime": True}
 
 _STEP = "true: FineWeb's defaults; false: off; or a dict of the step's options (see data/cleaning/filters.py)."
 

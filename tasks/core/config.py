@@ -9,140 +9,18 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from data.samples import BUILTIN_SAMPLE  # noqa: F401  (re-exported: the sample crawl and inbox)
-
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-
-# How a stage runs (processes, a cluster) never changes what it makes: fields marked so are left out of its key.
-RUNTIME = {"runtime": True}
 
 
 class Section(BaseModel):
+    """A config section: unknown keys are errors, so a misspelt setting never passes silently."""
+
     model_config = ConfigDict(extra="forbid")
-
-
-class SourceSpec(Section):
-    """One crawl source with its weight in the mix."""
-
-    source: str = Field(description="A path, glob, directory, URL, '.paths[.gz]' file, 'hf:...' or 'builtin:sample'.")
-    weight: float = Field(1.0, gt=0, description="Relative share of documents drawn from this source.")
-
-
-class WebCrawlConfig(Section):
-    """A polite crawl of the user's own site (data/sources/crawler.py), added to the sources as a WARC."""
-
-    seeds: list[str] = Field([], description="Start URLs; empty: no web crawl.")
-    max_pages: int = Field(100, ge=1)
-    delay_s: float = Field(1.0, ge=0, description="Seconds between requests to a host (robots.txt Crawl-delay wins).")
-    same_domain: bool = Field(True, description="Follow links to the seeds' hosts only.")
-    user_agent: str = "LLMFactoryBot/0.1"
-    weight: float = Field(1.0, gt=0, description="Its weight when the sources are a weighted mix.")
-
-
-class CrawlConfig(Section):
-    sources: list[str | SourceSpec] = Field(
-        default=[BUILTIN_SAMPLE],
-        description=(
-            "WARC/WET files, parquet/JSONL documents, local or any fsspec URL (s3:// needs s3fs, https://, "
-            "memory://...), globs, directories, Common Crawl '.paths'/'.paths.gz' listings, "
-            "'hf:NAME[@REVISION][:CONFIG][:SPLIT]' or 'builtin:sample'. Plain strings only: read one after "
-            "another, each in full. With any {source, weight} item, each item (plain strings weigh 1) is a group "
-            "of a weighted mix: documents are interleaved group by group with probability proportional to weight, "
-            "deterministically from `seed`, until the first group runs out (datasets' interleave_datasets "
-            "'first_exhausted') or `max_documents`; a single source is read in full."
-        ),
-    )
-    seed: int = Field(0, description="Seed of the weighted mix's draws: the same seed gives the same order.")
-    paths_base_url: str = Field(
-        "https://data.commoncrawl.org", description="What the relative paths of a '.paths[.gz]' source are joined to."
-    )
-    max_files_per_source: int | None = Field(
-        None, ge=1, description="Keep only the first N files of each glob, directory or paths file (None: all)."
-    )
-    max_page_bytes: int = Field(
-        5_000_000, gt=0, description="Skip (count as filtered_too_large) payloads over this size; CC caps at 1 MiB."
-    )
-    sample_pages: int = Field(400, description="Pages rendered into the built-in sample WARC.")
-    max_documents: int | None = Field(None, description="Stop after this many documents (None: read everything).")
-    rows_per_shard: int = 50_000
-    web: WebCrawlConfig = WebCrawlConfig()
-    workers: int = Field(0, ge=0, json_schema_extra=RUNTIME,
-          description="Processes reading source files in parallel (0: all cores).")
-    dask_address: str | None = Field(None, json_schema_extra=RUNTIME,
-          description="A Dask scheduler (tcp://host:8786): files are read there.")
-
-    def specs(self) -> list[SourceSpec]:
-        """Every source as a SourceSpec (plain strings weigh 1)."""
-        return [SourceSpec(source=s) if isinstance(s, str) else s for s in self.sources]
-
-    @property
-    def weighted(self) -> bool:
-        """Whether the sources form a weighted mix (any {source, weight} item) rather than a plain list."""
-        return any(isinstance(s, SourceSpec) for s in self.sources)
-
-
-class ModelSection(Section):
-    depth: int = Field(4, description="The one knob: width, heads and token budget follow from it.")
-    aspect_ratio: int = 32
-    head_dim: int = 32
-    kv_ratio: int = 1
-    seq_len: int = 256
-
-
-class TrainSection(Section):
-    steps: int = 600
-    batch_size: int = Field(8, description="Sequences per micro-batch on each process.")
-    grad_accum: int = 1
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 30
-    schedule: Literal["cosine", "linear"] = "cosine"
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    eval_every: int = 100
-    eval_batches: int = 8
-    ckpt_every: int = 200
-    log_every: int = 10
-    sample_every: int = 0
-    keep_checkpoints: int = Field(2, description="Newest checkpoints kept in the artifact (also written on SIGTERM).")
-    optimizer: Literal["adamw", "muon"] = Field("adamw", description="muon: Muon on the blocks' matrices, AdamW else.")
-    muon_lr: float = 0.02
-    bad_loss: Literal["stop", "skip"] = Field("stop", description="What a non-finite or spiking loss does.")
-    spike_factor: float = Field(0.0, description="Loss above this x its running average is a spike; 0 disables.")
-    max_bad_steps: int = Field(5, description="Consecutive skipped steps before 'skip' stops too.")
-    prefetch: int = Field(2, description="Micro-batches the loader thread prepares ahead (0: no thread).")
-    seed: int = 1337
-    device: str = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    compile: bool = False
-    nproc: int = Field(1, ge=1, description="Processes (GPUs) on this node; >1 launches one per rank.")
-    strategy: Literal["ddp", "deepspeed"] = "ddp"
-    zero_stage: Literal[0, 1, 2, 3] = Field(1, description="DeepSpeed ZeRO stage (strategy deepspeed).")
-    launcher: Literal["torchrun", "deepspeed"] = "torchrun"
-
-
-class PretrainConfig(TrainSection):
-    steps: int | Literal["auto"] = Field(600, description="'auto': the Chinchilla token budget (model.config).")
-    grad_accum: int | Literal["auto"] = Field(1, description="'auto': the batch-size rule (model.config).")
-    windows: Literal["random", "sequential"] = "random"
-
-
-class FinetuneConfig(TrainSection):
-    init_from: str | None = Field(
-        None, description="A Hugging Face Llama-architecture model folder to finetune instead of our base model."
-    )
-    max_seq_len: int | None = Field(None, description="Cap the context of an imported model (memory).")
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup_steps: int = 10
-    eval_every: int = 100
-    ckpt_every: int = 100
 
 
 def factory_config_class() -> type[Section]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from data.chat.labels import LabelsConfig
 from data.samples import BUILTIN_SAMPLE
+from data.sources.config import CrawlConfig, SourceSpec
 from data.sources.fingerprint import fingerprint  # noqa: F401 - the stages' external inputs are keyed with it
-from tasks.core.config import CrawlConfig, SourceSpec
 
 
 def sample_dir(workdir: Path) -> Path:

@@ -57,6 +57,7 @@ class StageSpec:
     resumable: bool = False
     external: Callable[[Any, Path, dict[str, Artifact]], dict] | None = None
     check: Callable[[Any, Path], None] | None = None
+    follower: Callable[[Any], bool] | None = None
     retries: int = 0
     _task: Any = None
 
@@ -205,6 +206,7 @@ def stage(
     resumable: bool = False,
     external: Callable[[Any, Path, dict[str, Artifact]], dict] | None = None,
     check: Callable[[Any, Path], None] | None = None,
+    follower: Callable[[Any], bool] | None = None,
     retries: int = 0,
 ) -> Callable[[Callable[[StageRun], dict]], StageSpec]:
     """Declare the stage `name`, built by the decorated function: the whole declaration of a stage.
@@ -215,13 +217,15 @@ def stage(
     the partial artifact (checkpoints). external: (config, workdir, inputs) -> what outside the artifact store the
     output depends on (source files, the registry state it acts on), hashed into the key. check: (config, workdir)
     -> None, raises ValueError naming a bad input before anything runs. retries: transient errors (network, I/O)
-    are retried with exponential backoff; a bug or a bad input fails at once."""
+    are retried with exponential backoff; a bug or a bad input fails at once. follower: (config) -> True when this
+    process only takes part in a build that another one commits (the nodes other than 0 of a multi-node training
+    run): it builds without the lock or a manifest, then waits for the committed artifact."""
 
     def declare(build: Callable[[StageRun], dict]) -> StageSpec:
         doc = (sys.modules[build.__module__].__doc__ or build.__doc__ or "").strip()
         description = " ".join(doc.split("\n\n")[0].split()).removeprefix(f"Stage `{name}`: ")
         spec = StageSpec(name, cycle, tuple(inputs), dict(config or {}), build, build.__module__, description,
-                         main_metric, resumable, external, check, retries)
+                         main_metric, resumable, external, check, follower, retries)
         DECLARED[f"{spec.module}:{name}"] = spec
         return spec
 
@@ -271,8 +275,42 @@ def execute(spec: StageSpec, ctx: Context, upstream: dict[str, Artifact]):
     store, cfg = ctx.store, ctx.config
     inputs = {n: upstream[n] for n in spec.inputs}
     key = spec.key(cfg, inputs, Path(ctx.workdir))
+    if spec.follower and spec.follower(cfg):
+        return _follow(spec, ctx, inputs, key)
     with artifact_lock(store.path(spec.name, key), on_wait=logger().info):
         return _execute_locked(spec, ctx, inputs, key)
+
+
+FOLLOW_WAIT_S = 3600.0
+
+
+def _follow(spec: StageSpec, ctx: Context, inputs: dict[str, Artifact], key: str, wait_s: float = FOLLOW_WAIT_S):
+    """Take part in a build another process commits (node 0 of a multi-node run holds the lock and writes the
+    manifest): run the build into the same folder, then wait for that process's manifest and return its artifact."""
+    from tasks.core.tracking import Run
+
+    store = ctx.store
+    found = None if spec.name in ctx.force else store.load(spec.name, key)
+    if found is not None:
+        return found
+    out = store.path(spec.name, key)
+    out.mkdir(parents=True, exist_ok=True)
+    tags = {"stage": spec.name, "artifact_key": key, "prefect_flow_run_id": _flow_run_id(), "follower": "true"}
+    run = Run.start(Path(ctx.workdir), ctx.experiment, spec.name, ctx.parent_run_id, tags)
+    logger().info(f"{spec.name}: taking part in the build of {out}; its lead process writes the manifest")
+    try:
+        spec.build(StageRun(spec.name, key, out, ctx.config, inputs, Path(ctx.workdir), run,
+                            tags["prefect_flow_run_id"]))
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end()
+    deadline = time.monotonic() + wait_s
+    while (found := store.load(spec.name, key)) is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{spec.name}: no manifest in {out} {wait_s:.0f}s after this part finished")
+        time.sleep(1.0)
+    return found
 
 
 def _execute_locked(spec: StageSpec, ctx: Context, inputs: dict[str, Artifact], key: str):

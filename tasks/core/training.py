@@ -4,6 +4,7 @@ a launcher (model/launch.py), on this node or several, and every log step report
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,12 +21,14 @@ def inference_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_training(s: StageRun, section: BaseModel, builder: str, args: dict):
-    """Build the job (model + batches) and train it to section.steps, checkpointing under the artifact so a rerun
-    after a crash resumes. `section` is a TrainConfig (PretrainConfig, FinetuneConfig) with numbers for steps and
-    grad_accum. With nproc > 1 or nnodes > 1 the ranks run as subprocesses of a launcher and this process follows
-    their metrics, then loads the final weights. Returns (the built job with trained weights, result)."""
+def run_training(s: StageRun, section: BaseModel, build: Callable[[dict], launch.TrainJob], args: dict):
+    """Build the job (model + batches) with `build` (a module-level function of model/, which every rank imports by
+    name) and train it to section.steps, checkpointing under the artifact so a rerun after a crash resumes.
+    `section` is a TrainConfig (PretrainConfig, FinetuneConfig) with numbers for steps and grad_accum. With nproc >
+    1 or nnodes > 1 the ranks run as subprocesses of a launcher and this process follows their metrics, then loads
+    the final weights. Returns (the built job with trained weights, result)."""
     cfg = TrainConfig.of(section).resolved()
+    builder = f"{build.__module__}:{build.__name__}"
     job = launch.build(builder, args)
     nats_to_bpb = job.info.get("nats_to_bpb")
     ckpt_dir = s.out / "checkpoints"

@@ -54,13 +54,13 @@ def test_training_state_restores_weights_optimizer_step_and_extra(tmp_path):
     fresh_opt = fresh.configure_optimizer(lr=1e-2, weight_decay=0.1)
     state = load_training_state(path, fresh, fresh_opt)
     assert state == {"step": 7, "extra": {"tokens": 448, "micro_step": 7}}
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True))
     # the restored Adam moments make the next step identical
     torch.manual_seed(1)
     one_step(model, opt)
     torch.manual_seed(1)
     one_step(fresh, fresh_opt)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True))
 
 
 def test_only_the_newest_checkpoints_are_kept(tmp_path):

@@ -52,3 +52,26 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     proc.wait()
     with artifact_lock(tmp_path / "x" / "k", timeout_s=1):
         pass
+
+
+def test_a_follower_builds_without_the_lock_and_returns_what_the_lead_commits(tmp_path, monkeypatch):
+    """A node other than 0 of a multi-node run trains into the same folder while node 0 holds the lock, and returns
+    the artifact node 0 commits (not one of its own)."""
+    import threading
+
+    from tasks.core.artifacts import ArtifactStore
+    from tasks.core.stage import Context, StageSpec, execute
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    built = []
+    spec = StageSpec("train", "yearly", (), {}, lambda s: built.append(s.out) or {}, "tests", follower=lambda cfg: True)
+    ctx = Context(str(tmp_path), config=None)
+    key = spec.key(None, {}, tmp_path)
+    store = ArtifactStore(tmp_path / "artifacts")
+    with artifact_lock(store.path("train", key)):  # the lead holds the lock the whole time
+        commit = threading.Timer(1.0, lambda: store.commit("train", key, {"metrics": {"loss": 1.5}}))
+        commit.start()
+        artifact = execute(spec, ctx, {})
+        commit.join()
+    assert built == [store.path("train", key)]
+    assert artifact.metrics == {"loss": 1.5}

@@ -8,7 +8,7 @@ import pytest
 from flows.cycles import stage
 from tasks.core.artifacts import Artifact, ArtifactStore
 from tasks.core.config import load_config
-from tasks.core.stage import STAGES
+from tasks.core.registry import spec
 from tests.tasks.test_stages import write_warc
 
 WORDS = {
@@ -75,10 +75,10 @@ def test_local_processes_and_a_dask_cluster_write_the_same_bytes(tmp_path, crawl
 
 def test_how_a_stage_runs_is_not_part_of_its_key(tmp_path):
     crawl = Artifact("crawl", "k", tmp_path, {"build_id": "b1"})
-    keys = {STAGES["preprocess"].key(load_config("tiny", extra), {"crawl": crawl}, tmp_path)
+    keys = {spec("preprocess").key(load_config("tiny", extra), {"crawl": crawl}, tmp_path)
             for extra in ([], ["preprocess.workers=1"], ["preprocess.dask_address=tcp://10.0.0.1:8786"])}
     assert len(keys) == 1
-    assert STAGES["preprocess"].key(load_config("tiny", ["preprocess.seed=3"]), {"crawl": crawl}, tmp_path) not in keys
+    assert spec("preprocess").key(load_config("tiny", ["preprocess.seed=3"]), {"crawl": crawl}, tmp_path) not in keys
 
 
 def test_the_report_reaches_the_manifest_and_reconciles(tmp_path, crawl_file, prefect_server):

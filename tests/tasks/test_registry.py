@@ -47,7 +47,7 @@ def test_alias_moves_and_rolls_back(tmp_path):
 
 def test_production_results_come_back_from_its_version_for_the_same_items(tmp_path):
     """Deploy stores the candidate's per-item results with its version; the next gate pairs against them."""
-    results = [{"id": f"q{i}", "task": "arithmetic", "correct": i % 10 != 0} for i in range(40)]
+    results = [{"id": f"q{i}", "skill": "arithmetic", "correct": i % 10 != 0} for i in range(40)]
     evals = SimpleNamespace(path=tmp_path / "evals", manifest={"info": {"items_hash": "abc123"}})
     write_jsonl(evals.path / "results.jsonl", results)
     run = Run.start(tmp_path, "t", "deploy")
