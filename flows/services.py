@@ -20,6 +20,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from model.files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]  # prefect.yaml; deployments and the worker run from here
 BIN = Path(sys.executable).parent
 # What each service's command line holds, so that a recycled pid is never taken for one of ours.
@@ -121,11 +123,7 @@ def _say(message: str) -> None:
 
 
 def _write(path: Path, text: str) -> None:
-    """Write atomically, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)  # a reader never sees half a file
 
 
 def _port_busy(host: str, port: int) -> bool:

@@ -13,7 +13,7 @@ import safetensors.torch
 import torch
 
 from model.config import GPTConfig
-from model.files import atomic_write_text, replace_dir  # noqa: F401  (replace_dir: used by model.hf)
+from model.files import atomic_path, atomic_write_text, replace_dir  # noqa: F401  (replace_dir: used by model.hf)
 from model.gpt import GPT
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{6,})$")
@@ -34,21 +34,13 @@ def save_model(model: torch.nn.Module, directory: str | os.PathLike) -> None:
     """Write model.safetensors and config.json into `directory`; each file is written to a temp name then renamed."""
     model = unwrap(model)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".safetensors.tmp")
-    os.close(fd)
-    try:
-        state = model.state_dict()
-        if model.config.tie_embeddings:  # one tensor under two names: keep the embedding's (load_model re-ties it)
-            state.pop("lm_head.weight", None)
-        # copies: under DeepSpeed ZeRO the parameters are views into one flat buffer, which safetensors refuses
-        tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    state = model.state_dict()
+    if model.config.tie_embeddings:  # one tensor under two names: keep the embedding's (load_model re-ties it)
+        state.pop("lm_head.weight", None)
+    # copies: under DeepSpeed ZeRO the parameters are views into one flat buffer, which safetensors refuses
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+    with atomic_path(directory / "model.safetensors") as tmp:
         safetensors.torch.save_file(tensors, tmp, metadata={"format": "pt"})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / "model.safetensors")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     atomic_write_text(directory / "config.json", json.dumps(model.config.to_dict(), indent=2) + "\n")
 
 

@@ -7,25 +7,48 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+
+def commit(tmp: Path | str, path: Path | str) -> None:
+    """Make the finished temp file `tmp` the file `path`: on disk (fsync), readable by all (0644: mkstemp makes
+    owner-only files, and artifacts are meant to be shared), then renamed over `path` in one step."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_path(path: Path | str, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temp path beside `path` for a writer that opens files by name (pyarrow, safetensors, matplotlib): on
+    success it becomes `path`, on an error it is removed, so `path` is complete or absent, never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        commit(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_file(path: Path | str, mode: str = "wb") -> Iterator[IO]:
+    """An open file that appears at `path` only once it is closed without an error (see atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def atomic_write_bytes(path: Path | str, data: bytes | memoryview) -> None:
-    """Write `data` to `path` atomically (mode 0644: artifacts are meant to be shared; mkstemp makes owner-only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

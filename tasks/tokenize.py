@@ -8,26 +8,12 @@ from pathlib import Path
 
 from pydantic import Field
 
-from data.tokens.shards import TokenizeJob, token_dtype, tokenize_document_shard
+from data.tokens.shards import SPLITS, plan_token_shards, token_dtype, tokenize_document_shard
 from model.config import RUNTIME
 from model.tokenizer import Tokenizer
 from tasks.core.config import Section
 from tasks.core.parallel import map_shards, resolve_workers
 from tasks.core.stage import StageRun, stage
-
-SPLITS = ("train", "val")
-
-
-def plan(documents: Path, tokenizer: Path, out_dir: Path, tokens_per_shard: int, workers: int = 0) -> list[TokenizeJob]:
-    """One job per document shard, named by the shard's place in its split: the tokens of the i-th `train-*.parquet`
-    (in name order) go to `train-{i:05d}-{j:05d}.bin`, so load_tokens reads them back in document order."""
-    files = {split: sorted(documents.glob(f"{split}-*.parquet")) for split in SPLITS}
-    n_jobs = sum(map(len, files.values()))
-    budget = resolve_workers(workers)
-    # Fewer shards than workers (often the val split alone): the spare cores encode on threads inside the workers.
-    threads = max(1, budget // max(1, min(budget, n_jobs)))
-    return [TokenizeJob(path, tokenizer, out_dir, f"{split}-{i:05d}", tokens_per_shard, threads)
-            for split in SPLITS for i, path in enumerate(files[split])]
 
 
 def tokenize_documents(documents: Path, tokenizer: Path, out_dir: Path, tokens_per_shard: int = 10_000_000,
@@ -35,7 +21,7 @@ def tokenize_documents(documents: Path, tokenizer: Path, out_dir: Path, tokens_p
                        on_shard: Callable[[int, int], None] | None = None) -> dict:
     """Tokenize every `{train,val}-*.parquet` under `documents` into token shards in `out_dir`; returns the counts
     (docs, tokens and token shards per split, dtype). The files are the same whatever `workers` is."""
-    jobs = plan(documents, tokenizer, out_dir, tokens_per_shard, workers)
+    jobs = plan_token_shards(documents, tokenizer, out_dir, tokens_per_shard, resolve_workers(workers))
     # Largest shards first, so that no worker starts a big one when the others are about to finish.
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i].documents.stat().st_size)
     done = 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -17,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from data.samples import BUILTIN_SAMPLE
 from model.chat import conversation_problem
+from model.files import atomic_file
 
 if TYPE_CHECKING:  # only for type hints: the quarantine object is passed in by the caller
     from data.sources.quarantine import Quarantine
@@ -384,22 +383,11 @@ def queue_item(
 
 def write_jsonl(path: Path | str, records: Iterable[dict]) -> int:
     """Write records as JSONL atomically (temp file in the same directory, then rename); returns the count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; labelers and other tools read these
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "w") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 

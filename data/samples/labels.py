@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from data.chat.synthetic import generate_comparisons, generate_conversations
+from model.files import atomic_file
 
 RECORDS_PER_FILE = 500
 
@@ -87,15 +86,8 @@ def _inject(lines: list[bytes], records: list[dict], mistakes: dict, prefix: str
 
 
 def _write_lines(path: Path, lines: list[bytes]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.writelines(lines)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as f:
+        f.writelines(lines)
 
 
 def _write_batches(out_dir: Path, stem: str, lines: list[bytes]) -> list[str]:

@@ -39,6 +39,8 @@ from urllib.parse import urlsplit
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from model.files import atomic_file
+
 # Modules whose import has side effects (opens a browser, prints, grabs the terminal), that need a display,
 # or whose pydoc page shows this machine's state (sys.path, argv, installed site config).
 SKIP_MODULES = {
@@ -491,14 +493,11 @@ def build_sample_warc(out_path: str | os.PathLike[str], max_pages: int = 400, se
         exchanges.insert(rng.randrange(1, len(exchanges) + 1), page)
 
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_file(out_path, "wb") as fh:
         writer = _SampleWriter(fh, rng, _warc_filename(out_path.name))
         writer.warcinfo()
         for i, page in enumerate(exchanges):
             writer.exchange(page, with_metadata=(i % 5 == 0 and page.broken is None))
-    os.replace(tmp, out_path)
 
     counts: dict[str, int] = dict(writer.counts)
     counts.update({f"pages_{kind}": n for kind, n in sorted(Counter(p.kind for p in exchanges).items())})

@@ -30,6 +30,7 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from data.sources.readers import HTML_TYPES, split_content_type
+from model.files import atomic_file
 
 ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least the first 500 KiB
 # Characters left as they are when percent-encoding a path or query: the reserved set, and "%" so that an
@@ -393,15 +394,8 @@ def crawl_site(seeds: list[str], out: str | os.PathLike, *, max_pages: int = 100
                        user_agent=user_agent, timeout_s=timeout_s, max_page_bytes=max_page_bytes,
                        log=log or (lambda _msg: None))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            stats = crawler.run(_WarcOut(fh, out.name, user_agent, crawler.seeds))
-        os.replace(tmp, out)
-    except BaseException:  # KeyboardInterrupt too: never leave a partial WARC behind
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(out, "wb") as fh:  # KeyboardInterrupt too: never leave a partial WARC behind
+        stats = crawler.run(_WarcOut(fh, out.name, user_agent, crawler.seeds))
     return stats
 
 

@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from model.files import atomic_file, commit
+
 MAX_FIELD_CHARS = 2_000  # a broken 5 MB payload must not blow up the quarantine file
 _LINE_BREAKS = ("\x85", "\u2028", "\u2029")  # json.dumps escapes the ASCII line breaks, not these
 
@@ -70,10 +72,8 @@ class Quarantine:
         if self._closed:
             return
         self._closed = True
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self._tmp, self.path)
+        commit(self._tmp, self.path)
 
     def __enter__(self) -> Quarantine:
         return self
@@ -85,12 +85,10 @@ class Quarantine:
 def merge_quarantine(parts: list[Path], path: Path) -> None:
     """Concatenate per-shard quarantine files, in the given order, into `path` (renamed into place); the parts
     are removed."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as out:
+    with atomic_file(path, "wb") as out:
         for part in parts:
             if part.exists():
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, out)
-    os.replace(tmp, path)
     for part in parts:
         part.unlink(missing_ok=True)

@@ -11,6 +11,8 @@ from typing import Any, TypedDict
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from model.files import commit
+
 
 class Document(TypedDict):
     id: str
@@ -104,7 +106,7 @@ class ShardWriter:
         self._writer.close()
         self._writer = None
         path = self._shard_path()
-        os.replace(path.with_name(path.name + ".tmp"), path)
+        commit(path.with_name(path.name + ".tmp"), path)
         self.paths.append(path)
         self._shard_rows = 0
 

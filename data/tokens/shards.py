@@ -124,6 +124,21 @@ class TokenizeJob:
     num_threads: int = 1  # encoding threads in the worker: more when there are fewer shards than cores
 
 
+SPLITS = ("train", "val")
+
+
+def plan_token_shards(documents: Path, tokenizer: Path, out_dir: Path, tokens_per_shard: int,
+                      cores: int) -> list[TokenizeJob]:
+    """One job per document shard, named by the shard's place in its split: the tokens of the i-th `train-*.parquet`
+    (in name order) go to `train-{i:05d}-{j:05d}.bin`, so load_tokens reads them back in document order."""
+    files = {split: sorted(documents.glob(f"{split}-*.parquet")) for split in SPLITS}
+    n_jobs = sum(map(len, files.values()))
+    # Fewer shards than cores (often the val split alone): the spare cores encode on threads inside the workers.
+    threads = max(1, cores // max(1, min(cores, n_jobs)))
+    return [TokenizeJob(path, tokenizer, out_dir, f"{split}-{i:05d}", tokens_per_shard, threads)
+            for split in SPLITS for i, path in enumerate(files[split])]
+
+
 @lru_cache(maxsize=4)
 def _tokenizer(path: Path) -> Tokenizer:
     return Tokenizer.from_file(path)  # once per worker process, not once per shard

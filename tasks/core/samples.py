@@ -21,15 +21,12 @@ def sample_dir(workdir: Path) -> Path:
 
 
 def sample_warc(workdir: Path, pages: int) -> Path:
-    """`<workdir>/samples/crawl-<pages>.warc.gz`, built if missing (written to a temp name, then renamed)."""
+    """`<workdir>/samples/crawl-<pages>.warc.gz`, built if missing (atomically: complete or absent)."""
     from data.samples.warc import build_sample_warc
 
     path = sample_dir(workdir) / f"crawl-{pages}.warc.gz"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        build_sample_warc(tmp, max_pages=pages)
-        os.replace(tmp, path)
+        build_sample_warc(path, max_pages=pages)
     return path
 
 

@@ -13,12 +13,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from data.tokens.bpe_sample import sample_texts
 from data.tokens.documents import ShardWriter
 from data.tokens.shards import load_tokens
 from model.tokenizer import SPECIAL_TOKENS, Tokenizer, train_bpe
 from tasks.core.config import FactoryConfig
 from tasks.tokenize import tokenize, tokenize_documents
-from tasks.train_tokenizer import sample_texts, train_tokenizer
+from tasks.train_tokenizer import train_tokenizer
 
 WORDS = ("the crawl gives us pages about rivers and mountains where people walk every summer while engineers "
          "write notes on tokenizers merges bytes and the loss that falls as the model reads").split()
