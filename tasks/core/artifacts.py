@@ -1,7 +1,8 @@
 """Content-keyed stage artifacts: `<root>/<stage>/<key>/` with `manifest.json` written last.
 
-The key hashes the stage name, its code version, its config sections and the build ids of its inputs, so a rebuilt
-input (`--force`) gives every downstream stage a new key, while an unchanged rerun finds every artifact again.
+The key hashes the stage name, its code (tasks/core/code.py), its config sections and the build ids of its inputs,
+so a rebuilt input (`--force`) gives every downstream stage a new key, while an unchanged rerun finds every artifact
+again.
 No manifest means incomplete: such a directory is never reused.
 """
 
@@ -25,9 +26,9 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def stage_key(stage: str, version: str, config: dict, inputs: dict[str, str]) -> str:
+def stage_key(stage: str, code: str, config: dict, inputs: dict[str, str]) -> str:
     """Short content hash of everything that determines a stage's output."""
-    blob = json.dumps({"stage": stage, "version": version, "config": config, "inputs": inputs}, sort_keys=True)
+    blob = json.dumps({"stage": stage, "code": code, "config": config, "inputs": inputs}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
