@@ -1,4 +1,4 @@
-"""The stage decorator: turns a build function into a cached, tracked Prefect task.
+"""The stage declaration (`@stage`) and how a declared stage runs as a cached, tracked Prefect task.
 
 A build function gets a `StageRun` (its config, its input artifacts, an empty output directory, logging helpers) and
 returns {"counts": ..., "metrics": ...}; everything else here is shared: the content key, reuse of a complete
@@ -91,8 +91,7 @@ def key_fields(section: BaseModel) -> Any:
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if extra.get("runtime"):
             continue
-        value = getattr(section, name)
-        out[name] = key_fields(value) if isinstance(value, BaseModel) else _plain(value)
+        out[name] = _plain(getattr(section, name))
     return out
 
 

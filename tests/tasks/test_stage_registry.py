@@ -108,3 +108,22 @@ def test_every_stage_deployment_has_its_own_name_and_the_cycles_sort_first():
     names = [d["name"] for d in yaml.safe_load(render())["deployments"]]
     assert len(names) == len(set(names)) == len(registry.order()) + 3
     assert sorted(names)[:3] == ["cycle-all", "cycle-weekly", "cycle-yearly"]  # the UI lists deployments by name
+
+
+def test_factory_status_shows_what_a_complete_artifact_warns_about(tmp_path):
+    """A crawl that lost whole files is complete but says so, in `factory status` and in a run's summary."""
+    from flows.cli import app
+    from tasks.core.artifacts import ArtifactStore
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text(json.dumps({"id": "1", "url": "https://ex.org/1", "text": "hello"}) + "\n")
+    sources = [f"crawl.sources=['{docs}']"]
+    key = registry.spec("crawl").key(load_config("tiny", sources), {}, tmp_path / "w")
+    lost = "1 of 2 source files quarantined whole: https://ex.org/gone.warc.gz (HTTP 404)"
+    ArtifactStore(tmp_path / "w" / "artifacts").commit("crawl", key, {
+        "counts": {"documents": 1}, "info": {"warnings": [lost]}, "timings": {"seconds": 1.0}})
+    args = ["status", "--workdir", str(tmp_path / "w"), "--set", sources[0]]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    crawl_row = result.output.split("│ crawl ")[1].split("│ preprocess ")[0]  # the cell wraps over a few lines
+    assert "documents=1" in crawl_row and "warning: 1 of 2 source files" in crawl_row and "(HTTP" in crawl_row
