@@ -30,7 +30,8 @@ Workarounds on the datatrove side (this machine reaches no hub and has no NLTK/f
 - Word tokenizer: datatrove 0.10 maps English to spaCy's blank "en" tokenizer (no NLTK punkt any more; spacy.blank
   needs no model download), used by the Gopher, C4 (sentences), FineWeb and MinHash steps. spaCy is not in
   datatrove[processing]; without it, --words split passes a WordTokenizer instance as their `language` (datatrove's
-  load_word_tokenizer accepts one): str.split() words, as our filters count them, and the sentence regex of
+  load_word_tokenizer accepts one): str.split() words (lighter than our filters' regex words, which approximate
+  spaCy's; tests/data/test_datatrove_parity.py gives datatrove our own splitting) and the sentence regex of
   datatrove's WhitespaceTokenizer. --words auto (default) takes spacy when it imports. Not only slower: spaCy
   splits punctuation off words, so Gopher's alphabetic-word ratio drops most code-heavy pages (on 200 sample
   pages: 4 kept with spacy, 28 with split).

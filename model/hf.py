@@ -18,13 +18,13 @@ import torch
 from tokenizers import AddedToken, processors
 from tokenizers import Tokenizer as HFTokenizer
 
-from model.chat import chat_template
+from model.chat import BOS, ROLE_MARKERS, chat_template
 from model.checkpoint import load_model, replace_dir, unwrap
 from model.config import GPTConfig
 from model.gpt import GPT, rope_tables
 from model.tokenizer import SPECIAL_TOKENS, Tokenizer
 
-BOS, EOS, PAD = "<|bos|>", "<|assistant_end|>", "<|pad|>"
+EOS, PAD = ROLE_MARKERS["assistant"][1], "<|pad|>"  # generation ends where the assistant's turn does
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
