@@ -104,6 +104,16 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _config(preset: str, overrides: list[str]):
+    """The config, or one red line naming what is wrong with the preset or an override."""
+    from tasks.core.config import ConfigError, load_config
+
+    try:
+        return load_config(preset, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
 def _check_inputs(wd: Path, preset: str, overrides: list[str], stages: list[str], force: list[str]) -> None:
     """Everything that can be checked before Prefect or MLflow start: the preset, each --set, the stage names, and
     each stage's own check of its inputs (e.g. crawl sources that match no file)."""
@@ -237,9 +247,7 @@ def chat(
 ):
     """Talk to the production assistant in the terminal (/reset clears the conversation, /quit leaves)."""
     wd = setup(workdir)
-    from tasks.core.config import load_config
-
-    deploy = load_config(preset, set or []).deploy
+    deploy = _config(preset, set or []).deploy
     model, alias = deploy.model_name, deploy.alias
     from model.checkpoint import load_model
     from model.engine import Engine
@@ -279,11 +287,9 @@ def chat(
 def rollback(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None):
     """Move `assistant@production` (deploy.model_name@deploy.alias) back to where it was before the last deploy."""
     wd = setup(workdir)
-    from tasks.core import model_registry
-    from tasks.core.config import load_config
-
-    deploy = load_config(preset, set or []).deploy
+    deploy = _config(preset, set or []).deploy
     model, alias = deploy.model_name, deploy.alias
+    from tasks.core import model_registry
     from tasks.core.tracking import client
 
     try:
@@ -445,10 +451,9 @@ def export(
 def samples(workdir: Workdir = Path("work"), preset: Preset = "tiny", set: Sets = None):
     """Build the built-in sample data (a WARC crawl of installed docs, a labeling inbox) under <workdir>/samples."""
     wd = setup(workdir)
-    from tasks.core.config import load_config
     from tasks.core.samples import sample_inbox, sample_warc
 
-    cfg = load_config(preset, set or [])
+    cfg = _config(preset, set or [])
     warc = sample_warc(wd, cfg.crawl.sample_pages)
     inbox = sample_inbox(wd, cfg.labels, cfg.crawl.sample_pages)
     console.print(f"crawl: {warc} ({warc.stat().st_size / 1e6:.1f} MB)\nlabeling inbox: {inbox}")

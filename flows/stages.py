@@ -18,16 +18,30 @@ from tasks.core import registry
 from tasks.core.config import load_config
 
 
-def rerun(name: str, preset: str, workdir: str, force: bool, with_downstream: bool, **sections) -> dict[str, str]:
-    """Run stage `name` (and its missing inputs) with the given settings on top of the preset's sections: a form
-    (or `-p 'tokenizer={"vocab_size": 8192}'`) that sets one field changes only that field."""
+def settings(preset: str, **sections):
+    """The preset's config with the fields a form (or `-p`) set laid over it, at any depth: setting
+    `preprocess.gopher_quality.min_doc_words` changes only that field, the rest keeps the preset's values."""
     config = load_config(preset)
     update = {}
     for section, given in sections.items():
         if given is not None:
             current = getattr(config, section)
-            update[section] = current.model_validate({**current.model_dump(), **given.model_dump(exclude_unset=True)})
-    config = config.model_copy(update=update)
+            merged = _merge(current.model_dump(), given.model_dump(exclude_unset=True))
+            update[section] = current.model_validate(merged)
+    return config.model_copy(update=update)
+
+
+def _merge(base: dict, given: dict) -> dict:
+    out = dict(base)
+    for key, value in given.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def rerun(name: str, preset: str, workdir: str, force: bool, with_downstream: bool, **sections) -> dict[str, str]:
+    """Run stage `name` (and its missing inputs) with the given settings on top of the preset's sections (see
+    `settings`); with_downstream also brings every later stage up to date."""
+    config = settings(preset, **sections)
     stages = [name, *registry.downstream(name)] if with_downstream else [name]
     return run_stages("stage", stages, preset, workdir, [], [name] if force else [], config)  # one MLflow experiment
 

@@ -46,6 +46,11 @@ def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
     return results, "re-evaluated"
 
 
+def _is_build(version, artifact) -> bool:
+    """Whether a registered version is that very build of the finetune artifact (`--force` rebuilds a key anew)."""
+    return version.tags.get("artifact_build_id") == artifact.build_id
+
+
 def _external(cfg, workdir: Path, inputs: dict) -> dict:
     """The registry this acts on and the production version it decides against: after the alias moves, the same
     candidate meets a new production, so A -> B -> A is three decisions, not a cached first one. When production is
@@ -55,7 +60,7 @@ def _external(cfg, workdir: Path, inputs: dict) -> dict:
 
     current = model_registry.alias_version(client(workdir), cfg.deploy.model_name, cfg.deploy.alias)
     against = str(current.version) if current else None
-    if current is not None and current.tags.get("artifact_key") == inputs["finetune"].key:
+    if current is not None and _is_build(current, inputs["finetune"]):
         against = current.tags.get("decided_against") or None
     return {**registry_identity(cfg, workdir), "production": against}
 
@@ -105,7 +110,7 @@ def deploy(s: StageRun) -> dict:
     candidate = read_jsonl(evals.path / "results.jsonl")
     c = client(s.workdir)
     current = model_registry.alias_version(c, cfg.model_name, cfg.alias)
-    if current is not None and current.tags.get("artifact_key") == finetune.key:
+    if current is not None and _is_build(current, finetune):
         return _already_production(s, current)
     production, source = ([], "none") if current is None else production_results(s, current, evals)
     if current is not None:  # what production answered, beside the decision that compared against it
@@ -127,6 +132,7 @@ def deploy(s: StageRun) -> dict:
         s.mlflow.log_file(evals.path / "results.jsonl", "eval")
         tags = {
             "artifact_key": finetune.key,
+            "artifact_build_id": finetune.build_id,
             "artifact_path": str(finetune.path),
             "decided_against": before or "",
             "items_hash": items_hash,

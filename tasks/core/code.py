@@ -13,6 +13,7 @@ import ast
 import hashlib
 import importlib.util
 from functools import cache
+from pathlib import Path
 
 PROJECT_PACKAGES = ("data", "model", "tasks")
 # tasks/core modules that store, track, schedule or report a stage, but do not change what it builds
@@ -23,16 +24,31 @@ MACHINERY = {
 }
 
 
-def _origin(module: str) -> str | None:
-    """The source file of a project module, or None for anything else (stdlib, third party, not a module)."""
-    if module.split(".")[0] not in PROJECT_PACKAGES or module in MACHINERY:
-        return None
+def _source(module: str) -> str | None:
+    """The source file of `module`, found without running it: the top-level package is located by the import system
+    (finding a top-level name executes nothing), the rest by file name inside it (`name.py` or `name/__init__.py`).
+    None for what is not a plain source module (a class, a C extension...)."""
+    top, *rest = module.split(".")
     try:
-        spec = importlib.util.find_spec(module)
+        spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
-    origin = spec.origin if spec else None
-    return origin if origin and origin.endswith(".py") else None
+    if spec is None or spec.origin is None:
+        return None
+    if not rest:
+        return spec.origin if spec.origin.endswith(".py") else None
+    for root in spec.submodule_search_locations or []:
+        base = Path(root).joinpath(*rest)
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return str(candidate)
+    return None
+
+
+def _followed(module: str, top: str) -> bool:
+    """Project code a stage's output depends on: data/, model/, tasks/ (less the machinery) and the stage's own
+    top-level package (a stage kept outside this repository, FACTORY_STAGE_MODULES)."""
+    return module.split(".")[0] in (*PROJECT_PACKAGES, top) and module not in MACHINERY
 
 
 def _imports(module: str, source: str) -> set[str]:
@@ -56,12 +72,12 @@ def _imports(module: str, source: str) -> set[str]:
 def module_files(module: str) -> dict[str, str]:
     """{module: source file} for `module` and the project modules it imports, transitively."""
     files: dict[str, str] = {}
-    todo = [module]
+    todo, top = [module], module.split(".")[0]
     while todo:
         name = todo.pop()
-        if name in files:
+        if name in files or not _followed(name, top):
             continue
-        origin = _origin(name)
+        origin = _source(name)
         if origin is None:
             continue
         files[name] = origin

@@ -66,7 +66,12 @@ def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int) -> Path:
             n_comparisons=cfg.sample_comparisons,
             seed=cfg.seed,
         )
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process built the same inbox meanwhile: same seed, same files
+            if not path.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -15,6 +15,9 @@ CASES = [
     (["stage", "crawl", "--set", "crawl.sources=['/no/such/dir/*.warc.gz']"], "/no/such/dir/*.warc.gz"),
     (["run", "all", "--force", "pretrian"], "unknown stage 'pretrian'"),
     (["run", "weekly", "--set", "evals.skills=[juggling]"], "juggling"),
+    (["chat", "--preset", "nope", "--prompt", "hi"], "preset 'nope'"),
+    (["rollback", "--set", "deploy.bogus=1"], "deploy.bogus"),
+    (["samples", "--preset", "nope"], "preset 'nope'"),
 ]
 
 

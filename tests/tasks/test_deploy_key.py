@@ -18,7 +18,8 @@ def registry(tmp_path, monkeypatch):
         folder = tmp_path / f"model-{finetune.key}"
         folder.mkdir(exist_ok=True)
         (folder / "model.safetensors").write_text(finetune.key)
-        tags = {"artifact_key": finetune.key, "decided_against": decided_against or ""}
+        tags = {"artifact_key": finetune.key, "artifact_build_id": finetune.build_id,
+                "decided_against": decided_against or ""}
         version = model_registry.register(run.client, "assistant", folder, run.run_id, tags)
         model_registry.move_alias(run.client, "assistant", "production", version)
         return version
@@ -43,6 +44,9 @@ def test_a_to_b_to_a_is_three_decisions_and_a_rerun_finds_the_last(tmp_path, reg
     assert len({first, second, third}) == 3
     registry(a["finetune"], vb)
     assert deploy.key(cfg, a, tmp_path) == third
+    # `--force finetune` rebuilds A under the same key: a new build, so a new decision, not "already production"
+    rebuilt = {**a, "finetune": Artifact("finetune", a["finetune"].key, tmp_path, {"build_id": "finetune-A2"})}
+    assert deploy.key(cfg, rebuilt, tmp_path) != third
 
 
 def test_finetuning_does_not_depend_on_the_tracking_server(tmp_path, monkeypatch):

@@ -127,3 +127,30 @@ def test_factory_status_shows_what_a_complete_artifact_warns_about(tmp_path):
     assert result.exit_code == 0, result.output
     crawl_row = result.output.split("│ crawl ")[1].split("│ preprocess ")[0]  # the cell wraps over a few lines
     assert "documents=1" in crawl_row and "warning: 1 of 2 source files" in crawl_row and "(HTTP" in crawl_row
+
+
+def test_a_stage_kept_outside_the_repository_is_keyed_on_its_own_code(example_stage, tmp_path):
+    from tasks.core.code import code_hash, module_files
+
+    files = module_files("example_stage")
+    assert "example_stage" in files and "data.tokens.documents" in files  # its own code and the library it calls
+    before = code_hash("example_stage")
+    with open(tmp_path / "example_stage.py", "a") as f:
+        f.write("\n# counted differently now\n")
+    code_hash.cache_clear()
+    module_files.cache_clear()
+    assert code_hash("example_stage") != before
+
+
+def test_a_form_that_sets_one_nested_field_keeps_the_presets_other_values():
+    from data.cleaning.config import PreprocessConfig
+    from flows.stages import settings
+
+    given = PreprocessConfig.model_validate({"gopher_quality": {"min_doc_words": 7}})
+    tiny = load_config("tiny").preprocess
+    made = settings("tiny", preprocess=given).preprocess
+    assert made.gopher_quality.min_doc_words == 7
+    assert made.gopher_quality.min_avg_word_length == tiny.gopher_quality.min_avg_word_length
+    assert made.model_dump(exclude={"gopher_quality"}) == tiny.model_dump(exclude={"gopher_quality"})
+    assert made.gopher_quality.model_dump(exclude={"min_doc_words"}) == \
+        tiny.gopher_quality.model_dump(exclude={"min_doc_words"})
