@@ -40,3 +40,15 @@ def http_dir(tmp_path):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture
+def faulty_server(tmp_path):
+    """A local HTTP server (tests/data/http_faults.py) that answers an error status for chosen paths and counts GETs."""
+    from tests.data.http_faults import FaultyServer
+
+    root = tmp_path / "www"
+    root.mkdir()
+    with FaultyServer(root) as server:
+        yield server
+

@@ -19,19 +19,7 @@ from data.chat.skills import (
     reward,
     user_turns,
 )
-
-PAGES = [
-    {"title": "json — JSON encoder and decoder — Python documentation", "url": "https://docs.python.org/json",
-     "text": "Source code: Lib/json/__init__.py. JSON is a lightweight data interchange format inspired by "
-             "JavaScript object literal syntax. It is widely used."},
-    {"title": "Tower Bridge - Wikipedia", "url": "https://en.wikipedia.org/wiki/Tower_Bridge",
-     "text": "Tower Bridge is a listed combined bascule and suspension bridge in London, built between 1886 "
-             "and 1894. It crosses the River Thames."},
-    {"title": "Photosynthesis | Biology notes", "url": "https://example.org/photosynthesis",
-     "text": "Photosynthesis is the process by which green plants turn sunlight, water and carbon dioxide "
-             "into sugar and oxygen. It happens in the leaves."},
-    {"title": "Broken page", "url": "https://example.org/x", "text": "404"},
-]
+from tests.files import PAGES
 
 
 def test_the_registry_names_every_skill_once():

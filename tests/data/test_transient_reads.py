@@ -14,21 +14,12 @@ import pytest
 from data.sources.errors import TransientReadError, is_transient
 from data.sources.quarantine import Quarantine
 from data.sources.readers import expand_sources, read_sources
-from tests.data.http_faults import FaultyServer
+from tests.files import jsonl_documents
 from tests.net import free_port
 
 
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    with FaultyServer(root) as s:
-        yield s
-
-
-def write_jsonl(path, prefix: str, n: int = 2):
-    path.write_text("".join(json.dumps({"id": f"{prefix}{i}", "text": f"text {prefix}{i}"}) + "\n" for i in range(n)))
-    return str(path)
+def write_jsonl(path, prefix: str, n: int = 2) -> str:
+    return str(jsonl_documents(path, prefix, n))
 
 
 def read(sources, tmp_path):
@@ -42,21 +33,21 @@ def read(sources, tmp_path):
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 429])
-def test_a_server_error_raises_a_transient_error_and_quarantines_nothing(tmp_path, server, status):
+def test_a_server_error_raises_a_transient_error_and_quarantines_nothing(tmp_path, faulty_server, status):
     local = write_jsonl(tmp_path / "a.jsonl", "a")
-    write_jsonl(server.root / "b.jsonl", "b")
-    server.fail("/b.jsonl", status)
-    with pytest.raises(TransientReadError, match=f"{server.base}/b.jsonl: ClientResponseError: {status}"):
-        read([local, f"{server.base}/b.jsonl"], tmp_path)
+    write_jsonl(faulty_server.root / "b.jsonl", "b")
+    faulty_server.fail("/b.jsonl", status)
+    with pytest.raises(TransientReadError, match=f"{faulty_server.base}/b.jsonl: ClientResponseError: {status}"):
+        read([local, f"{faulty_server.base}/b.jsonl"], tmp_path)
     assert (tmp_path / "q.jsonl").read_text() == ""
-    assert server.hits["/b.jsonl"] == 1
+    assert faulty_server.hits["/b.jsonl"] == 1
 
 
 @pytest.mark.parametrize("status", [404, 410, 403])
-def test_a_file_the_server_refuses_for_good_is_quarantined_as_a_bad_file(tmp_path, server, status):
-    write_jsonl(server.root / "b.jsonl", "b")
-    server.fail("/b.jsonl", status)
-    url = f"{server.base}/b.jsonl"
+def test_a_file_the_server_refuses_for_good_is_quarantined_as_a_bad_file(tmp_path, faulty_server, status):
+    write_jsonl(faulty_server.root / "b.jsonl", "b")
+    faulty_server.fail("/b.jsonl", status)
+    url = f"{faulty_server.base}/b.jsonl"
     docs, stats, bad, quarantined = read([url, write_jsonl(tmp_path / "z.jsonl", "z")], tmp_path)
     assert [d.id for d in docs] == ["z0", "z1"]
     assert stats["bad_files"] == 1 and [f["source"] for f in bad] == [url] and bad[0]["reason"].startswith(url)
@@ -79,13 +70,14 @@ def test_a_local_io_error_is_a_transient_error_not_a_bad_file(tmp_path, name):
     assert (tmp_path / "q.jsonl").read_text() == ""
 
 
-def test_a_paths_listing_that_answers_503_is_transient_not_missing(server):
-    (server.root / "wet.paths").write_text("seg/a.warc.wet.gz\n")
-    server.fail("/wet.paths", 503, times=1)
+def test_a_paths_listing_that_answers_503_is_transient_not_missing(faulty_server):
+    (faulty_server.root / "wet.paths").write_text("seg/a.warc.wet.gz\n")
+    faulty_server.fail("/wet.paths", 503, times=1)
     with pytest.raises(TransientReadError, match="503"):
-        expand_sources([f"{server.base}/wet.paths"], paths_base_url=server.base)
-    listed = expand_sources([f"{server.base}/wet.paths"], paths_base_url=server.base)  # the next try reads it
-    assert listed == [f"{server.base}/seg/a.warc.wet.gz"]
+        expand_sources([f"{faulty_server.base}/wet.paths"], paths_base_url=faulty_server.base)
+    # the next try reads it
+    listed = expand_sources([f"{faulty_server.base}/wet.paths"], paths_base_url=faulty_server.base)
+    assert listed == [f"{faulty_server.base}/seg/a.warc.wet.gz"]
 
 
 def test_which_errors_are_transient():

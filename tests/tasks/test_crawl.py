@@ -16,15 +16,10 @@ from data.tokens.documents import read_documents
 from flows.cycles import stage
 from tasks.core.artifacts import ArtifactStore
 from tasks.core.config import load_config
-from tests.data.http_faults import FaultyServer
+from tests.files import jsonl_documents
 from tests.net import free_port
 
 FRENCH = "<html><body><p>Le café est très bon, à côté de l’église. Où est-ce ? Voilà, déjà fini.</p></body></html>"
-
-
-def write_jsonl(path, prefix: str, n: int):
-    path.write_text("".join(json.dumps({"id": f"{prefix}{i}", "text": f"text {prefix}{i}"}) + "\n" for i in range(n)))
-    return path
 
 
 def write_warc(path, pages: list[tuple[str, str, bytes]]) -> None:
@@ -48,7 +43,7 @@ def reconciles(counts) -> bool:
 
 
 def test_a_weighted_mix_reports_documents_and_share_per_source(tmp_path, prefect_server):
-    a, b = write_jsonl(tmp_path / "a.jsonl", "a", 600), write_jsonl(tmp_path / "b.jsonl", "b", 600)
+    a, b = jsonl_documents(tmp_path / "a.jsonl", "a", 600), jsonl_documents(tmp_path / "b.jsonl", "b", 600)
     sources = f'crawl.sources=[{{source: "{a}", weight: 3}}, {{source: "{b}", weight: 1}}]'
     stage(name="crawl", workdir=str(tmp_path / "w"), overrides=[sources, "crawl.seed=7"])
     c = only_artifact(tmp_path / "w", "crawl").counts
@@ -99,12 +94,12 @@ def test_a_crawl_whose_every_file_fails_fails_and_says_why(tmp_path, prefect_ser
 def test_the_crawl_key_fingerprints_local_files_and_url_strings(tmp_path):
     from tasks.crawl import _external
 
-    local = write_jsonl(tmp_path / "a.jsonl", "a", 1)
+    local = jsonl_documents(tmp_path / "a.jsonl", "a", 1)
     sources = f'crawl.sources=[{{source: "{local}", weight: 2}}, "https://data.example/x.warc.gz", "file://{local}"]'
     before = _external(load_config("tiny", [sources]), tmp_path, {})
     os.utime(local, ns=(10**18, 10**18))  # touched, not changed: the same input
     assert _external(load_config("tiny", [sources]), tmp_path, {}) == before
-    write_jsonl(local, "a", 2)  # a changed local file is a new input
+    jsonl_documents(local, "a", 2)  # a changed local file is a new input
     assert _external(load_config("tiny", [sources]), tmp_path, {}) != before
     url_only = 'crawl.sources=["https://data.example/x.warc.gz"]'
     other_url = 'crawl.sources=["https://data.example/y.warc.gz"]'
@@ -127,14 +122,6 @@ def test_the_crawl_stage_can_crawl_the_users_own_site_politely(tmp_path, http_di
 
 
 @pytest.fixture
-def faulty(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    with FaultyServer(root) as server:
-        yield server
-
-
-@pytest.fixture
 def quick_retries(monkeypatch):
     """The crawl task's retry delays (10 s then 20 s, FACTORY_RETRY_BACKOFF_S) cut to 10 ms for the test."""
     from tasks.crawl import crawl
@@ -142,16 +129,16 @@ def quick_retries(monkeypatch):
     monkeypatch.setattr(crawl.task, "retry_delay_seconds", [0.01, 0.01])
 
 
-def test_a_server_that_fails_twice_is_retried_and_the_crawl_keeps_every_document(tmp_path, faulty, quick_retries,
+def test_a_server_that_fails_twice_is_retried_and_the_crawl_keeps_every_document(tmp_path, faulty_server, quick_retries,
                                                                                   prefect_server):
-    local = write_jsonl(tmp_path / "a.jsonl", "a", 3)
-    write_jsonl(faulty.root / "b.jsonl", "b", 3)
-    faulty.fail("/b.jsonl", 503, times=2)
-    url = f"{faulty.base}/b.jsonl"
+    local = jsonl_documents(tmp_path / "a.jsonl", "a", 3)
+    jsonl_documents(faulty_server.root / "b.jsonl", "b", 3)
+    faulty_server.fail("/b.jsonl", 503, times=2)
+    url = f"{faulty_server.base}/b.jsonl"
     # Two worker processes: the error comes back from a worker, wrapped by map_shards, and must still be retried.
     stage(name="crawl", workdir=str(tmp_path / "w"), overrides=[f'crawl.sources=["{local}", "{url}"]',
                                                                 "crawl.workers=2"])
-    assert faulty.hits["/b.jsonl"] == 3  # 503, retry, 503, retry, the file
+    assert faulty_server.hits["/b.jsonl"] == 3  # 503, retry, 503, retry, the file
     crawl = only_artifact(tmp_path / "w", "crawl")
     c = crawl.counts
     assert (c["documents"], c["quarantined"], c["files_quarantined"], c.get("bad_files", 0)) == (6, 0, 0, 0)
@@ -166,12 +153,12 @@ def test_a_server_that_fails_twice_is_retried_and_the_crawl_keeps_every_document
 
 @pytest.mark.parametrize("failure", ["503 every time", "closed port"])
 def test_a_source_that_keeps_failing_fails_the_stage_after_its_retries_and_nothing_is_cached(
-        tmp_path, faulty, quick_retries, prefect_server, failure):
-    local = write_jsonl(tmp_path / "a.jsonl", "a", 3)
+        tmp_path, faulty_server, quick_retries, prefect_server, failure):
+    local = jsonl_documents(tmp_path / "a.jsonl", "a", 3)
     if failure == "503 every time":
-        write_jsonl(faulty.root / "b.jsonl", "b", 3)
-        faulty.fail("/b.jsonl", 503)
-        url, workers = f"{faulty.base}/b.jsonl", 2
+        jsonl_documents(faulty_server.root / "b.jsonl", "b", 3)
+        faulty_server.fail("/b.jsonl", 503)
+        url, workers = f"{faulty_server.base}/b.jsonl", 2
     else:
         url, workers = f"http://127.0.0.1:{free_port()}/b.jsonl", 1  # read in this process
     overrides = [f'crawl.sources=["{local}", "{url}"]', f"crawl.workers={workers}"]
@@ -179,7 +166,7 @@ def test_a_source_that_keeps_failing_fails_the_stage_after_its_retries_and_nothi
     error = state.result(raise_on_failure=False)
     assert state.is_failed() and is_transient(error) and url in str(error)
     if failure == "503 every time":
-        assert faulty.hits["/b.jsonl"] == 3  # the first try and both retries
+        assert faulty_server.hits["/b.jsonl"] == 3  # the first try and both retries
     store = ArtifactStore(tmp_path / "w" / "artifacts")
     assert not any(store.load("crawl", key) for key in store.list_keys("crawl"))  # no manifest: nothing to reuse
 
@@ -187,10 +174,10 @@ def test_a_source_that_keeps_failing_fails_the_stage_after_its_retries_and_nothi
 def test_the_manifest_says_how_each_input_was_fingerprinted_and_the_hf_revision_read(tmp_path, monkeypatch,
                                                                                      prefect_server):
     monkeypatch.setattr(fp, "HASH_LIMIT_BYTES", 200)  # big.jsonl is over it: fingerprinted by stat
-    small, big = write_jsonl(tmp_path / "small.jsonl", "s", 1), write_jsonl(tmp_path / "big.jsonl", "b", 10)
+    small, big = jsonl_documents(tmp_path / "small.jsonl", "s", 1), jsonl_documents(tmp_path / "big.jsonl", "b", 10)
     folder = tmp_path / "corpus"
     folder.mkdir()
-    write_jsonl(folder / "train.jsonl", "h", 2)
+    jsonl_documents(folder / "train.jsonl", "h", 2)
     sources = f'crawl.sources=["{small}", "{big}", "hf:{folder}"]'
     stage(name="crawl", workdir=str(tmp_path / "w"), overrides=[sources, "crawl.workers=1"])
     crawl = only_artifact(tmp_path / "w", "crawl")
