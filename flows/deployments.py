@@ -70,7 +70,7 @@ def render() -> str:
 
 def write(path: Path = ROOT / "prefect.yaml") -> bool:
     """Write prefect.yaml if it differs; True when it changed."""
-    from tasks.core.artifacts import atomic_write_text
+    from model.files import atomic_write_text
 
     text = render()
     if path.exists() and path.read_text() == text:

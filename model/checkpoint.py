@@ -13,7 +13,7 @@ import safetensors.torch
 import torch
 
 from model.config import GPTConfig
-from model.files import atomic_path, atomic_write_text, replace_dir  # noqa: F401  (replace_dir: used by model.hf)
+from model.files import atomic_path, atomic_write_text, replace_dir
 from model.gpt import GPT
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{6,})$")

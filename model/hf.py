@@ -19,8 +19,9 @@ from tokenizers import AddedToken, processors
 from tokenizers import Tokenizer as HFTokenizer
 
 from model.chat import BOS, ROLE_MARKERS, chat_template
-from model.checkpoint import load_model, replace_dir, unwrap
+from model.checkpoint import load_model, unwrap
 from model.config import GPTConfig
+from model.files import replace_dir
 from model.gpt import GPT, rope_tables
 from model.tokenizer import SPECIAL_TOKENS, Tokenizer
 

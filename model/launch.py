@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from model.checkpoint import atomic_write_text
+from model.files import atomic_write_text
 from model.gpt import GPT
 from model.trainer import TrainConfig, TrainingInterrupted, peak_flops, train
 

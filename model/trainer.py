@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 
 from model import checkpoint as ckpt
-from model.config import RUNTIME, FinetuneConfig, PretrainConfig, TrainConfig  # noqa: F401  (the ranks' config)
+from model.config import TrainConfig
 from model.evaluate import mean_loss
 from model.gpt import GPT
 

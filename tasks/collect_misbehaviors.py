@@ -8,8 +8,8 @@ from pathlib import Path
 from pydantic import Field
 
 from data.chat.labels import queue_item, read_jsonl, write_jsonl
+from data.sources.fingerprint import fingerprint
 from tasks.core.config import Section
-from tasks.core.samples import fingerprint
 from tasks.core.stage import StageRun, stage
 
 

@@ -10,8 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from data.chat.labels import read_jsonl, write_jsonl
+from model.files import atomic_write_json
 from model.gate import FAIL, TOO_FEW, DeployConfig, TaskVerdict, gate, passed, per_task
-from tasks.core.artifacts import atomic_write_json
 from tasks.core.stage import StageRun, stage
 from tasks.core.tracking import registry_identity
 

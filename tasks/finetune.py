@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
+from data.sources.fingerprint import fingerprint
 from model.config import FinetuneConfig
-from tasks.core.samples import fingerprint
 from tasks.core.stage import StageRun, stage
 
 

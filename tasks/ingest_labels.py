@@ -8,8 +8,9 @@ from pathlib import Path
 
 from data.chat.labels import LabelsConfig, content_hash, read_inbox, split_records, write_jsonl
 from data.samples import BUILTIN_SAMPLE
+from data.sources.fingerprint import fingerprint
 from data.sources.quarantine import Quarantine
-from tasks.core.samples import fingerprint, inbox_dir
+from tasks.core.samples import inbox_dir
 from tasks.core.stage import StageRun, stage
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from model.files import atomic_write_json, atomic_write_text  # noqa: F401  (re-exported for stages)
+from model.files import atomic_write_json
 
 MANIFEST = "manifest.json"
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from data.chat.labels import LabelsConfig
 from data.samples import BUILTIN_SAMPLE
 from data.sources.config import CrawlConfig, SourceSpec
-from data.sources.fingerprint import fingerprint  # noqa: F401 - the stages' external inputs are keyed with it
 
 
 def sample_dir(workdir: Path) -> Path:

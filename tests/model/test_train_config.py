@@ -7,8 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from model import launch
-from model.config import GPTConfig, ModelSection, training_budget
-from model.trainer import FinetuneConfig, PretrainConfig, TrainConfig, train
+from model.config import FinetuneConfig, GPTConfig, ModelSection, PretrainConfig, TrainConfig, training_budget
+from model.trainer import train
 
 
 def test_the_preset_sections_keep_their_defaults():

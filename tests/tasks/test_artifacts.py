@@ -1,6 +1,7 @@
 import json
 
-from tasks.core.artifacts import ArtifactStore, atomic_write_text, stage_key
+from model.files import atomic_write_text
+from tasks.core.artifacts import ArtifactStore, stage_key
 
 
 def test_key_changes_with_config_inputs_and_version():
