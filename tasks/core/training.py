@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel
 
 from model import checkpoint as ckpt
@@ -15,10 +14,6 @@ from model import launch
 from model.trainer import TrainConfig, peak_flops, train
 from tasks.core.plots import loss_curve
 from tasks.core.stage import StageRun
-
-
-def inference_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_training(s: StageRun, section: BaseModel, build: Callable[[dict], launch.TrainJob], args: dict):
