@@ -8,6 +8,7 @@ PRESET     ?= tiny
 WORKDIR    ?= work
 PYTEST_ARGS ?=
 CHROMIUM   ?= /usr/bin/chromium
+POSTGRES   ?= /usr/lib/postgresql
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -48,7 +49,12 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
-test: setup $(VENV)/.bench $(CHROMIUM)
+# The request store's tests run on a real PostgreSQL too (tests/pg.py starts a throwaway server from Debian's binaries).
+$(POSTGRES):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql
+
+test: setup $(VENV)/.bench $(CHROMIUM) $(POSTGRES)
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-fast: setup
