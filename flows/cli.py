@@ -284,6 +284,39 @@ def chat(
 
 
 @app.command()
+def serve(
+    model: Annotated[str, typer.Option(help="NAME@ALIAS (followed when it moves), NAME/VERSION, or a model folder.")]
+    = "assistant@production",
+    host: Annotated[str, typer.Option(help="Address to listen on; a non-loopback one needs API keys.")] = "127.0.0.1",
+    port: int = 8000,
+    workdir: Workdir = Path("work"),
+    db: Annotated[str | None, typer.Option(help="Request store URL (sqlite:///... or postgresql+psycopg://...); "
+                                           "default FACTORY_STORE_URL or <workdir>/serving/requests.db.")] = None,
+    api_keys_file: Annotated[Path | None, typer.Option(help="File of `name: key` lines (also FACTORY_API_KEYS).")]
+    = None,
+    admin_key_file: Annotated[Path | None, typer.Option(help="File holding the admin key (also FACTORY_ADMIN_KEY).")]
+    = None,
+    max_batch: Annotated[int, typer.Option(help="Requests decoded together.")] = 32,
+    max_queue: Annotated[int, typer.Option(help="Waiting requests before 429.")] = 64,
+    max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
+    poll: Annotated[float, typer.Option(help="Seconds between checks of where the alias points (0: never).")] = 5.0,
+):
+    """Serve a model: OpenAI-compatible API (/v1), web chat (/), metrics (/metrics); every request and feedback kept."""
+    wd = setup(workdir)
+    from flows.serving import read_keys, run
+    from serve.app import ServeSettings
+
+    try:
+        admin = os.environ.get("FACTORY_ADMIN_KEY") or (
+            admin_key_file.read_text().strip() if admin_key_file else None)
+        settings = ServeSettings(api_keys=read_keys("FACTORY_API_KEYS", api_keys_file), admin_key=admin,
+                                 max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens)
+        run(wd, model, host, port, settings, db, poll)
+    except (ValueError, LookupError, OSError) as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def rollback(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None):
     """Move `assistant@production` (deploy.model_name@deploy.alias) back to where it was before the last deploy."""
     wd = setup(workdir)
@@ -472,6 +505,11 @@ def deployments(
         return
     changed = write_file()
     console.print(f"{ROOT / 'prefect.yaml'}: {'written' if changed else 'already up to date'}")
+
+
+from flows.store_cli import store_app  # noqa: E402  (typer only: the store is imported when a command runs)
+
+app.add_typer(store_app, name="requests")
 
 
 def main() -> None:  # pragma: no cover

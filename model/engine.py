@@ -1,7 +1,12 @@
-"""Sampling: prefill the prompt once into a KV cache, then one token per step; Engine adds text and chat on top."""
+"""Sampling: prefill the prompt once into a KV cache, then one token per step; Engine adds text and chat on top.
+BatchGenerator runs many requests at once (continuous batching): a request joins the running batch at the next step
+and leaves it when it ends, and each step decodes one token for every running request in one forward pass."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -110,3 +115,173 @@ class Engine:
         text = self.tok.decode(new)
         if len(text) > len(shown):
             yield text[len(shown):]
+
+
+@dataclass(eq=False)
+class GenRequest:
+    """One sequence to continue. `on_token(request, token)` sees each new token as it is sampled (the stop token is
+    not shown); `finish_reason` becomes "stop" (a stop token, or finish() called), "length" (max_tokens, or the
+    model's context is full) or "cancelled"."""
+
+    ids: list[int]
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    seed: int | None = None
+    stop_ids: frozenset[int] = frozenset()
+    on_token: Callable[[GenRequest, int], None] | None = None
+    on_done: Callable[[GenRequest], None] | None = None
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: str | None = None  # why the engine failed it (finish_reason "error")
+    _end: str | None = None  # asked from another thread: applied at the next step
+
+    def finish(self, reason: str = "stop") -> None:
+        """End this request at the next step (a stop string was seen, or the client left: "cancelled")."""
+        self._end = reason
+
+
+def sample_rows(logits: torch.Tensor, requests: list[GenRequest],
+                generators: list[torch.Generator | None]) -> list[int]:
+    """One token per row of logits [B, vocab], each row with its own request's temperature, top_k, top_p and seed."""
+    greedy = logits.argmax(dim=-1).tolist()
+    out = []
+    for row, (req, gen) in enumerate(zip(requests, generators, strict=True)):
+        if req.temperature <= 0.0:
+            out.append(greedy[row])
+            continue
+        x = logits[row].float() / req.temperature
+        if req.top_k is not None and req.top_k < x.numel():
+            x = x.masked_fill(x < torch.topk(x, req.top_k).values[-1], float("-inf"))
+        probs = torch.softmax(x, dim=-1)
+        if req.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            # keep the smallest set whose mass reaches top_p (the first token always stays)
+            drop = (sorted_p.cumsum(0) - sorted_p) >= req.top_p
+            probs = probs.scatter(0, order[drop], 0.0)
+        out.append(int(torch.multinomial(probs, 1, generator=gen)))
+    return out
+
+
+class BatchGenerator:
+    """Continuous batching over a slot KV cache. `submit` may be called from any thread; `step` from one thread only.
+
+    Running sequences sit in slots 0..n-1 (a finished one's slot is filled by the last one), so a decode step is one
+    forward pass over the first n rows."""
+
+    def __init__(self, model: GPT, max_batch: int = 32):
+        self.model = model.eval()
+        self.max_batch = max_batch
+        self.seq_len = model.config.seq_len
+        self.cache = model.new_slot_cache(max_batch)
+        self.device = next(model.parameters()).device
+        self.running: list[GenRequest] = []
+        self._generators: list[torch.Generator | None] = []
+        self._logits = torch.zeros(max_batch, model.config.vocab_size, device=self.device)
+        self._waiting: deque[GenRequest] = deque()
+        self._lock = threading.Lock()
+
+    def submit(self, req: GenRequest) -> None:
+        if not req.ids:
+            raise ValueError("BatchGenerator: a request needs at least one prompt token (<|bos|>)")
+        if len(req.ids) >= self.seq_len:
+            raise ValueError(f"BatchGenerator: {len(req.ids)} prompt tokens leave no room in seq_len={self.seq_len}")
+        with self._lock:
+            self._waiting.append(req)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def idle(self) -> bool:
+        return not self.running and not self._waiting
+
+    @torch.no_grad()
+    def _admit(self) -> list[GenRequest]:
+        """Prefill waiting requests into free slots; returns those cancelled before they ran."""
+        dropped = []
+        while len(self.running) < self.max_batch:
+            with self._lock:
+                if not self._waiting:
+                    break
+                req = self._waiting.popleft()
+            if req._end is not None:
+                req.finish_reason = "cancelled" if req._end == "cancelled" else req._end
+                dropped.append(req)
+                continue
+            slot = len(self.running)
+            self.cache.clear(slot)
+            self.cache.prefill_slot = slot
+            try:
+                logits, _ = self.model(torch.tensor([req.ids], device=self.device), kv_cache=self.cache)
+            finally:
+                self.cache.prefill_slot = None
+            self._logits[slot] = logits[0, -1]
+            gen = None
+            if req.seed is not None:
+                gen = torch.Generator(device=self.device)
+                gen.manual_seed(req.seed)
+            self.running.append(req)
+            self._generators.append(gen)
+        return dropped
+
+    def _remove(self, slot: int) -> None:
+        last = len(self.running) - 1
+        if slot != last:
+            self.cache.move(last, slot)
+            self._logits[slot] = self._logits[last]
+            self.running[slot] = self.running[last]
+            self._generators[slot] = self._generators[last]
+        self.running.pop()
+        self._generators.pop()
+        self.cache.clear(last)
+
+    @torch.no_grad()
+    def step(self) -> list[GenRequest]:
+        """Admit waiting requests, sample one token for every running one, decode; returns the requests that ended."""
+        ended = self._admit()
+        n = len(self.running)
+        if n == 0:
+            return self._done(ended)
+        tokens = sample_rows(self._logits[:n], self.running, self._generators)
+        for req, token in zip(self.running, tokens, strict=True):
+            if req._end is not None:
+                req.finish_reason = req._end
+            elif token in req.stop_ids:
+                req.finish_reason = "stop"
+            else:
+                req.tokens.append(token)
+                if req.on_token is not None:
+                    req.on_token(req, token)
+                if req._end is not None:
+                    req.finish_reason = req._end
+                elif len(req.tokens) >= req.max_tokens or len(req.ids) + len(req.tokens) >= self.seq_len:
+                    req.finish_reason = "length"
+        for slot in reversed(range(n)):
+            if self.running[slot].finish_reason is not None:
+                ended.append(self.running[slot])
+                tokens[slot] = tokens[len(self.running) - 1]
+                self._remove(slot)
+        n = len(self.running)
+        if n:
+            self.cache.bind(n)
+            logits, _ = self.model(torch.tensor(tokens[:n], device=self.device)[:, None], kv_cache=self.cache)
+            self._logits[:n] = logits[:, -1]
+        return self._done(ended)
+
+    @staticmethod
+    def _done(ended: list[GenRequest]) -> list[GenRequest]:
+        for req in ended:
+            if req.on_done is not None:
+                req.on_done(req)
+        return ended
+
+    def run(self, requests: Iterable[GenRequest]) -> list[GenRequest]:
+        """Submit every request and step until all have ended (batch inference without a server)."""
+        requests = list(requests)
+        for req in requests:
+            self.submit(req)
+        while not self.idle():
+            self.step()
+        return requests

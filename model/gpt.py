@@ -46,6 +46,87 @@ class KVCache:
     def reset(self) -> None:
         self.pos = 0
 
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        """The absolute positions [T] of the next T tokens (the same for every row)."""
+        return torch.arange(self.pos, self.pos + T, device=device)
+
+    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Store the new keys/values; return (all keys, all values, attention mask or None, is_causal)."""
+        past, T = self.pos, k.shape[2]
+        k, v = self.update(layer, k, v)
+        if T == 1:
+            return k, v, None, False  # one new query sees every cached key
+        if past == 0:
+            return k, v, None, True
+        # query i sits at absolute position past+i and may see keys 0..past+i
+        return k, v, torch.ones(T, past + T, dtype=torch.bool, device=k.device).tril(diagonal=past), False
+
+
+class SlotKVCache:
+    """Keys/values of up to `slots` independent sequences, each at its own position: continuous batching.
+
+    A forward pass runs on rows 0..B-1 (the engine keeps its running sequences in the first slots): either one new
+    token for each of the B rows, or a prompt (T tokens) for the single row `prefill_slot`. Decoding attends over the
+    whole max_len with a mask, so a row's arithmetic does not depend on how long the other rows are: a sequence's
+    logits are the same alone or batched.
+    """
+
+    def __init__(self, n_layer: int, slots: int, n_kv_head: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device):
+        self.max_len = max_len
+        self.k = torch.zeros(n_layer, slots, n_kv_head, max_len, head_dim, dtype=dtype, device=device)
+        self.v = torch.zeros_like(self.k)
+        self.pos = torch.zeros(slots, dtype=torch.long, device=device)  # positions stored per slot
+        self.prefill_slot: int | None = None  # set while a prompt is being prefilled
+        self._keys_seen = torch.arange(max_len, device=device)
+
+    def positions(self, T: int, device: torch.device) -> torch.Tensor:
+        if self.prefill_slot is not None:
+            start = int(self.pos[self.prefill_slot])
+            return torch.arange(start, start + T, device=device)
+        if T != 1:
+            raise ValueError("SlotKVCache: decoding takes one token per row; prefill a prompt with prefill_slot")
+        return self.pos[:self._rows][:, None]  # [B, 1]
+
+    def bind(self, rows: int) -> None:
+        """The next forward decodes rows 0..rows-1."""
+        self._rows = rows
+
+    def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        B, _, T, _ = k.shape
+        if self.prefill_slot is not None:
+            s = self.prefill_slot
+            start = int(self.pos[s])
+            end = start + T
+            self.k[layer, s, :, start:end] = k[0]
+            self.v[layer, s, :, start:end] = v[0]
+            keys, values = self.k[layer, s:s + 1, :, :end], self.v[layer, s:s + 1, :, :end]
+            if start == 0:
+                return keys, values, None, True
+            return keys, values, torch.ones(T, end, dtype=torch.bool, device=k.device).tril(diagonal=start), False
+        rows = torch.arange(B, device=k.device)
+        pos = self.pos[:B]
+        self.k[layer, rows, :, pos] = k[:, :, 0]
+        self.v[layer, rows, :, pos] = v[:, :, 0]
+        mask = (self._keys_seen[None, :] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, max_len]
+        return self.k[layer, :B], self.v[layer, :B], mask, False
+
+    def advance(self, T: int) -> None:
+        if self.prefill_slot is not None:
+            self.pos[self.prefill_slot] += T
+        else:
+            self.pos[:self._rows] += T
+
+    def move(self, src: int, dst: int) -> None:
+        """Copy slot src's sequence into slot dst (compaction when a sequence ends)."""
+        n = int(self.pos[src])
+        self.k[:, dst, :, :n] = self.k[:, src, :, :n]
+        self.v[:, dst, :, :n] = self.v[:, src, :, :n]
+        self.pos[dst] = n
+
+    def clear(self, slot: int) -> None:
+        self.pos[slot] = 0
+
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin tables [seq_len, head_dim] in the 'rotate half' layout used by HF Llama."""
@@ -72,7 +153,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                kv_cache: KVCache | None, layer: int) -> torch.Tensor:
+                kv_cache: KVCache | SlotKVCache | None, layer: int) -> torch.Tensor:
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
@@ -81,14 +162,7 @@ class Attention(nn.Module):
 
         mask, causal = None, True
         if kv_cache is not None:
-            past = kv_cache.pos
-            k, v = kv_cache.update(layer, k, v)
-            if T == 1:
-                causal = False  # one new query sees every cached key
-            elif past > 0:
-                # query i sits at absolute position past+i and may see keys 0..past+i
-                causal = False
-                mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+            k, v, mask, causal = kv_cache.attend(layer, k, v)
 
         if self.n_kv_head != self.n_head:
             if _SDPA_HAS_GQA:
@@ -159,15 +233,27 @@ class GPT(nn.Module):
     def new_kv_cache(self) -> KVCache:
         return KVCache(self.config.n_layer, self.config.seq_len)
 
+    def new_slot_cache(self, slots: int) -> SlotKVCache:
+        c, p = self.config, self.lm_head.weight
+        return SlotKVCache(c.n_layer, slots, c.n_kv_head, c.seq_len, c.head_dim, p.dtype, p.device)
+
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None,
-                loss_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None
+                loss_mask: torch.Tensor | None = None, kv_cache: KVCache | SlotKVCache | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx [B, T] -> (logits [B, T, vocab], loss). Loss is mean CE over targets != -1 and loss_mask == 1."""
         B, T = idx.shape
-        start = kv_cache.pos if kv_cache is not None else 0
-        if start + T > self.config.seq_len:
-            raise ValueError(f"GPT.forward: {start + T} positions exceed config.seq_len={self.config.seq_len}")
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+        if kv_cache is None:
+            if T > self.config.seq_len:
+                raise ValueError(f"GPT.forward: {T} positions exceed config.seq_len={self.config.seq_len}")
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        else:
+            pos = kv_cache.positions(T, idx.device)  # [T], or [B, 1] when every row is at its own position
+            if int(pos.max()) >= self.config.seq_len:
+                raise ValueError(f"GPT.forward: {int(pos.max()) + 1} positions exceed config.seq_len="
+                                 f"{self.config.seq_len}")
+            cos, sin = self.rope_cos[pos], self.rope_sin[pos]
+            if pos.dim() == 2:
+                cos, sin = cos[:, None], sin[:, None]  # [B, 1, T, D] against q/k [B, H, T, D]
 
         x = self.embed_tokens(idx)
         for i, block in enumerate(self.layers):

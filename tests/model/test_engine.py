@@ -97,3 +97,64 @@ def test_after_memorizing_a_conversation_chat_answers_and_stops_at_assistant_end
     cfg = TrainConfig(steps=40, batch_size=1, lr=1e-2, warmup_steps=3, eval_every=0, ckpt_every=0, log_every=40)
     train(model, cfg, lambda i: (x, y, m), None, tmp_path)
     assert Engine(model, tok).chat(convo[:1], max_new_tokens=30) == "The capital of France is Paris."
+
+
+def random_prompts(n: int, vocab: int = 64, seed: int = 0) -> list[list[int]]:
+    import random
+
+    rng = random.Random(seed)
+    return [[1] + [rng.randrange(vocab) for _ in range(rng.randint(1, 12))] for _ in range(n)]
+
+
+def test_batched_greedy_answers_equal_single_generation_whatever_the_company():
+    from model.engine import BatchGenerator, GenRequest
+
+    model = make_model(seq_len=48)
+    prompts = random_prompts(32)
+    alone = [generate(model, p, 20) for p in prompts]
+    engine = BatchGenerator(model, max_batch=32)
+    together = engine.run([GenRequest(p, 20) for p in prompts])
+    assert [r.tokens for r in together] == alone
+    # requests of different lengths leave and join mid-batch: a small batch keeps recycling slots
+    small = BatchGenerator(model, max_batch=5)
+    mixed = small.run([GenRequest(p, 5 + i % 15) for i, p in enumerate(prompts)])
+    assert all(r.tokens == alone[i][: len(r.tokens)] for i, r in enumerate(mixed))
+    assert all(r.finish_reason == "length" and len(r.tokens) == 5 + i % 15 for i, r in enumerate(mixed))
+
+
+def test_batched_sampling_with_a_seed_is_the_same_alone_or_batched():
+    from model.engine import BatchGenerator, GenRequest
+
+    model = make_model(seq_len=48)
+    prompts = random_prompts(8, seed=1)
+    engine = BatchGenerator(model, max_batch=8)
+
+    def req(i, p):
+        return GenRequest(p, 15, temperature=1.2, top_p=0.9, top_k=20, seed=i)
+
+    alone = [engine.run([req(i, p)])[0].tokens for i, p in enumerate(prompts)]
+    assert [r.tokens for r in engine.run([req(i, p) for i, p in enumerate(prompts)])] == alone
+    assert len({tuple(t) for t in alone}) > 1
+
+
+def test_batched_requests_stop_at_stop_tokens_at_the_context_end_and_when_cancelled():
+    from model.engine import BatchGenerator, GenRequest
+
+    model = make_model(seq_len=16)
+    free = generate(model, [1, 2, 3], 8)
+    engine = BatchGenerator(model, max_batch=4)
+    stop = GenRequest([1, 2, 3], 8, stop_ids=frozenset({free[2]}))
+    full = GenRequest([1, 2, 3], 100)
+    seen = []
+
+    def cancel_after_two(req, token):
+        seen.append(token)
+        if len(seen) == 2:
+            req.finish("cancelled")
+
+    cancelled = GenRequest([1, 2, 3], 100, on_token=cancel_after_two)
+    engine.run([stop, full, cancelled])
+    assert stop.finish_reason == "stop" and stop.tokens == free[: free.index(free[2])]
+    assert full.finish_reason == "length" and len(full.tokens) == 16 - 3  # the context is full
+    assert cancelled.finish_reason == "cancelled" and cancelled.tokens == seen == free[:2]
+    assert engine.idle() and not engine.running

@@ -1,0 +1,211 @@
+"""The model behind the server: a worker thread per loaded version that steps the batch generator, a follower that
+loads the new version when the served alias moves (requests in flight finish on the old one), and the incremental
+detokenizer that turns tokens into text pieces, holding back what may be the start of a stop string."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.engine import BatchGenerator, GenRequest
+from model.evaluate import load_assistant
+from model.tokenizer import Tokenizer
+
+log = logging.getLogger("factory.serve")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the served model's files are: `name` as clients ask for it, the registry version, a local folder."""
+
+    name: str
+    version: str
+    path: Path
+
+
+class Worker:
+    """One loaded model version and the thread that runs its batch: requests join at the next step."""
+
+    def __init__(self, source: ModelSource, max_batch: int, device: str | None = None):
+        self.source = source
+        self.version = source.version
+        model, self.tok = load_assistant(source.path, device=device)
+        self.seq_len = model.config.seq_len
+        self.gen = BatchGenerator(model, max_batch=max_batch)
+        self.steps = 0
+        self._wake = threading.Event()
+        self._draining = False
+        self._thread = threading.Thread(target=self._loop, name=f"engine-v{self.version}", daemon=True)
+        self._thread.start()
+
+    def submit(self, req: GenRequest) -> None:
+        if self._draining:
+            raise RuntimeError(f"model version {self.version} is being unloaded")
+        self.gen.submit(req)
+        self._wake.set()
+
+    @property
+    def queued(self) -> int:
+        return self.gen.waiting
+
+    @property
+    def running(self) -> int:
+        return len(self.gen.running)
+
+    def drain(self) -> None:
+        """Finish what was submitted, then let the thread end (the model is freed with the worker)."""
+        self._draining = True
+        self._wake.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            if self.gen.idle():
+                if self._draining:
+                    log.info(f"model v{self.version}: unloaded")
+                    return
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                self.gen.step()
+                self.steps += 1
+            except Exception as exc:  # a failing step must not leave clients waiting forever
+                log.exception(f"engine step failed on v{self.version}")
+                failed = list(self.gen.running)
+                self.gen = BatchGenerator(self.gen.model, max_batch=self.gen.max_batch)
+                for req in failed:
+                    req.finish_reason = "error"
+                    req.error = str(exc)
+                    if req.on_done is not None:
+                        req.on_done(req)
+
+
+class Served:
+    """The version being served: resolves the model reference now and every `poll_s`, and swaps workers when it
+    moves. `resolve()` returns a ModelSource (e.g. the registry's assistant@production)."""
+
+    def __init__(self, resolve: Callable[[], ModelSource], max_batch: int = 32, poll_s: float = 5.0,
+                 device: str | None = None):
+        self.resolve = resolve
+        self.max_batch = max_batch
+        self.device = device
+        self.poll_s = poll_s
+        self.current = Worker(resolve(), max_batch, device)
+        self._old: list[Worker] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._follow, name="model-follower", daemon=True)
+        if poll_s > 0:
+            self._thread.start()
+
+    @property
+    def name(self) -> str:
+        return self.current.source.name
+
+    def reload(self) -> bool:
+        """Serve the version the reference points at now; True if it changed."""
+        with self._lock:
+            source = self.resolve()
+            if source.version == self.current.version and source.path == self.current.source.path:
+                return False
+            new = Worker(source, self.max_batch, self.device)
+            old, self.current = self.current, new
+            old.drain()
+            self._old = [w for w in self._old if w._thread.is_alive()] + [old]
+            log.info(f"serving {source.name} v{source.version} (was v{old.version})")
+            return True
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.reload()
+            except Exception as exc:  # keep serving the loaded version; say why the new one is not loaded
+                log.warning(f"could not follow the model reference: {exc}")
+
+    def queued(self) -> int:
+        return sum(w.queued for w in [self.current, *self._old])
+
+    def running(self) -> int:
+        return sum(w.running for w in [self.current, *self._old])
+
+    def close(self) -> None:
+        self._stop.set()
+        for w in [self.current, *self._old]:
+            w.drain()
+
+
+class TextStream:
+    """Tokens in, text out: each call returns the text that is safe to show now. Text ending in a partial UTF-8
+    character waits for the next token; text that may begin a stop string is held until it can be decided; a stop
+    string found ends the text before it (`stopped` becomes True)."""
+
+    def __init__(self, tok: Tokenizer, stops: list[str]):
+        self.tok = tok
+        self.stops = stops
+        self.ids: list[int] = []
+        self.text = ""  # everything decoded so far (cut at a stop string)
+        self.shown = 0
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        if self.stopped:
+            return ""
+        self.ids.append(token)
+        text = self.tok.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return ""
+        self.text = text
+        for stop in self.stops:
+            at = text.find(stop)
+            if at >= 0:
+                self.text = text[:at]
+                self.stopped = True
+        end = len(self.text) if self.stopped else len(self.text) - self._held(self.text)
+        return self._advance(max(end, self.shown))
+
+    def flush(self) -> str:
+        """The rest, when generation has ended."""
+        if not self.stopped:
+            text = self.tok.decode(self.ids)
+            self.text = text
+        return self._advance(len(self.text))
+
+    def _held(self, text: str) -> int:
+        """How many trailing characters could be the beginning of a stop string."""
+        held = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(text)), 0, -1):
+                if text.endswith(stop[:k]):
+                    held = max(held, k)
+                    break
+        return held
+
+    def _advance(self, end: int) -> str:
+        piece = self.text[self.shown:end]
+        self.shown = max(self.shown, end)
+        return piece
+
+
+def stop_ids(tok: Tokenizer, chat: bool) -> frozenset[int]:
+    """A chat answer ends at <|assistant_end|> (or when the model starts another turn); a completion at <|bos|>."""
+    ids = {tok.bos_id}
+    if chat:
+        ids |= {tok.special_id("<|assistant_end|>"), tok.special_id("<|user_start|>")}
+    return frozenset(ids)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def elapsed(since: float) -> float:
+    return time.perf_counter() - since
