@@ -248,7 +248,7 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
             "sampling": {**body.settings(), "max_tokens": gen.requests[0].max_tokens},
             "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens, "ttft_s": gen.ttft,
             "latency_s": latency, "status": status, "client": who,
-            "meta": {"choices": [{"text": t, "finish_reason": r} for t, r in answers]} if len(answers) > 1 else {},
+            "meta": meta(body, answers),
         }
 
     async def complete(request: Request, chat: bool):
@@ -398,6 +398,17 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
         return FileResponse(STATIC / "index.html")
 
     return app
+
+
+def meta(body: protocol.Sampling, answers) -> dict:
+    """The request's `user` (generated users call themselves "simulated-..."), and every choice when n > 1."""
+    out: dict = {}
+    if body.user:
+        out["user"] = body.user
+        out["simulated"] = body.user.startswith("simulated-")
+    if len(answers) > 1:
+        out["choices"] = [{"text": t, "finish_reason": r} for t, r in answers]
+    return out
 
 
 def sse(data: dict) -> str:

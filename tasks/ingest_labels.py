@@ -1,12 +1,25 @@
-"""Stage `ingest_labels`: validate what labelers delivered, quarantine bad records with file, line and reason,
-dedup, split train/val."""
+"""Stage `ingest_labels`: validate what labelers delivered (the inbox, and their answers to the labeling queue),
+quarantine bad records with file, line and reason, dedup, split train/val.
+
+An answer to a queue item becomes a training conversation linked to the item (meta: queue_id, source
+"labeling_queue"); it is copied `labels.answer_repeats` times into the train split, so a week's few hundred
+corrections weigh against thousands of sample conversations, and its side of the split is chosen by its queue item,
+so it (and any other answer to the same item) is in train or in val, never both."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
 
-from data.chat.labels import LabelsConfig, content_hash, read_inbox, split_records, write_jsonl
+from data.chat.labels import (
+    LabelsConfig,
+    content_hash,
+    load_queue,
+    read_answers,
+    read_inbox,
+    split_records,
+    write_jsonl,
+)
 from data.samples import BUILTIN_SAMPLE
 from data.sources.fingerprint import fingerprint
 from data.sources.quarantine import Quarantine
@@ -14,10 +27,29 @@ from tasks.core.samples import inbox_dir
 from tasks.core.stage import StageRun, stage
 
 
+def answers_dir(cfg: LabelsConfig, workdir: Path) -> Path:
+    """The labelers' answers to the labeling queue: `labels.answers`, by default <workdir>/labeling/answers/."""
+    return Path(cfg.answers).expanduser() if cfg.answers else Path(workdir) / "labeling" / "answers"
+
+
+def queue_dir(workdir: Path) -> Path:
+    """The queue items the answers answer (written by collect_misbehaviors)."""
+    return Path(workdir) / "labeling" / "queue"
+
+
+def _has_files(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
 def _external(cfg, workdir: Path, inputs: dict) -> dict:
     if cfg.labels.inbox == BUILTIN_SAMPLE:  # generated from the sample crawl's pages
-        return {"sample_pages": cfg.crawl.sample_pages}
-    return {"inbox": fingerprint([cfg.labels.inbox])}
+        found = {"sample_pages": cfg.crawl.sample_pages}
+    else:
+        found = {"inbox": fingerprint([cfg.labels.inbox])}
+    answers = answers_dir(cfg.labels, workdir)
+    if _has_files(answers):  # the queue only matters once there are answers to link to it
+        found |= {"answers": fingerprint([str(answers)]), "queue": fingerprint([str(queue_dir(workdir))])}
+    return found
 
 
 @stage("ingest_labels", cycle="weekly", config={"labels": LabelsConfig}, main_metric="conversations_train",
@@ -28,8 +60,11 @@ def ingest_labels(s: StageRun) -> dict:
     if not inbox.is_dir():
         raise FileNotFoundError(f"labels.inbox {str(inbox)!r} is not a folder of JSONL files")
     stats: Counter = Counter()
+    answer_stats: Counter = Counter()
     seen: set[str] = set()
     kept: dict[str, list[dict]] = {"conversation": [], "comparison": []}
+    answers: list[dict] = []
+    answers_from = answers_dir(cfg, s.workdir)
     with Quarantine(s.out / "quarantine.jsonl") as quarantine:
         for kind, record in read_inbox(inbox, quarantine, stats, cfg):
             digest = content_hash(kind, record)
@@ -38,19 +73,40 @@ def ingest_labels(s: StageRun) -> dict:
                 continue
             seen.add(digest)
             kept[kind].append(record)
+        if answers_from.is_dir():
+            for record in read_answers(answers_from, load_queue(queue_dir(s.workdir)), quarantine, answer_stats, cfg):
+                digest = content_hash("conversation", record)
+                if digest in seen:
+                    answer_stats["duplicates"] += 1
+                    continue
+                seen.add(digest)
+                answers.append(record)
     counts = {
         "files": len([p for p in inbox.rglob("*") if p.suffix in (".jsonl", ".json")]),
-        "read": stats["read"],
-        "kept": sum(len(v) for v in kept.values()),
-        "duplicates": stats["duplicates"],
-        "quarantined": stats["quarantined"],
+        "read": stats["read"] + answer_stats["read"],
+        "kept": sum(len(v) for v in kept.values()) + len(answers),
+        "duplicates": stats["duplicates"] + answer_stats["duplicates"],
+        "quarantined": stats["quarantined"] + answer_stats["quarantined"],
+        "answers_read": answer_stats["read"],
+        "answers_kept": len(answers),
+        "answers_duplicates": answer_stats["duplicates"],
+        "answers_quarantined": answer_stats["quarantined"],
     }
+    answers_train, answers_val = split_records(answers, cfg.val_fraction, cfg.seed,
+                                               key=lambda r: r["meta"]["queue_id"])
+    counts["answers_train"], counts["answers_val"] = len(answers_train), len(answers_val)
     for kind, name in (("conversation", "conversations"), ("comparison", "comparisons")):
         train, val = split_records(kept[kind], cfg.val_fraction, cfg.seed)
+        if kind == "conversation":  # answers split on their own (by queue item), then repeated in train only
+            train, val = [*train, *answers_train * cfg.answer_repeats], [*val, *answers_val]
         counts[f"{name}_train"] = write_jsonl(s.out / f"{name}_train.jsonl", train)
         counts[f"{name}_val"] = write_jsonl(s.out / f"{name}_val.jsonl", val)
     assert counts["read"] == counts["kept"] + counts["duplicates"] + counts["quarantined"], (
         f"ingest_labels counts do not reconcile: {counts}"
+    )
+    assert counts["answers_read"] == counts["answers_kept"] + counts["answers_duplicates"] + counts[
+        "answers_quarantined"] and counts["answers_kept"] == counts["answers_train"] + counts["answers_val"], (
+        f"ingest_labels answer counts do not reconcile: {counts}"
     )
     if not counts["conversations_train"]:
         raise ValueError(f"labels inbox {inbox}: no valid conversations to train on (see quarantine.jsonl)")

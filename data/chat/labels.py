@@ -1,12 +1,12 @@
 """Labeled data: the `labels` settings, schemas and validation for what labelers deliver (conversations,
-comparisons), and the labeling queue of model misbehaviours we send back to them."""
+comparisons), the labeling queue of model misbehaviours we send back to them, and their answers to it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,11 @@ class LabelsConfig(BaseModel):
     max_chars_per_message: int = Field(8000, ge=1, description="Longest message (or comparison field) accepted.")
     max_total_chars: int = Field(32000, ge=1, description="Longest record accepted, all its text together.")
     seed: int = Field(0, description="Seed of the train/val split and of the sample inbox.")
+    answers: str = Field("", description="A folder of the labelers' answers to labeling-queue items (JSONL of "
+                         "{queue_id, messages|answer}, Label Studio JSON exports); '' = <workdir>/labeling/answers/.")
+    answer_repeats: int = Field(
+        3, ge=1, description="Copies of each corrected answer in the train split: a week's few hundred corrections "
+        "then weigh against thousands of sample conversations. An answer is in train or val, never both.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -283,6 +288,120 @@ def _export_converter(rec: dict) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# answers to labeling-queue items: {"queue_id", "messages"} or {"queue_id", "answer"} in JSONL, or a Label Studio
+# export of the queue's import file (data.chat.misbehavior.label_studio_tasks) with a TextArea answer
+
+
+def load_queue(queue_dir: Path) -> dict[str, dict]:
+    """Every labeling-queue item in `queue_dir`/*.jsonl (one file per collection), by id."""
+    items: dict[str, dict] = {}
+    for path in sorted(Path(queue_dir).glob("*.jsonl")) if Path(queue_dir).is_dir() else []:
+        for item in read_jsonl(path):
+            items.setdefault(str(item["id"]), item)
+    return items
+
+
+def answer_from_label_studio(task: dict) -> dict | str:
+    """A Label Studio task of the queue's import file, answered in a TextArea: {"queue_id", "answer", "meta"} from its
+    first submitted annotation with a "textarea" result (several lines of it are joined by newlines)."""
+    queue_id = (task.get("data") or {}).get("queue_id")
+    for annotation in task.get("annotations") or []:
+        if annotation.get("was_cancelled"):
+            continue
+        for result in annotation.get("result") or []:
+            if result.get("type") != "textarea":
+                continue
+            text = (result.get("value") or {}).get("text")
+            lines = [text] if isinstance(text, str) else [t for t in text or [] if isinstance(t, str)]
+            return {"queue_id": queue_id, "answer": "\n".join(lines),
+                    "meta": {"source_format": "label_studio", "task_id": task.get("id"),
+                             "annotator": annotation.get("completed_by")}}
+    return f"Label Studio task {task.get('id')}: no submitted annotation with a textarea answer"
+
+
+def answer_conversation(rec: dict, queue: dict[str, dict], cfg: LabelsConfig) -> dict | str:
+    """The training conversation an answer makes, or why it cannot be used: it must name a queue item, and either
+    give the whole conversation (ending with the assistant's turn) or the answer to the item's prompt."""
+    if "queue_id" not in rec or rec["queue_id"] in (None, ""):
+        return "missing 'queue_id'"
+    item = queue.get(str(rec["queue_id"]))
+    if item is None:
+        return f"queue_id {rec['queue_id']!r} names no item of the labeling queue"
+    if "messages" in rec:
+        messages = rec["messages"]
+    elif "answer" in rec:
+        if not isinstance(rec["answer"], str):
+            return f"'answer' must be a string, got {type(rec['answer']).__name__}"
+        if not rec["answer"].strip():
+            return "empty answer"
+        messages = [*item["messages"], {"role": "assistant", "content": rec["answer"]}]
+    else:
+        return "needs 'messages' (the whole conversation) or 'answer' (the reply to the item's prompt)"
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and \
+            messages[-1].get("role") == "assistant" and not str(messages[-1].get("content") or "").strip():
+        return "empty answer"
+    meta = {**(rec["meta"] if isinstance(rec.get("meta"), dict) else {}), "queue_id": item["id"],
+            "source": "labeling_queue", "queue_source": item.get("source"),
+            "instructions_version": item.get("instructions_version")}
+    conversation = {"messages": messages, "meta": meta}
+    reason = validate_conversation(conversation, cfg)
+    return conversation if reason is None else reason
+
+
+def read_answers(folder: Path, queue: dict[str, dict], quarantine: Quarantine, stats: Counter,
+                 cfg: LabelsConfig) -> Iterator[dict]:
+    """Yield a training conversation for every usable answer under `folder` (*.jsonl lines; *.json: a Label Studio
+    export or a list of our records), each linked to the queue item it answers; quarantine the rest with file, line
+    (or item) and reason. stats: "read" per answer, "quarantined", "conversation" per yielded one."""
+    folder = Path(folder)
+    for path in sorted([*folder.rglob("*.jsonl"), *folder.rglob("*.json")]):
+        name = f"answers/{path.relative_to(folder).as_posix()}"
+        unit = "item" if path.suffix == ".json" else "line"
+        for number, rec, problem in _answer_records(path, name, stats):
+            made = _answer_to_conversation(rec, queue, cfg) if problem is None else problem
+            if isinstance(made, str):
+                quarantine.add(rec, source=f"{name}:{number}", reason=f"{name} {unit} {number}: {made}")
+                stats["quarantined"] += 1
+                continue
+            stats["conversation"] += 1
+            yield made
+
+
+def _answer_to_conversation(rec: Any, queue: dict[str, dict], cfg: LabelsConfig) -> dict | str:
+    if not isinstance(rec, dict):
+        return f"record must be a JSON object, got {type(rec).__name__}"
+    if "data" in rec and "annotations" in rec:
+        rec = answer_from_label_studio(rec)
+        if isinstance(rec, str):
+            return rec
+    return answer_conversation(rec, queue, cfg)
+
+
+def _answer_records(path: Path, name: str, stats: Counter) -> Iterator[tuple[int, Any, str | None]]:
+    """(number, record, None) for each record of an answers file, or (number, raw, problem) when it is unreadable."""
+    if path.suffix == ".json":
+        try:
+            records = json.loads(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            stats["read"] += 1
+            yield 1, path.read_bytes()[:2000], f"unreadable JSON ({e})"
+            return
+        for i, rec in enumerate(records if isinstance(records, list) else [records], start=1):
+            stats["read"] += 1
+            yield i, rec, None
+        return
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            stats["read"] += 1
+            try:
+                yield lineno, json.loads(raw.decode("utf-8").rstrip("\r\n")), None
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                yield lineno, raw.rstrip(b"\r\n"), f"unreadable line ({e})"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # dedup and splits
 
 
@@ -333,15 +452,19 @@ def dedup_records(records: Iterable[Any]) -> tuple[list[Any], int]:
     return unique, dropped
 
 
-def split_records(records: Iterable[Any], val_fraction: float, seed: int) -> tuple[list[Any], list[Any]]:
+def split_records(
+    records: Iterable[Any], val_fraction: float, seed: int, key: Callable[[Any], str] | None = None
+) -> tuple[list[Any], list[Any]]:
     """Deterministic train/val split: a record goes to val when the hash of (seed, content) falls below
-    val_fraction, so a record keeps its split as the label set grows week to week. Order is preserved."""
+    val_fraction, so a record keeps its split as the label set grows week to week. Order is preserved.
+    key: what to hash instead of the content (answers to one queue item share its id, and so their side)."""
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
     train: list[Any] = []
     val: list[Any] = []
     for item in records:
-        h = hashlib.sha256(f"{seed}:{content_hash(*_unpack(item))}".encode()).digest()
+        what = key(item) if key is not None else content_hash(*_unpack(item))
+        h = hashlib.sha256(f"{seed}:{what}".encode()).digest()
         (val if int.from_bytes(h[:8], "big") / 2**64 < val_fraction else train).append(item)
     return train, val
 
