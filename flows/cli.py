@@ -340,19 +340,26 @@ def up(
     mlflow_port: Annotated[int, typer.Option(help="MLflow server (UI).")] = 5000,
     deploy: Annotated[bool, typer.Option(help="Register prefect.yaml's deployments on a `local` process pool.")] = True,
     worker: Annotated[bool, typer.Option(help="Start a worker for the `local` pool.")] = True,
+    serve_port: Annotated[int, typer.Option(help="Chat server (API and web chat), once there is a production model.")]
+    = 8000,
+    serve: Annotated[bool, typer.Option(help="Start the chat server (factory serve) for assistant@production.")] = True,
 ):
-    """Start the local stack in the background: Prefect server + pool + deployments + worker, and MLflow's UI."""
+    """Start the local stack in the background: Prefect server + pool + deployments + worker, MLflow's UI, and the
+    chat server."""
     wd = setup(workdir)
     from flows.services import up as start
 
     try:
-        urls = start(wd, prefect_port=prefect_port, mlflow_port=mlflow_port, deploy=deploy, worker=worker)
+        urls = start(wd, prefect_port=prefect_port, mlflow_port=mlflow_port, deploy=deploy, worker=worker,
+                     serve_port=serve_port, serve=serve)
     except (RuntimeError, ValueError) as exc:
         console.print(f"[red]{exc}")
         raise typer.Exit(1) from None
     console.print(f"[bold]Prefect UI[/]   {urls['prefect_ui']}")
     console.print(f"[bold]Prefect API[/]  {urls['prefect_api']}   (export PREFECT_API_URL={urls['prefect_api']})")
     console.print(f"[bold]MLflow[/]       {urls['mlflow']}")
+    if urls.get("chat"):
+        console.print(f"[bold]Chat[/]         {urls['chat']}   (OpenAI API at {urls['chat']}/v1)")
     console.print(f"logs in {wd / 'logs'}; stop with: factory down --workdir {wd}")
 
 

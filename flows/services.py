@@ -1,5 +1,6 @@
 """The local stack behind `factory up` / `factory down`: a Prefect server (UI + API), an MLflow server, the
-deployments of prefect.yaml and a worker for them, as background processes owned by one workdir.
+deployments of prefect.yaml and a worker for them, and the chat server (`factory serve`, once there is a production
+model), as background processes owned by one workdir.
 
 Each service runs in its own process group, logs to <workdir>/logs/<name>.log and has its pid in
 <workdir>/run/<name>.pid; `down` stops exactly the process groups named there (Linux: it reads /proc).
@@ -25,7 +26,8 @@ from model.files import atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]  # prefect.yaml; deployments and the worker run from here
 BIN = Path(sys.executable).parent
 # What each service's command line holds, so that a recycled pid is never taken for one of ours.
-COMMANDS = {"prefect": ("prefect", "server"), "mlflow": ("mlflow", "server"), "worker": ("prefect", "worker")}
+COMMANDS = {"prefect": ("prefect", "server"), "mlflow": ("mlflow", "server"), "worker": ("prefect", "worker"),
+            "serve": ("factory", "serve")}
 
 
 def up(
@@ -36,6 +38,8 @@ def up(
     deploy: bool = True,
     worker: bool = True,
     timeout: float = 180,
+    serve_port: int = 8000,
+    serve: bool = True,
 ) -> dict[str, str]:
     """Start the stack of `workdir` (or find it running) and return its URLs, also written to run/urls.json."""
     workdir = Path(workdir).expanduser().resolve()
@@ -51,12 +55,17 @@ def up(
     down(workdir)  # also clears pid files left by processes that are gone
     if prefect_port == mlflow_port:
         raise ValueError(f"the Prefect and MLflow ports are both {prefect_port}: pass two different ports")
-    for port, option in ((prefect_port, "--prefect-port"), (mlflow_port, "--mlflow-port")):
+    serve = serve and _has_production(workdir)
+    ports = [(prefect_port, "--prefect-port"), (mlflow_port, "--mlflow-port")] + [(serve_port, "--serve-port")] * serve
+    if len({p for p, _ in ports}) < len(ports):
+        raise ValueError(f"two services on one port ({', '.join(f'{o} {p}' for p, o in ports)}): pass different ports")
+    for port, option in ports:
         if _port_busy(host, port):
             raise RuntimeError(f"port {port} on {host} is in use: stop what uses it or pass {option}")
 
     api = f"http://{host}:{prefect_port}/api"
-    urls = {"prefect_ui": f"http://{host}:{prefect_port}", "prefect_api": api, "mlflow": f"http://{host}:{mlflow_port}"}
+    urls = {"prefect_ui": f"http://{host}:{prefect_port}", "prefect_api": api, "mlflow": f"http://{host}:{mlflow_port}",
+            "chat": f"http://{host}:{serve_port}" if serve else None}
     env = {
         **os.environ,
         "PREFECT_HOME": str(workdir / "prefect"),  # where `factory run` keeps its runs, so the UI shows them
@@ -83,6 +92,11 @@ def up(
                 pool_cmd = [prefect, "work-pool", "create", "local", "--type", "process"]
                 _run(workdir, "deploy", pool_cmd, in_repo, deadline)
             _run(workdir, "deploy", [prefect, "--no-prompt", "deploy", "--all"], in_repo, deadline)
+        if serve:
+            serve_cmd = [str(BIN / "factory"), "serve", "--workdir", str(workdir), "--host", host,
+                         "--port", str(serve_port)]
+            chat = _start(workdir, "serve", serve_cmd, env)
+            _wait(workdir, "serve", chat, lambda: _answers(f"{urls['chat']}/health"), deadline, timeout)
         if worker:
             since = datetime.now(UTC) - timedelta(seconds=1)
             polling = _start(workdir, "worker", [prefect, "worker", "start", "--pool", "local"], in_repo)
@@ -92,6 +106,18 @@ def up(
         raise
     _write(saved, json.dumps(urls, indent=2) + "\n")
     return urls
+
+
+def _has_production(workdir: Path) -> bool:
+    """Whether the registry has a model for the chat server (assistant@production); if not, say how to get one."""
+    from tasks.core import model_registry
+    from tasks.core.tracking import client
+
+    if model_registry.alias_version(client(workdir), "assistant", "production") is not None:
+        return True
+    _say(f"no assistant@production in {workdir} yet: the chat server starts with the next `factory up` after a "
+         "weekly cycle (or run `factory serve` then)")
+    return False
 
 
 def down(workdir: Path) -> list[str]:
