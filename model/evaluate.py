@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from data.chat.skills import check
 from model.checkpoint import load_model
-from model.engine import Engine
+from model.chat import render_prompt
+from model.engine import BatchGenerator, GenRequest
 from model.gpt import GPT
 from model.tokenizer import Tokenizer
 
@@ -118,10 +119,13 @@ def run_items(
 ) -> tuple[list[dict], dict[str, float]]:
     """Answer every eval item greedily and check the answer by its skill; returns (each item with "response" and
     "correct", {"score.<skill>": accuracy} in the order the skills first appear)."""
-    engine = Engine(model, tok)
+    engine = BatchGenerator(model, max_batch=32)  # greedy answers are the same batched or alone
+    stops = frozenset({tok.special_id("<|assistant_end|>"), tok.bos_id})
+    requests = engine.run(GenRequest(render_prompt(tok, item["messages"]), max_new_tokens, stop_ids=stops)
+                          for item in items)
     results = []
-    for item in items:
-        response = engine.chat(item["messages"], max_new_tokens=max_new_tokens)
+    for item, req in zip(items, requests, strict=True):
+        response = tok.decode(req.tokens)
         results.append({**item, "response": response, "correct": check(item, response)})
     scores = {}
     for skill in dict.fromkeys(r["skill"] for r in results):

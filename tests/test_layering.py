@@ -1,4 +1,4 @@
-"""Dependencies point one way: flows -> tasks -> (model, data). model/ and data/ are plain libraries."""
+"""Dependencies point one way: flows -> tasks -> (model, data), serve -> model. model/ and data/ are plain libraries."""
 
 import ast
 from pathlib import Path
@@ -51,3 +51,10 @@ def test_no_import_cycle_among_the_library_modules():
 
     for name in sorted(graph):
         visit(name)
+
+
+def test_the_server_depends_on_the_model_package_only():
+    """serve/ runs on a model folder and a store: the registry and the pipeline reach it through flows/serving.py."""
+    for name, path in modules("serve").items():
+        bad = {i for i in imports(path) if i.split(".")[0] in ("tasks", "flows", "prefect", "mlflow", "data")}
+        assert not bad, f"{name} imports {sorted(bad)}"
