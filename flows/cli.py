@@ -317,6 +317,36 @@ def serve(
 
 
 @app.command()
+def simulate(
+    users: Annotated[int, typer.Option(min=1, help="Simulated users, each asking its prompts in turn.")] = 8,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds of traffic -> collect -> label -> weekly cycle.")] = 1,
+    prompts_per_user: Annotated[int, typer.Option(min=1, help="Checkable skill prompts per user per round.")] = 10,
+    preset: Preset = "tiny",
+    workdir: Workdir = Path("work"),
+    set: Sets = None,
+    seed: Annotated[int, typer.Option(help="Draws the users' prompts and the held-out items.")] = 0,
+    url: Annotated[str | None, typer.Option(help="A running `factory serve` (writing to the store collect_misbehaviors "
+                                            "reads) instead of starting one.")] = None,
+    held_out_per_skill: Annotated[int, typer.Option(min=1, help="Held-out items per skill for the before/after.")]
+    = 20,
+    time_limit: Annotated[float, typer.Option(help="Seconds each round's traffic may take.")] = 600.0,
+):
+    """Generated users (`user=simulated-N`) ask, check and flag; the flags are collected, answered by the generator and
+    trained on by the next weekly cycle; the failure rates before and after go to <workdir>/simulate/report.json."""
+    wd = setup(workdir)
+    _config(preset, set or [])
+    from flows.simulate import NotReady, Settings
+    from flows.simulate import simulate as run_simulation
+
+    settings = Settings(users=users, rounds=rounds, prompts_per_user=prompts_per_user, seed=seed, url=url,
+                        held_out_per_skill=held_out_per_skill, time_limit_s=time_limit)
+    try:
+        run_simulation(preset, wd, set or [], settings, console.print)
+    except NotReady as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def rollback(preset: Preset = "tiny", workdir: Workdir = Path("work"), set: Sets = None):
     """Move `assistant@production` (deploy.model_name@deploy.alias) back to where it was before the last deploy."""
     wd = setup(workdir)
