@@ -73,7 +73,6 @@ class NotReady(ValueError):
 def check_ready(cfg, wd: Path, hint: str) -> None:
     """Raise NotReady naming the command to run when the yearly or weekly cycle has not run for this config."""
     from tasks.core.model_registry import alias_version
-    from tasks.core.stage import Context, resolve
     from tasks.core.tracking import client, tracking_uri
 
     uri = tracking_uri(wd)
@@ -87,9 +86,9 @@ def check_ready(cfg, wd: Path, hint: str) -> None:
     if alias_version(c, prod.model_name, prod.alias) is None:
         raise NotReady(f"no {prod.model_name}@{prod.alias} in {wd}: run the weekly cycle first "
                        f"(`factory run weekly --workdir {wd}{hint}`)")
-    if resolve("ingest_labels", Context(str(wd), cfg)) is None:
-        raise NotReady(f"ingest_labels is not built for this config and the labels in {wd} (new answers or another "
-                       f"--set?): run the weekly cycle first (`factory run weekly --workdir {wd}{hint}`)")
+    if not labels_of(cfg, wd):
+        raise NotReady(f"no training data of {prod.model_name}@{prod.alias} in {wd} (its finetune or ingest_labels "
+                       f"artifact is gone): run the weekly cycle first (`factory run weekly --workdir {wd}{hint}`)")
 
 
 def answers_dir(cfg, wd: Path) -> Path:
@@ -105,13 +104,33 @@ def next_round(folder: Path) -> int:
     return max(done, default=0) + 1
 
 
-def training_prompts(cfg, wd: Path) -> tuple[set[str], set[str]]:
-    """(user turns of the train splits, of train and val) of the ingest_labels artifact this config resolves to."""
+def labels_of(cfg, wd: Path) -> list[Path]:
+    """The ingest_labels artifacts that matter for what is held out: the one production was trained on (found
+    through its finetune artifact, so a code edit since does not lose it) and the one this config resolves to now."""
+    from tasks.core.model_registry import alias_version
     from tasks.core.stage import Context, resolve
+    from tasks.core.tracking import client
 
-    labels = resolve("ingest_labels", Context(str(wd), cfg)).path
-    train = [*read_jsonl(labels / "conversations_train.jsonl"), *read_jsonl(labels / "comparisons_train.jsonl")]
-    val = [*read_jsonl(labels / "conversations_val.jsonl"), *read_jsonl(labels / "comparisons_val.jsonl")]
+    found = []
+    version = alias_version(client(wd), cfg.deploy.model_name, cfg.deploy.alias)
+    finetune = Path(version.tags.get("artifact_path", "")) if version is not None else None
+    if finetune and (finetune / "manifest.json").exists():
+        key = _manifest(finetune)["inputs"].get("ingest_labels", {}).get("key")
+        path = finetune.parents[1] / "ingest_labels" / str(key)
+        if key and (path / "manifest.json").exists():
+            found.append(path)
+    current = resolve("ingest_labels", Context(str(wd), cfg))
+    if current is not None and current.path not in found:
+        found.append(current.path)
+    return found
+
+
+def training_prompts(cfg, wd: Path) -> tuple[set[str], set[str]]:
+    """(user turns of the train splits, of train and val) of the training data (see labels_of)."""
+    train, val = [], []
+    for labels in labels_of(cfg, wd):
+        train += [*read_jsonl(labels / "conversations_train.jsonl"), *read_jsonl(labels / "comparisons_train.jsonl")]
+        val += [*read_jsonl(labels / "conversations_val.jsonl"), *read_jsonl(labels / "comparisons_val.jsonl")]
     return user_turns(train), user_turns(train) | user_turns(val)
 
 
@@ -210,7 +229,9 @@ def ask(client, model: str, user: str, item: dict, max_tokens: int) -> Exchange:
     try:
         response = client.post("/v1/chat/completions", json={
             "model": model, "messages": item["messages"], "temperature": 0, "max_tokens": max_tokens, "user": user})
-        response.raise_for_status()
+        if response.status_code != 200:  # e.g. a prompt longer than the model's context: the user sees an error
+            ex.error = f"HTTP {response.status_code}: {_error_message(response)}"
+            return ex
         body = response.json()
         ex.response_id, ex.model_version = body["id"], str(body.get("model_version"))
         ex.answer = body["choices"][0]["message"]["content"]
@@ -222,6 +243,13 @@ def ask(client, model: str, user: str, item: dict, max_tokens: int) -> Exchange:
     except Exception as exc:  # a failed request is counted and reported, never fatal for the other users
         ex.error = f"{type(exc).__name__}: {exc}"
     return ex
+
+
+def _error_message(response) -> str:
+    try:
+        return response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]
 
 
 def run_users(url: str, model: str, prompts: list[list[Example]], first_user: int, max_tokens: int,
@@ -385,7 +413,7 @@ class Simulation:
         wrong = [e for e in answered if not e.correct]
 
         t = time.perf_counter()
-        collected, queue = self.collect()
+        collected, queue, rebuilt = self.collect()
         answers = label(queue, answered, number)
         answers_file = answers_dir(self.cfg, self.wd) / f"{ANSWERS_PREFIX}{number}.jsonl"
         if answers:
@@ -420,7 +448,8 @@ class Simulation:
                         "failure_rate": rates([e.item["skill"] for e in answered],
                                               [not e.correct for e in answered])["failure_rate"]},
             "collect": {"artifact": str(collected), "queue": queue_file, "queue_items": len(queue),
-                        "simulated_items": sum(bool(it["meta"].get("simulated")) for it in queue)},
+                        "simulated_items": sum(bool(it["meta"].get("simulated")) for it in queue),
+                        "rebuilt_first": rebuilt},
             "labeled": {"answers": len(answers), "file": str(answers_file) if answers else None},
             "ingest_labels": {k: v for k, v in ingest.items() if k.startswith("answers_")},
             "finetune": {"artifact": built["finetune"], "model": str(new_model)},
@@ -460,15 +489,20 @@ class Simulation:
                                "elsewhere (point collect.store or FACTORY_STORE_URL at its store)")
         return exchanges, serving
 
-    def collect(self) -> tuple[Path, list[dict]]:
+    def collect(self) -> tuple[Path, list[dict], list[str]]:
         """collect_misbehaviors over the new traffic (its key holds the store's window, so it is a new artifact);
-        returns the artifact and its queue."""
+        returns the artifact, its queue, and the inputs it had to rebuild first."""
         from flows.cycles import stage
 
+        start = time.time()
         built = stage(name="collect_misbehaviors", preset=self.preset, workdir=str(self.wd),
                       overrides=self.overrides, with_downstream=False)
         path = Path(built["collect_misbehaviors"])
-        return path, read_jsonl(path / "queue.jsonl")
+        rebuilt = [name for name, p in built.items() if name != "collect_misbehaviors" and _built_since(p, start)]
+        if rebuilt:  # the stage builds its missing inputs first: the code or config changed since the weekly cycle
+            self.say(f"[yellow]note:[/] collect_misbehaviors first rebuilt {', '.join(rebuilt)} (the code or config "
+                     "changed since the last weekly cycle)")
+        return path, read_jsonl(path / "queue.jsonl"), rebuilt
 
     def measure(self, old_model: Path, new_model: Path, flagged: list[dict]) -> dict:
         """Failure rates on the flagged prompts (when asked, production offline, the new model) and on the held-out
@@ -500,6 +534,12 @@ def _shown(url: str) -> str:
 
 def _manifest(path: str | Path) -> dict:
     return json.loads((Path(path) / "manifest.json").read_text())
+
+
+def _built_since(path: str | Path, start: float) -> bool:
+    from datetime import datetime
+
+    return datetime.fromisoformat(_manifest(path)["created"]).timestamp() >= int(start)
 
 
 def round_table(row: dict):
