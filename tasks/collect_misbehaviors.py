@@ -1,6 +1,9 @@
-"""Stage `collect_misbehaviors`: what the served model got wrong since the last collection (user flags, automatic
-detectors over the logged traffic, failed eval items) becomes the labelers' queue, merged by near-identical prompt,
-scrubbed of PII and ranked by frequency x severity; and a serving report per model version over the same window.
+"""Stage `collect_misbehaviors`: failed eval items (and user flags from the chat server, when there are any) become
+tasks in the labeling queue: the prompt, what the model said, and why it was flagged.
+
+Since the last collection: user flags, automatic detectors over the logged traffic and failed eval items become the
+labelers' queue, merged by near-identical prompt, scrubbed of PII and ranked by frequency x severity; and a serving
+report per model version over the same window.
 
 The window is (the store's watermark, its last seq]: the watermark lives in the request store itself (so every
 machine sharing a PostgreSQL store agrees on it) and moves only after the queue files are written. Detectors and
@@ -116,12 +119,7 @@ def _external(cfg, workdir: Path, inputs: dict) -> dict:
 def collect_misbehaviors(s: StageRun) -> dict:
     cfg = s.cfg.collect
     stats: Counter = Counter()
-    store = open_store(s.cfg, s.workdir)
-    requests, feedback, after, until = [], [], None, None
-    if store is not None:
-        after, until = _KEYED_WINDOWS.pop(store.url, None) or collection_window(store)
-        requests = store.requests(after=after["requests"], until=until["requests"])
-        feedback = store.feedback_since(after["feedback"], until["feedback"])
+    requests, feedback, after, until = read_window(s.cfg, s.workdir)
     checks = detectors(cfg.repetition_ratio)
     findings = traffic_findings(requests, feedback, checks, stats)
     findings += eval_findings(read_jsonl(s.inputs["evals"].path / "results.jsonl"), stats)
@@ -134,11 +132,6 @@ def collect_misbehaviors(s: StageRun) -> dict:
 
     report = serving_report(requests, findings, [d.name for d in checks])
     atomic_write_json(s.out / "serving_report.json", {"after": after, "until": until, "versions": report})
-    if store is not None:  # the queue is written: only now is this window collected
-        store.set_watermark(WINDOW_START, after)
-        store.set_watermark(WATERMARK, until)
-        store.close()
-
     counts = {
         **{k: stats[k] for k in ("requests_read", "requests_flagged", "requests_clean", "requests_errored",
                                  "feedback_read", "user_flags", "feedback_other", "flagged_earlier_requests",
@@ -149,12 +142,33 @@ def collect_misbehaviors(s: StageRun) -> dict:
         **{k: v for k, v in sorted(stats.items()) if k.startswith("detector.")},
     }
     reconcile(counts)
+    if until is not None:  # the queue is written: only now is this window collected
+        advance_watermark(s.cfg, s.workdir, after, until)
     _report(s, queued, report, queue)
     return {
         "counts": counts,
         "metrics": {"queued": len(queued), "findings": len(findings), **report_metrics(report)},
         "info": {"window": {"after": after, "until": until}, "instructions_version": version, "queue": str(queue)},
     }
+
+
+def read_window(cfg, workdir: Path) -> tuple[list[dict], list[dict], dict | None, dict | None]:
+    """(requests, feedback, after, until): the window's rows, in the window the key was computed on; nothing (and
+    None, None) without a store."""
+    store = open_store(cfg, workdir)
+    if store is None:
+        return [], [], None, None
+    with store:
+        after, until = _KEYED_WINDOWS.pop(store.url, None) or collection_window(store)
+        requests = store.requests(after=after["requests"], until=until["requests"])
+        return requests, store.feedback_since(after["feedback"], until["feedback"]), after, until
+
+
+def advance_watermark(cfg, workdir: Path, after: dict, until: dict) -> None:
+    """Mark the window collected; its start first, so a crash between the two writes leaves the old window whole."""
+    with open_store(cfg, workdir) as store:
+        store.set_watermark(WINDOW_START, after)
+        store.set_watermark(WATERMARK, until)
 
 
 def reconcile(c: dict) -> None:

@@ -1,10 +1,12 @@
-"""Stage `ingest_labels`: validate what labelers delivered (the inbox, and their answers to the labeling queue),
-quarantine bad records with file, line and reason, dedup, split train/val.
+"""Stage `ingest_labels`: validate what labelers delivered, quarantine bad records with file, line and reason,
+dedup, split train/val.
 
-An answer to a queue item becomes a training conversation linked to the item (meta: queue_id, source
-"labeling_queue"); it is copied `labels.answer_repeats` times into the train split, so a week's few hundred
-corrections weigh against thousands of sample conversations, and its side of the split is chosen by its queue item,
-so it (and any other answer to the same item) is in train or in val, never both."""
+They deliver the inbox (conversations, comparisons) and their answers to the labeling queue. An answer to a queue
+item becomes a training conversation linked to the item (meta: queue_id, source "labeling_queue"); it is copied
+`labels.answer_repeats` times into the train split, so a week's few hundred corrections weigh against thousands of
+sample conversations, and its side of the split is chosen by its queue item, so it (and any other answer to the same
+item) is in train or in val, never both.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def _external(cfg, workdir: Path, inputs: dict) -> dict:
         found = {"inbox": fingerprint([cfg.labels.inbox])}
     answers = answers_dir(cfg.labels, workdir)
     if _has_files(answers):  # the queue only matters once there are answers to link to it
-        found |= {"answers": fingerprint([str(answers)]), "queue": fingerprint([str(queue_dir(workdir))])}
+        found |= {"answers": fingerprint([str(answers)]), "queue": fingerprint([str(queue_dir(workdir) / "*.jsonl")])}
     return found
 
 
