@@ -335,14 +335,14 @@ def simulate(
     trained on by the next weekly cycle; the failure rates before and after go to <workdir>/simulate/report.json."""
     wd = setup(workdir)
     _config(preset, set or [])
-    from flows.simulate import NotReady, Settings
+    from flows.simulate import CannotSimulate, Settings
     from flows.simulate import simulate as run_simulation
 
     settings = Settings(users=users, rounds=rounds, prompts_per_user=prompts_per_user, seed=seed, url=url,
                         held_out_per_skill=held_out_per_skill, time_limit_s=time_limit)
     try:
         run_simulation(preset, wd, set or [], settings, console.print)
-    except NotReady as exc:
+    except CannotSimulate as exc:
         _fail(str(exc))
 
 

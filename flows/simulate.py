@@ -62,8 +62,9 @@ class Exchange:
     error: str | None = None
 
 
-class NotReady(ValueError):
-    """The workdir lacks what a simulation needs (a production model, its training data)."""
+class CannotSimulate(ValueError):
+    """The workdir lacks what a simulation needs (a production model, its training data), or the server does not
+    write where collect_misbehaviors reads."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -71,24 +72,26 @@ class NotReady(ValueError):
 
 
 def check_ready(cfg, wd: Path, hint: str) -> None:
-    """Raise NotReady naming the command to run when the yearly or weekly cycle has not run for this config."""
+    """Raise CannotSimulate naming the command to run when the yearly or weekly cycle has not run for this config."""
     from tasks.core.model_registry import alias_version
     from tasks.core.tracking import client, tracking_uri
 
+    def run_first(missing: str, cycle: str) -> CannotSimulate:
+        return CannotSimulate(f"{missing} in {wd}: run the {cycle} cycle first "
+                              f"(`factory run {cycle} --workdir {wd}{hint}`)")
+
     uri = tracking_uri(wd)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise NotReady(f"no MLflow store in {wd}: run the cycles first (`factory run all --workdir {wd}{hint}`)")
+        raise CannotSimulate(f"no MLflow store in {wd}: run the cycles first (`factory run all --workdir {wd}{hint}`)")
     c = client(wd)
     base, prod = cfg.register_base, cfg.deploy
     if alias_version(c, base.model_name, base.alias) is None:
-        raise NotReady(f"no {base.model_name}@{base.alias} in {wd}: run the yearly cycle first "
-                       f"(`factory run yearly --workdir {wd}{hint}`), then the weekly one")
+        raise run_first(f"no {base.model_name}@{base.alias}", "yearly")
     if alias_version(c, prod.model_name, prod.alias) is None:
-        raise NotReady(f"no {prod.model_name}@{prod.alias} in {wd}: run the weekly cycle first "
-                       f"(`factory run weekly --workdir {wd}{hint}`)")
+        raise run_first(f"no {prod.model_name}@{prod.alias}", "weekly")
     if not labels_of(cfg, wd):
-        raise NotReady(f"no training data of {prod.model_name}@{prod.alias} in {wd} (its finetune or ingest_labels "
-                       f"artifact is gone): run the weekly cycle first (`factory run weekly --workdir {wd}{hint}`)")
+        raise run_first(f"no training data of {prod.model_name}@{prod.alias} (its finetune or ingest_labels artifact "
+                        "is gone)", "weekly")
 
 
 def answers_dir(cfg, wd: Path) -> Path:
@@ -484,7 +487,7 @@ class Simulation:
         with Store(self.store) as store:
             missing = [e.response_id for e in answered if store.get(e.response_id) is None]
         if missing:
-            raise RuntimeError(f"{len(missing)} simulated responses (e.g. {missing[0]}) are not in the store "
+            raise CannotSimulate(f"{len(missing)} simulated responses (e.g. {missing[0]}) are not in the store "
                                f"{_shown(self.store)} that collect_misbehaviors reads: the server at {url} writes "
                                "elsewhere (point collect.store or FACTORY_STORE_URL at its store)")
         return exchanges, serving
