@@ -21,6 +21,7 @@ from pydantic import Field
 
 from data.chat.labels import read_jsonl, write_jsonl
 from data.chat.misbehavior import (
+    DEDUP_THRESHOLD,
     INSTRUCTIONS,
     LABEL_STUDIO_CONFIG,
     detectors,
@@ -52,8 +53,8 @@ class CollectConfig(Section):
     store: str = Field("", description="The chat server's request/feedback store (a SQLAlchemy URL: SQLite or "
                        "PostgreSQL); '' = sqlite:///<workdir>/serving/requests.db. FACTORY_STORE_URL overrides it "
                        "(put passwords there, not in the config).", json_schema_extra={"runtime": True})
-    dedup_threshold: float = Field(0.8, gt=0, le=1, description="Prompts whose word-bigram Jaccard similarity "
-                                   "reaches this are one queue item, counted.")
+    dedup_threshold: float = Field(DEDUP_THRESHOLD, gt=0, le=1, description="Prompts whose word-bigram Jaccard "
+                                   "similarity reaches this are one queue item, counted (equal ones always are).")
     repetition_ratio: float = Field(0.5, gt=0, lt=1, description="The `repetition` detector flags an answer when "
                                     "this share of its word 3-grams repeat an earlier one.")
 

@@ -263,7 +263,9 @@ def scrub(findings: list[Finding], pii: PII | None = None) -> tuple[list[Finding
 # ---------------------------------------------------------------------------------------------------------------
 # near-duplicate prompts, ranking, queue items
 
-DEDUP_THRESHOLD = 0.8
+# Near-identical, not similar: one other word in a 12-word question ("...the letter 'r' appear in 'pattern'?" /
+# "...in 'airport'?") is another question (bigram Jaccard 0.83); one word in 40 is a near-copy (0.91).
+DEDUP_THRESHOLD = 0.9
 _LSH = MinHashConfig(ngram=2, buckets=20, hashes_per_bucket=5)  # pairs above ~0.5 bigram Jaccard become candidates
 
 

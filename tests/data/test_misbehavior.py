@@ -141,12 +141,15 @@ def test_pii_is_scrubbed_from_prompts_answers_and_reasons():
 
 
 def test_near_identical_prompts_are_one_group_and_different_ones_are_not():
-    long = ("Please summarise the following paragraph about the history of the river port and its trade "
-            "with the northern towns during the long winter of that year")
+    long = ("Please summarise the following paragraph about the history of the river port and its trade with the "
+            "northern towns during the long winter of that year, when the ice closed the harbour for three months "
+            "and the merchants had to carry their goods over the hills on sledges pulled by horses and oxen")
     texts = ["What is the capital of France?", "what is the capital of   France", "What is 12 + 7?",
-             "What is 12 + 8?", long, long.replace("northern", "eastern"), "Who wrote Hamlet?"]
-    assert near_duplicate_groups(texts) == [[0, 1], [2], [3], [4, 5], [6]]
-    assert near_duplicate_groups(texts, threshold=1.0) == [[0, 1], [2], [3], [4], [5], [6]]
+             "What is 12 + 8?", long, long.replace("northern", "eastern"), "Who wrote Hamlet?",
+             "How many times does the letter 'r' appear in 'pattern'?",
+             "How many times does the letter 'r' appear in 'airport'?"]  # one word in twelve: another question
+    assert near_duplicate_groups(texts) == [[0, 1], [2], [3], [4, 5], [6], [7], [8]]
+    assert near_duplicate_groups(texts, threshold=1.0) == [[0, 1], [2], [3], [4], [5], [6], [7], [8]]
 
 
 def finding(prompt, hit, rid, simulated=False):
