@@ -1,5 +1,5 @@
-"""Stage `collect_misbehaviors`: failed eval items (and user flags from the chat server, when there are any) become
-tasks in the labeling queue: the prompt, what the model said, and why it was flagged.
+"""Stage `collect_misbehaviors`: user flags, detector hits in the served traffic and failed eval items become the
+labelers' queue (ranked, merged, PII-scrubbed, also as a Label Studio import), with a serving report per model version.
 
 Since the last collection: user flags, automatic detectors over the logged traffic and failed eval items become the
 labelers' queue, merged by near-identical prompt, scrubbed of PII and ranked by frequency x severity; and a serving
