@@ -239,10 +239,13 @@ def ask(client, model: str, user: str, item: dict, max_tokens: int) -> Exchange:
         ex.response_id, ex.model_version = body["id"], str(body.get("model_version"))
         ex.answer = body["choices"][0]["message"]["content"]
         ex.correct = check(item, ex.answer)
-        ex.rating = 1 if ex.correct else -1
-        ex.reason = None if ex.correct else flag_reason(item)
-        client.post("/v1/feedback", json={"response_id": ex.response_id, "rating": ex.rating,
-                                          "reason": ex.reason}).raise_for_status()
+        rating, reason = (1, None) if ex.correct else (-1, flag_reason(item))
+        feedback = client.post("/v1/feedback", json={"response_id": ex.response_id, "rating": rating,
+                                                     "reason": reason})
+        if feedback.status_code != 200:
+            ex.error = f"feedback not recorded: HTTP {feedback.status_code}: {_error_message(feedback)}"
+            return ex
+        ex.rating, ex.reason = rating, reason
     except Exception as exc:  # a failed request is counted and reported, never fatal for the other users
         ex.error = f"{type(exc).__name__}: {exc}"
     return ex
@@ -405,6 +408,7 @@ class Simulation:
         return alias_version(self.client, self.cfg.deploy.model_name, self.cfg.deploy.alias)
 
     def round(self, url: str, number: int, prompts: list[Example]) -> dict:
+        from flows.cycles import weekly_cycle
         from tasks.core.model_registry import model_dir
 
         timings: dict[str, float] = {}
@@ -413,7 +417,7 @@ class Simulation:
         exchanges, serving = self.traffic(url, number, prompts)
         timings["traffic"] = time.perf_counter() - t
         answered = [e for e in exchanges if e.response_id]
-        wrong = [e for e in answered if not e.correct]
+        wrong = [e for e in answered if e.rating == -1]  # flagged (a wrong answer whose flag did not land is an error)
 
         t = time.perf_counter()
         collected, queue, rebuilt = self.collect()
@@ -428,8 +432,6 @@ class Simulation:
                  f"{len(answers)} answered by the generator -> {answers_file if answers else '(nothing to answer)'}")
 
         t = time.perf_counter()
-        from flows.cycles import weekly_cycle
-
         built = weekly_cycle(preset=self.preset, workdir=str(self.wd), overrides=self.overrides, force=[])
         timings["weekly_cycle"] = time.perf_counter() - t
         ingest = _manifest(built["ingest_labels"])["counts"]
@@ -446,7 +448,7 @@ class Simulation:
         return {
             "round": number,
             "traffic": {"prompts": len(exchanges), "answered": len(answered), "wrong": len(wrong),
-                        "right": len(answered) - len(wrong), "errors": sum(bool(e.error) for e in exchanges),
+                        "right": sum(e.rating == 1 for e in answered), "errors": sum(bool(e.error) for e in exchanges),
                         "served_version": serving,
                         "failure_rate": rates([e.item["skill"] for e in answered],
                                               [not e.correct for e in answered])["failure_rate"]},
@@ -467,11 +469,17 @@ class Simulation:
     def traffic(self, url: str, number: int, prompts: list[Example]) -> tuple[list[Exchange], str]:
         """The users' requests and feedback against the server once it serves production; checks that they reached
         the store collect_misbehaviors reads."""
+        import httpx
+
         from serve.store import Store
 
         s = self.settings
         version = str(self.production().version)
-        serving = wait_for_version(url, version, max(10.0, 10 * s.poll_s))
+        try:
+            serving = wait_for_version(url, version, max(10.0, 10 * s.poll_s))
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            raise CannotSimulate(f"no chat server answers GET {url}/health ({exc}): start `factory serve` there, "
+                                 "or leave out --url to start one") from None
         if serving != version:
             self.say(f"[yellow]warning:[/] {url} serves v{serving}, not {self.ref} = v{version}")
         by_user = [prompts[u * s.prompts_per_user:(u + 1) * s.prompts_per_user] for u in range(s.users)]
@@ -479,11 +487,11 @@ class Simulation:
         exchanges = run_users(url, served(url)["model"], by_user, (number - 1) * s.users + 1,
                               self.cfg.evals.max_new_tokens, s)
         answered = [e for e in exchanges if e.response_id]
-        wrong = sum(not e.correct for e in answered)
+        flagged, liked = sum(e.rating == -1 for e in answered), sum(e.rating == 1 for e in answered)
         errors = [e for e in exchanges if e.error]
         self.say(f"round {number}: {len(answered)} of {len(exchanges)} prompts answered by v{serving} in "
-                 f"{time.perf_counter() - t:.1f}s: {wrong} wrong (flagged), {len(answered) - wrong} right "
-                 f"(thumbs up), {len(errors)} errors" + "".join(f"\n  {e.user}: {e.error}" for e in errors[:3]))
+                 f"{time.perf_counter() - t:.1f}s: {flagged} wrong (flagged), {liked} right (thumbs up), "
+                 f"{len(errors)} errors" + "".join(f"\n  {e.user}: {e.error}" for e in errors[:3]))
         with Store(self.store) as store:
             missing = [e.response_id for e in answered if store.get(e.response_id) is None]
         if missing:
