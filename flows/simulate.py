@@ -287,7 +287,7 @@ def run_users(url: str, model: str, prompts: list[list[Example]], first_user: in
 def label(queue: list[dict], exchanges: list[Exchange], number: int) -> list[dict]:
     """The generator's answers: for each queue item that is one of this round's simulated exchanges (its prompt, and
     one of its response ids), the skill example's ideal answer, marked as generated."""
-    asked = {normalize_prompt(ex.item["messages"][-1]["content"]): ex for ex in exchanges if ex.response_id}
+    asked = {_prompt(ex.item): ex for ex in exchanges if ex.response_id}
     ours = {ex.response_id for ex in exchanges if ex.response_id}
     answers, seen = [], set()
     for item in queue:
@@ -304,25 +304,25 @@ def label(queue: list[dict], exchanges: list[Exchange], number: int) -> list[dic
     return answers
 
 
-def failures(model_dir: Path, items: list[dict], max_new_tokens: int) -> dict:
-    """How often the model in `model_dir` answers `items` wrong (greedy, checked by each item's skill): overall and
-    per skill."""
+def wrong_answers(model_dir: Path, items: list[dict], max_new_tokens: int) -> set[str]:
+    """The ids of the `items` the model in `model_dir` answers wrong (greedy, checked by each item's skill)."""
     from model.evaluate import load_assistant, run_items
 
     if not items:
-        return {"items": 0, "failed": 0, "failure_rate": None, "per_skill": {}}
+        return set()
     model, tok = load_assistant(model_dir)
     results, _ = run_items(model, tok, items, max_new_tokens)
-    return rates([r["skill"] for r in results], [not r["correct"] for r in results])
+    return {r["id"] for r in results if not r["correct"]}
 
 
-def rates(skills: list[str], failed: list[bool]) -> dict:
-    def rate(flags: list[bool]) -> dict:
-        return {"items": len(flags), "failed": sum(flags), "failure_rate": round(sum(flags) / len(flags), 4)}
+def rates(items: list[dict], wrong: set[str]) -> dict:
+    """How many of `items` are in `wrong`: overall and per skill."""
+    def rate(some: list[dict]) -> dict:
+        failed = sum(i["id"] in wrong for i in some)
+        return {"items": len(some), "failed": failed, "failure_rate": round(failed / len(some), 4) if some else None}
 
-    per_skill = {s: rate([f for k, f in zip(skills, failed, strict=True) if k == s]) for s in dict.fromkeys(skills)}
-    return {**rate(failed), "per_skill": per_skill} if failed else {"items": 0, "failed": 0, "failure_rate": None,
-                                                                      "per_skill": {}}
+    skills = dict.fromkeys(i["skill"] for i in items)
+    return {**rate(items), "per_skill": {s: rate([i for i in items if i["skill"] == s]) for s in skills}}
 
 
 def change(before: dict, after: dict) -> float | None:
@@ -443,15 +443,16 @@ class Simulation:
 
         t = time.perf_counter()
         new_model, old_model = Path(built["finetune"]) / "model", model_dir(production)
-        measured = self.measure(old_model, new_model, [e.item for e in wrong])
+        measured = self.measure(old_model, new_model, [e.item for e in wrong],
+                                trained_prompts(Path(built["ingest_labels"])))
         timings["measure"] = time.perf_counter() - t
         return {
             "round": number,
             "traffic": {"prompts": len(exchanges), "answered": len(answered), "wrong": len(wrong),
                         "right": sum(e.rating == 1 for e in answered), "errors": sum(bool(e.error) for e in exchanges),
                         "served_version": serving,
-                        "failure_rate": rates([e.item["skill"] for e in answered],
-                                              [not e.correct for e in answered])["failure_rate"]},
+                        "failure_rate": rates([e.item for e in answered],
+                                              {e.item["id"] for e in answered if not e.correct})["failure_rate"]},
             "collect": {"artifact": str(collected), "queue": queue_file, "queue_items": len(queue),
                         "simulated_items": sum(bool(it["meta"].get("simulated")) for it in queue),
                         "rebuilt_first": rebuilt},
@@ -515,17 +516,20 @@ class Simulation:
                      "changed since the last weekly cycle)")
         return path, read_jsonl(path / "queue.jsonl"), rebuilt
 
-    def measure(self, old_model: Path, new_model: Path, flagged: list[dict]) -> dict:
-        """Failure rates on the flagged prompts (when asked, production offline, the new model) and on the held-out
-        items (production, the new model), and whether they meet the goals."""
+    def measure(self, old_model: Path, new_model: Path, flagged: list[dict], trained: set[str]) -> dict:
+        """Failure rates on the flagged prompts (when asked, production offline, the new model; and the new model on
+        those whose answer it was trained on, not held for validation) and on the held-out items (production, the new
+        model), and whether they meet the goals."""
         max_new = self.cfg.evals.max_new_tokens
+        old = wrong_answers(old_model, [*flagged, *self.held_out], max_new)
+        new = wrong_answers(new_model, [*flagged, *self.held_out], max_new)
         collected = {
-            "before": rates([e["skill"] for e in flagged], [True] * len(flagged)),  # flagged = wrong when asked
-            "before_offline": failures(old_model, flagged, max_new),
-            "after": failures(new_model, flagged, max_new),
+            "before": rates(flagged, {i["id"] for i in flagged}),  # flagged: wrong when asked
+            "before_offline": rates(flagged, old),
+            "after": rates(flagged, new),
+            "after_trained": rates([i for i in flagged if _prompt(i) in trained], new),
         }
-        held = {"before": failures(old_model, self.held_out, max_new),
-                "after": failures(new_model, self.held_out, max_new)}
+        held = {"before": rates(self.held_out, old), "after": rates(self.held_out, new)}
         collected["change"], held["change"] = change(collected["before"], collected["after"]), \
             change(held["before"], held["after"])
         held["tolerance"] = tolerance = self.cfg.deploy.tolerance.get("default", 0.0)
@@ -535,6 +539,17 @@ class Simulation:
             "held_out_within_tolerance": None if held["change"] is None else held["change"] <= tolerance,
         }
         return {"collected": collected, "held_out": held, "goal": goal}
+
+
+def _prompt(item: dict) -> str:
+    return normalize_prompt(str(item["messages"][-1].get("content") or ""))
+
+
+def trained_prompts(labels: Path) -> set[str]:
+    """The prompts of the labeling-queue answers in an ingest_labels artifact's train split."""
+    rows = read_jsonl(labels / "conversations_train.jsonl")
+    return {normalize_prompt(str(m["content"])) for r in rows if (r.get("meta") or {}).get("source") == "labeling_queue"
+            for m in r["messages"] if m.get("role") == "user"}
 
 
 def _shown(url: str) -> str:
@@ -568,8 +583,10 @@ def round_table(row: dict):
     table.add_row("collected (flagged prompts)", str(c["after"]["items"]), pct(c["before"]["failure_rate"]),
                   pct(c["after"]["failure_rate"]), pct(c["change"]),
                   {True: "[green]halved", False: "[red]not halved", None: "-"}[goal["collected_failure_halved"]])
-    table.add_row("  same, production offline", str(c["before_offline"]["items"]),
+    table.add_row("  production asked offline", str(c["before_offline"]["items"]),
                   pct(c["before_offline"]["failure_rate"]), "", "", "")
+    table.add_row("  answers in the train split", str(c["after_trained"]["items"]), "",
+                  pct(c["after_trained"]["failure_rate"]), "", "")
     table.add_row("held-out items", str(h["after"]["items"]), pct(h["before"]["failure_rate"]),
                   pct(h["after"]["failure_rate"]), pct(h["change"]),
                   {True: f"[green]within {h['tolerance']}", False: f"[red]worse than {h['tolerance']}",
