@@ -41,13 +41,16 @@ class Worker:
         self.steps = 0
         self._wake = threading.Event()
         self._draining = False
+        self._ended = False
+        self._lock = threading.Lock()  # a request submitted while the worker drains is run before it ends
         self._thread = threading.Thread(target=self._loop, name=f"engine-v{self.version}", daemon=True)
         self._thread.start()
 
     def submit(self, req: GenRequest) -> None:
-        if self._draining:
-            raise RuntimeError(f"model version {self.version} is being unloaded")
-        self.gen.submit(req)
+        with self._lock:
+            if self._ended:
+                raise RuntimeError(f"model version {self.version} is unloaded")
+            self.gen.submit(req)
         self._wake.set()
 
     @property
@@ -69,7 +72,9 @@ class Worker:
     def _loop(self) -> None:
         while True:
             if self.gen.idle():
-                if self._draining:
+                with self._lock:
+                    self._ended = self._draining and self.gen.idle()
+                if self._ended:
                     log.info(f"model v{self.version}: unloaded")
                     return
                 self._wake.wait(0.5)
@@ -120,22 +125,28 @@ class Served:
             new = Worker(source, self.max_batch, self.device)
             old, self.current = self.current, new
             old.drain()
-            self._old = [w for w in self._old if w._thread.is_alive()] + [old]
+            self._old = self._unloading() + [old]
             log.info(f"serving {source.name} v{source.version} (was v{old.version})")
             return True
 
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):
+            with self._lock:
+                self._old = self._unloading()
             try:
                 self.reload()
             except Exception as exc:  # keep serving the loaded version; say why the new one is not loaded
                 log.warning(f"could not follow the model reference: {exc}")
 
+    def _unloading(self) -> list[Worker]:
+        """The old workers still finishing their requests (an ended one is dropped, and its model freed)."""
+        return [w for w in self._old if w._thread.is_alive()]
+
     def queued(self) -> int:
-        return sum(w.queued for w in [self.current, *self._old])
+        return sum(w.queued for w in [self.current, *self._unloading()])
 
     def running(self) -> int:
-        return sum(w.running for w in [self.current, *self._old])
+        return sum(w.running for w in [self.current, *self._unloading()])
 
     def close(self) -> None:
         self._stop.set()
@@ -163,21 +174,21 @@ class TextStream:
         text = self.tok.decode(self.ids)
         if text.endswith("\ufffd"):
             return ""
-        self.text = text
-        for stop in self.stops:
-            at = text.find(stop)
-            if at >= 0:
-                self.text = text[:at]
-                self.stopped = True
+        self._cut(text)
         end = len(self.text) if self.stopped else len(self.text) - self._held(self.text)
         return self._advance(max(end, self.shown))
 
     def flush(self) -> str:
         """The rest, when generation has ended."""
         if not self.stopped:
-            text = self.tok.decode(self.ids)
-            self.text = text
+            self._cut(self.tok.decode(self.ids))
         return self._advance(len(self.text))
+
+    def _cut(self, text: str) -> None:
+        """Keep `text` up to the earliest stop string in it."""
+        found = [at for at in (text.find(stop) for stop in self.stops) if at >= 0]
+        self.text = text[:min(found)] if found else text
+        self.stopped = bool(found)
 
     def _held(self, text: str) -> int:
         """How many trailing characters could be the beginning of a stop string."""
