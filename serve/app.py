@@ -194,10 +194,15 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
         return keys[key]
 
     async def parse(request: Request, model: type[BaseModel]):
-        body = await request.body()
-        if len(body) > settings.max_body_bytes:
-            raise APIError(413, f"request body of {len(body)} bytes is over the limit of {settings.max_body_bytes}",
-                           "request_too_large")
+        too_large = APIError(413, f"the request body is over the limit of {settings.max_body_bytes} bytes",
+                             "request_too_large")
+        if int(request.headers.get("content-length") or 0) > settings.max_body_bytes:
+            raise too_large
+        body = bytearray()
+        async for chunk in request.stream():  # a body without a length is cut off at the limit, not read whole
+            body += chunk
+            if len(body) > settings.max_body_bytes:
+                raise too_large
         try:
             data = json.loads(body)
         except ValueError as exc:
@@ -221,14 +226,17 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
     def limits(body: protocol.Sampling, prompt: list[int], worker: Worker) -> int:
         longest = min(settings.max_prompt_tokens or worker.seq_len - 1, worker.seq_len - 1)
         if len(prompt) > longest:
+            param = "messages" if isinstance(body, protocol.ChatRequest) else "prompt"
             raise APIError(400, f"the prompt is {len(prompt)} tokens; this model takes at most {longest}",
-                           "context_length_exceeded", "messages")
+                           "context_length_exceeded", param)
         asked = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
         if asked > settings.max_tokens:
             raise APIError(400, f"max_tokens={asked} is over the server's limit of {settings.max_tokens}",
                            "max_tokens_too_large", "max_tokens")
-        if served.queued() + body.n > settings.max_queue:
-            raise APIError(429, f"the server is busy ({served.queued()} requests waiting); retry shortly",
+        # the choices that would wait: those beyond the free slots of the batch
+        waiting = worker.queued + worker.running + body.n - settings.max_batch
+        if waiting > settings.max_queue:
+            raise APIError(429, f"the server is busy ({worker.queued} requests waiting); retry shortly",
                            "queue_full", headers={"Retry-After": "1"})
         return asked
 
@@ -258,14 +266,22 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
         route = "/v1/chat/completions" if chat else "/v1/completions"
         if chat:
             messages = [m.model_dump(exclude_none=True, include={"role", "content"}) for m in body.messages]
-            prompt = render_prompt(worker.tok, messages)  # typed role markers are encoded as text
+            try:
+                prompt = render_prompt(worker.tok, messages)  # typed role markers are encoded as text
+            except ValueError as exc:  # e.g. a system message that is not the first
+                raise APIError(422, str(exc), "invalid_value", "messages") from None
             prompt_text = None
         else:
             messages, prompt_text = None, body.prompt
             prompt = [worker.tok.bos_id] + worker.tok.encode(body.prompt)
         max_tokens = limits(body, prompt, worker)
         gen = Generation(worker, prompt, body, max_tokens, chat)
-        gen.submit()
+        try:
+            gen.submit()
+        except RuntimeError:  # the version was unloaded between the lookup and now (a reload)
+            gen.cancel()
+            raise APIError(503, "the model is being reloaded; retry", "model_reloading",
+                           headers={"Retry-After": "1"}) from None
         metrics.queue.set(served.queued())
         rid = protocol.new_id("chatcmpl" if chat else "cmpl")
         created = protocol.now()
