@@ -43,6 +43,8 @@ bench: setup $(VENV)/.bench
 	$(BIN)/python bench/tokenize.py
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/serve.py
 
 # The UI tests drive Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
 $(CHROMIUM):
