@@ -311,7 +311,7 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
         async def events() -> AsyncIterator[str]:
             texts = [""] * body.n
             reasons: list[str | None] = [None] * body.n
-            finished = False
+            finished, status = False, 499  # the client left, unless the engine failed
             try:
                 if chat:
                     for i in range(body.n):
@@ -336,12 +336,13 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
                     recorder, store.record, row(list(zip(texts, reasons, strict=True)), 200))
                 yield "data: [DONE]\n\n"
             except APIError as exc:
+                status = exc.status
                 yield sse(protocol.error_body(exc.status, exc.message, exc.code))
             finally:
-                if not finished:  # the client went away: free the slots, keep what was said
+                if not finished:  # free the slots, keep what was said
                     gen.cancel()
                     recorder.submit(store.record, row(list(zip(texts, [r or "cancelled" for r in reasons],
-                                                              strict=True)), 499))
+                                                              strict=True)), status))
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -43,6 +43,7 @@ class Worker:
         self._draining = False
         self._ended = False
         self._lock = threading.Lock()  # a request submitted while the worker drains is run before it ends
+        self._pending: set[GenRequest] = set()  # submitted and not ended: all of them fail if a step raises
         self._thread = threading.Thread(target=self._loop, name=f"engine-v{self.version}", daemon=True)
         self._thread.start()
 
@@ -51,6 +52,7 @@ class Worker:
             if self._ended:
                 raise RuntimeError(f"model version {self.version} is unloaded")
             self.gen.submit(req)
+            self._pending.add(req)
         self._wake.set()
 
     @property
@@ -81,12 +83,15 @@ class Worker:
                 self._wake.clear()
                 continue
             try:
-                self.gen.step()
+                ended = self.gen.step()
                 self.steps += 1
+                with self._lock:
+                    self._pending.difference_update(ended)
             except Exception as exc:  # a failing step must not leave clients waiting forever
                 log.exception(f"engine step failed on v{self.version}")
-                failed = list(self.gen.running)
-                self.gen = BatchGenerator(self.gen.model, max_batch=self.gen.max_batch)
+                with self._lock:  # the running ones, the one being admitted and those waiting
+                    failed, self._pending = self._pending, set()
+                    self.gen = BatchGenerator(self.gen.model, max_batch=self.gen.max_batch)
                 for req in failed:
                     req.finish_reason = "error"
                     req.error = str(exc)

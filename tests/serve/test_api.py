@@ -487,6 +487,35 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_and_the_request_is_kept_
     assert scrape(single_slot)[key] == before.get(key, 0) + 1
 
 
+def failing_once(worker: Worker) -> None:
+    """The next engine step of `worker` raises, as a GPU out of memory would."""
+    def step():
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    worker.gen.step = step  # the worker replaces its failed generator, and this with it
+
+
+def test_a_failing_engine_step_answers_500_and_the_server_goes_on(server):
+    failing_once(server.worker)
+    r = httpx.post(server.url + CHAT, json={"messages": HELLO, "max_tokens": 3},
+                   headers={"Authorization": f"Bearer {ALICE}"}, timeout=10)
+    assert r.status_code == 500 and r.json()["error"]["code"] == "engine_error"
+    assert "out of memory" in r.json()["error"]["message"]
+    assert ok(server, CHAT, {"messages": HELLO, "max_tokens": 3})["choices"]
+
+
+def test_a_failing_engine_step_ends_a_stream_with_an_error_event_and_is_kept_as_500(server):
+    failing_once(server.worker)
+    with httpx.stream("POST", server.url + CHAT, json={"messages": HELLO, "max_tokens": 3, "stream": True},
+                      headers={"Authorization": f"Bearer {ALICE}"}, timeout=10) as r:
+        payloads = [json.loads(line[6:]) for line in r.iter_lines() if line]
+    assert payloads[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert payloads[-1]["error"]["code"] == "engine_error"
+    row = wait_for(lambda: server.store.get(payloads[0]["id"]), "the request to be recorded")
+    assert row["status"] == 500
+    assert streamed(server, CHAT, {"messages": HELLO, "max_tokens": 3})[-1]["choices"][0]["finish_reason"]
+
+
 # --------------------------------------------------------------------------------------------------- keys
 
 
