@@ -265,7 +265,7 @@ class BatchGenerator:
                 self._remove(slot)
         n = len(self.running)
         if n:
-            self.cache.bind(n)
+            self.cache.bind(n, max(len(r.ids) + len(r.tokens) for r in self.running))
             logits, _ = self.model(torch.tensor(tokens[:n], device=self.device)[:, None], kv_cache=self.cache)
             self._logits[:n] = logits[:, -1]
         return self._done(ended)

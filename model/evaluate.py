@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from data.chat.skills import check
-from model.checkpoint import load_model
 from model.chat import render_prompt
+from model.checkpoint import load_model
 from model.engine import BatchGenerator, GenRequest
 from model.gpt import GPT
 from model.tokenizer import Tokenizer

@@ -67,8 +67,7 @@ class SlotKVCache:
 
     A forward pass runs on rows 0..B-1 (the engine keeps its running sequences in the first slots): either one new
     token for each of the B rows, or a prompt (T tokens) for the single row `prefill_slot`. Decoding attends over the
-    whole max_len with a mask, so a row's arithmetic does not depend on how long the other rows are: a sequence's
-    logits are the same alone or batched.
+    keys up to the longest row (`bind`), the others' padding masked out.
     """
 
     def __init__(self, n_layer: int, slots: int, n_kv_head: int, max_len: int, head_dim: int,
@@ -88,9 +87,13 @@ class SlotKVCache:
             raise ValueError("SlotKVCache: decoding takes one token per row; prefill a prompt with prefill_slot")
         return self.pos[:self._rows][:, None]  # [B, 1]
 
-    def bind(self, rows: int) -> None:
-        """The next forward decodes rows 0..rows-1."""
-        self._rows = rows
+    def bind(self, rows: int, longest: int) -> None:
+        """The next forward decodes rows 0..rows-1, none of them with more than `longest` positions (the new token
+        included); one mask serves every layer."""
+        self._rows, self._len = rows, longest
+        self._row_index = torch.arange(rows, device=self.pos.device)
+        pos = self.pos[:rows]
+        self._mask = (self._keys_seen[None, :longest] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, longest]
 
     def attend(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         B, _, T, _ = k.shape
@@ -104,12 +107,10 @@ class SlotKVCache:
             if start == 0:
                 return keys, values, None, True
             return keys, values, torch.ones(T, end, dtype=torch.bool, device=k.device).tril(diagonal=start), False
-        rows = torch.arange(B, device=k.device)
-        pos = self.pos[:B]
+        rows, pos = self._row_index, self.pos[:B]
         self.k[layer, rows, :, pos] = k[:, :, 0]
         self.v[layer, rows, :, pos] = v[:, :, 0]
-        mask = (self._keys_seen[None, :] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, max_len]
-        return self.k[layer, :B], self.v[layer, :B], mask, False
+        return self.k[layer, :B, :, :self._len], self.v[layer, :B, :, :self._len], self._mask, False
 
     def advance(self, T: int) -> None:
         if self.prefill_slot is not None:
