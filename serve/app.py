@@ -399,7 +399,10 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
     @app.post("/admin/reload")
     async def reload(request: Request):
         client(request, admin=True)
-        changed = await asyncio.to_thread(served.reload)
+        try:
+            changed = await asyncio.to_thread(served.reload)
+        except LookupError as exc:  # the reference points nowhere now: keep serving what is loaded
+            raise APIError(404, str(exc), "model_not_found") from None
         return {"changed": changed, "model": served.name, "version": served.current.version}
 
     @app.get("/admin/export")

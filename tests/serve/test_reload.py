@@ -111,3 +111,17 @@ def test_admin_reload_switches_at_once_without_waiting_for_the_poll(workdir, mod
         assert reply["model_version"] == "2" and app.state.store.get(reply["id"])["model_version"] == "2"
         assert 'factory_model_version{model="assistant",version="2"} 1.0' in httpx.get(url + "/metrics").text
         assert httpx.post(url + "/admin/reload", headers=admin, timeout=60).json()["changed"] is False
+
+
+def test_when_the_alias_is_gone_the_server_keeps_serving_and_admin_reload_says_why(workdir):
+    from tasks.core.tracking import client
+
+    app = build_app(workdir, "assistant@production", ServeSettings(admin_key=ADMIN), poll_s=0.2)
+    with running(app) as url:
+        client(workdir).delete_registered_model_alias("assistant", "production")
+        time.sleep(0.6)  # a few polls that find nothing
+        assert answer(url)["model_version"] == "1"
+        r = httpx.post(url + "/admin/reload", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
+        assert r.status_code == 404
+        assert "no model assistant@production" in r.json()["error"]["message"]
+        assert served_version(url) == "1"
