@@ -521,7 +521,8 @@ def test_a_failing_engine_step_ends_a_stream_with_an_error_event_and_is_kept_as_
 
 @pytest.mark.parametrize("path", ["/v1/models", "/v1/feedback?response_id=x"])
 def test_a_get_without_a_valid_key_is_401(server, path):
-    assert httpx.get(server.url + path).json()["error"]["code"] == "missing_api_key"
+    r = httpx.get(server.url + path)
+    assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
     r = httpx.get(server.url + path, headers={"Authorization": "Bearer wrong-key-123456"})
     assert r.status_code == 401 and r.json()["error"] == {
         "message": "invalid API key", "type": "authentication_error", "param": None, "code": "invalid_api_key"}
