@@ -217,7 +217,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds a level may start requests")
     parser.add_argument("--grace", type=float, default=10.0, help="then seconds before open requests are cut")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of both levels (alternating which goes first)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: the server's, the cores but one)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 4 clients, 2+2 requests of 8 tokens")
     args = parser.parse_args()
     if args.quick:
@@ -226,8 +227,6 @@ def main() -> None:
         parser.error("--requests, --single-requests, --max-tokens, --rounds and --duration must be positive")
     if args.clients < 2:
         parser.error("--clients must be >= 2 (the single client is always measured)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     logging.getLogger("factory.serve").setLevel(logging.WARNING)
 
     from flows.serving import build_app
@@ -237,7 +236,7 @@ def main() -> None:
         folder = args.model or make_model_dir(Path(tmp) / "bench")
         settings = ServeSettings(max_batch=max(32, args.clients), max_queue=max(64, 2 * args.clients),
                                  max_tokens=max(1024, args.max_tokens))
-        app = build_app(Path(tmp) / "work", str(folder), settings, poll_s=0)
+        app = build_app(Path(tmp) / "work", str(folder), settings, poll_s=0, threads=args.threads)
         cfg = app.state.served.current.gen.model.config
         print(f"model: {cfg.n_layer} layers x {cfg.n_embd}, vocab {cfg.vocab_size} "
               f"({'random, sharpened' if args.model is None else folder}), threads {torch.get_num_threads()}, "

@@ -300,6 +300,7 @@ def serve(
     max_queue: Annotated[int, typer.Option(help="Waiting requests before 429.")] = 64,
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
     poll: Annotated[float, typer.Option(help="Seconds between checks of where the alias points (0: never).")] = 5.0,
+    threads: Annotated[int, typer.Option(help="Torch CPU threads; 0: the cores but one.")] = 0,
 ):
     """Serve a model: OpenAI-compatible API (/v1), web chat (/), metrics (/metrics); every request and feedback kept."""
     wd = setup(workdir)
@@ -311,7 +312,7 @@ def serve(
             admin_key_file.read_text().strip() if admin_key_file else None)
         settings = ServeSettings(api_keys=read_keys("FACTORY_API_KEYS", api_keys_file), admin_key=admin,
                                  max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens)
-        run(wd, model, host, port, settings, db, poll)
+        run(wd, model, host, port, settings, db, poll, threads or None)
     except (ValueError, LookupError, OSError) as exc:
         _fail(str(exc))
 

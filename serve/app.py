@@ -97,12 +97,12 @@ class Generation:
 
     def _token(self, i: int):
         def on_token(req: GenRequest, token: int) -> None:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (i, token))
+            self.worker.post(self.loop, self.events.put_nowait, (i, token))
         return on_token
 
     def _done(self, i: int):
         def on_done(req: GenRequest) -> None:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, (i, None))
+            self.worker.post(self.loop, self.events.put_nowait, (i, None))
         return on_done
 
     def submit(self) -> None:
@@ -113,25 +113,34 @@ class Generation:
         """(choice, text piece, finish_reason or None) as tokens arrive; each choice ends with its finish reason."""
         open_ = set(range(len(self.requests)))
         while open_:
-            i, token = await self.events.get()
-            if i not in open_:
-                continue
-            req, text = self.requests[i], self.texts[i]
-            if token is None:
-                open_.discard(i)
-                if req.finish_reason == "error":
-                    raise APIError(500, f"generation failed: {req.error}", "engine_error")
-                yield i, text.flush(), "stop" if text.stopped else req.finish_reason
-                continue
-            if self.first_token is None:
-                self.first_token = time.perf_counter()
-            piece = text.push(token)
-            if text.stopped:
-                req.finish("stop")
-                open_.discard(i)
-                yield i, piece, "stop"
-            elif piece:
-                yield i, piece, None
+            events = [await self.events.get()]
+            while not self.events.empty():  # a client that fell behind gets what piled up as one piece
+                events.append(self.events.get_nowait())
+            out: dict[int, list] = {}
+            for i, token in events:
+                if i not in open_:
+                    continue
+                req, text = self.requests[i], self.texts[i]
+                piece, reason = "", None
+                if token is None:
+                    open_.discard(i)
+                    if req.finish_reason == "error":
+                        raise APIError(500, f"generation failed: {req.error}", "engine_error")
+                    piece, reason = text.flush(), "stop" if text.stopped else req.finish_reason
+                else:
+                    if self.first_token is None:
+                        self.first_token = time.perf_counter()
+                    piece = text.push(token)
+                    if text.stopped:
+                        req.finish("stop")
+                        open_.discard(i)
+                        reason = "stop"
+                slot = out.setdefault(i, ["", None])
+                slot[0] += piece
+                slot[1] = reason or slot[1]
+            for i, (piece, reason) in out.items():
+                if piece or reason:
+                    yield i, piece, reason
 
     def cancel(self) -> None:
         for req in self.requests:
