@@ -113,7 +113,8 @@ def _has_production(workdir: Path) -> bool:
     from tasks.core import model_registry
     from tasks.core.tracking import client
 
-    if model_registry.alias_version(client(workdir), "assistant", "production") is not None:
+    has_store = (workdir / "mlflow.db").exists() or "MLFLOW_TRACKING_URI" in os.environ
+    if has_store and model_registry.alias_version(client(workdir), "assistant", "production") is not None:
         return True
     _say(f"no assistant@production in {workdir} yet: the chat server starts with the next `factory up` after a "
          "weekly cycle (or run `factory serve` then)")

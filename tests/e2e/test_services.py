@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from flows import services
 from tasks.core.tracking import experiment_id
+from tests.models import make_model_dir, register
 from tests.net import free_port
 
 pytestmark = pytest.mark.e2e
@@ -59,7 +60,8 @@ def pids(work: Path) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("services") / "work"
-    ports = {"prefect_port": free_port(), "mlflow_port": free_port()}
+    register(work, make_model_dir(work.parent / "assistant"))  # so `up` starts the chat server too
+    ports = {"prefect_port": free_port(), "mlflow_port": free_port(), "serve_port": free_port()}
     try:
         yield work, ports, services.up(work, **ports)
     finally:
@@ -85,6 +87,7 @@ def test_up_serves_the_prefect_api_and_ui_and_mlflow(stack):
         "prefect_ui": f"http://127.0.0.1:{ports['prefect_port']}",
         "prefect_api": f"http://127.0.0.1:{ports['prefect_port']}/api",
         "mlflow": f"http://127.0.0.1:{ports['mlflow_port']}",
+        "chat": f"http://127.0.0.1:{ports['serve_port']}",
     }
     assert json.loads((work / "run" / "urls.json").read_text()) == urls
     assert get(f"{urls['prefect_api']}/health")[0] == 200
@@ -92,6 +95,9 @@ def test_up_serves_the_prefect_api_and_ui_and_mlflow(stack):
     assert status == 200 and b"<html" in page.lower()
     assert get(f"{urls['mlflow']}/health")[0] == 200
     assert get(urls["mlflow"] + "/")[0] == 200
+    status, body = get(f"{urls['chat']}/health")
+    assert status == 200 and json.loads(body)["version"] == "1"
+    assert b'aria-label="Message"' in get(urls["chat"] + "/")[1]
 
 
 def test_mlflow_serves_the_runs_file_artifacts(stack, logged_plot):
@@ -108,7 +114,7 @@ def test_up_deploys_prefect_yaml_and_starts_a_worker(stack):
     assert listed.returncode == 0, listed.stderr
     assert "yearly_cycle/cycle-yearly" in listed.stdout
     os.kill(pids(work)["worker"], 0)  # raises if the worker is gone
-    assert services.status(work) == {"mlflow": True, "prefect": True, "worker": True}
+    assert services.status(work) == {"mlflow": True, "prefect": True, "serve": True, "worker": True}
 
 
 def test_up_again_returns_the_running_stack_without_starting_it_twice(stack):
@@ -139,11 +145,11 @@ def test_down_stops_every_process_it_started_and_frees_the_ports(stack):
     # last: it stops the shared stack
     work, ports, _ = stack
     started = pids(work)
-    assert sorted(services.down(work)) == ["mlflow", "prefect", "worker"]
+    assert sorted(services.down(work)) == ["mlflow", "prefect", "serve", "worker"]
     for pid in started.values():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
         assert running_in_group(pid) == []  # the whole group: MLflow's uvicorn, job runner and consumers
     assert not list((work / "run").glob("*.pid"))
-    assert can_listen(ports["prefect_port"]) and can_listen(ports["mlflow_port"])
+    assert all(can_listen(port) for port in ports.values())
     assert services.down(work) == []
