@@ -149,8 +149,12 @@ def user_skills(cfg) -> list[str]:
 def draw(skills: list[str], n: int, seed: int, exclude: set[str]) -> list[Example]:
     """n examples with distinct prompts outside `exclude`, the skills taking turns (a skill that runs out of new
     prompts, as identity does, leaves its turns to the others)."""
-    per_skill = [build_skill(s).examples(n, seed, exclude_prompts=exclude) for s in skills]
-    return [ex for ex in chain.from_iterable(zip_longest(*per_skill)) if ex is not None][:n]
+    def take(per: int) -> list[Example]:  # a skill's examples for a larger `per` begin with those for a smaller one
+        lists = [build_skill(s).examples(per, seed, exclude_prompts=exclude) for s in skills]
+        return [ex for ex in chain.from_iterable(zip_longest(*lists)) if ex is not None][:n]
+
+    found = take(-(-n // len(skills)))
+    return found if len(found) == n else take(n)
 
 
 def eval_prompts(cfg, skills: list[str], train: set[str], added: int) -> set[str]:
