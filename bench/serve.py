@@ -231,12 +231,14 @@ def main() -> None:
 
     from flows.serving import build_app
     from serve.app import ServeSettings
+    from serve.engine import set_threads
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         folder = args.model or make_model_dir(Path(tmp) / "bench")
         settings = ServeSettings(max_batch=max(32, args.clients), max_queue=max(64, 2 * args.clients),
                                  max_tokens=max(1024, args.max_tokens))
-        app = build_app(Path(tmp) / "work", str(folder), settings, poll_s=0, threads=args.threads)
+        set_threads(args.threads)  # as factory serve does
+        app = build_app(Path(tmp) / "work", str(folder), settings, poll_s=0)
         cfg = app.state.served.current.gen.model.config
         print(f"model: {cfg.n_layer} layers x {cfg.n_embd}, vocab {cfg.vocab_size} "
               f"({'random, sharpened' if args.model is None else folder}), threads {torch.get_num_threads()}, "

@@ -70,13 +70,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def build_app(workdir: Path, ref: str, settings, store_url: str | None = None, poll_s: float = 5.0,
-              threads: int | None = None):
+def build_app(workdir: Path, ref: str, settings, store_url: str | None = None, poll_s: float = 5.0):
     from serve.app import create_app
-    from serve.engine import Served, set_threads
+    from serve.engine import Served
     from serve.store import Store, default_url
-
-    set_threads(threads)
 
     served = Served(registry_resolver(workdir, ref), max_batch=settings.max_batch, poll_s=poll_s)
     store = Store(store_url or os.environ.get("FACTORY_STORE_URL") or default_url(workdir))
@@ -90,7 +87,10 @@ def run(workdir: Path, ref: str, host: str, port: int, settings, store_url: str 
     if not is_loopback(host) and not settings.api_keys:
         raise ValueError(f"--host {host} is reachable from other machines: set FACTORY_API_KEYS (or --api-keys-file) "
                          "so that only key holders can use it")
-    app = build_app(workdir, ref, settings, store_url, poll_s, threads)
+    from serve.engine import set_threads
+
+    set_threads(threads)  # this process only serves: the engine may take the cores but one
+    app = build_app(workdir, ref, settings, store_url, poll_s)
     served = app.state.served
     print(f"serving {served.name} v{served.current.version} ({ref}) on http://{host}:{port}  "
           f"(web chat /, API /v1, metrics /metrics); requests -> {app.state.store.url}", flush=True)

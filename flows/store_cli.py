@@ -48,8 +48,8 @@ def export(
 ):
     """Write every request, with its feedback, as one JSON object a line."""
     with _open(workdir, db) as store:
-        count = store.export_jsonl(out, after=after)
-        last = store.last_seq()["requests"]
+        last = store.last_seq()["requests"]  # the bound of this export, and so where the next one starts
+        count = store.export_jsonl(out, after=after, until=last)
         typer.echo(f"exported {count} requests (seq {after + 1}..{last}) from {_shown(store.url)} to {out}; "
                    f"next time: --after {max(last, after)}")
 

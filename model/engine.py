@@ -148,7 +148,7 @@ def sample_rows(logits: torch.Tensor, requests: list[GenRequest],
     greedy = logits.argmax(dim=-1).tolist()
     out = []
     for row, (req, gen) in enumerate(zip(requests, generators, strict=True)):
-        if req.temperature <= 0.0:
+        if req.temperature < 1e-5:  # below that, logits / T overflows: it is greedy anyway
             out.append(greedy[row])
             continue
         x = logits[row].float() / req.temperature
@@ -189,6 +189,16 @@ class BatchGenerator:
             raise ValueError(f"BatchGenerator: {len(req.ids)} prompt tokens leave no room in seq_len={self.seq_len}")
         with self._lock:
             self._waiting.append(req)
+
+    def reset(self) -> list[GenRequest]:
+        """Drop every running and waiting request (after a failed step); returns them. The cache is kept."""
+        with self._lock:
+            dropped = [*self.running, *self._waiting]
+            self._waiting.clear()
+        self.running.clear()
+        self._generators.clear()
+        self.cache.pos.zero_()
+        return dropped
 
     @property
     def waiting(self) -> int:

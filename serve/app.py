@@ -238,7 +238,8 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
             param = "messages" if isinstance(body, protocol.ChatRequest) else "prompt"
             raise APIError(400, f"the prompt is {len(prompt)} tokens; this model takes at most {longest}",
                            "context_length_exceeded", param)
-        asked = body.max_completion_tokens or body.max_tokens or settings.default_max_tokens
+        asked = (body.max_completion_tokens or body.max_tokens
+                 or min(settings.default_max_tokens, settings.max_tokens))
         if asked > settings.max_tokens:
             raise APIError(400, f"max_tokens={asked} is over the server's limit of {settings.max_tokens}",
                            "max_tokens_too_large", "max_tokens")
@@ -311,7 +312,7 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
                 if any(r is None for r in reasons):
                     gen.cancel()
             answers = list(zip(texts, reasons, strict=True))
-            await asyncio.get_running_loop().run_in_executor(recorder, store.record, row(answers, 200))
+            await asyncio.shield(asyncio.wrap_future(recorder.submit(store.record, row(answers, 200))))
             make = protocol.chat_completion if chat else protocol.text_completion
             return JSONResponse(make(rid, name, version, created, answers, gen.prompt_tokens, gen.completion_tokens))
 
@@ -340,9 +341,9 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
                                "created": created, "model": name, "model_version": version, "choices": [],
                                "usage": protocol.usage(gen.prompt_tokens, gen.completion_tokens)})
                 finished = True
-                # recorded before the client sees the end: a finished answer is never lost
-                await asyncio.get_running_loop().run_in_executor(
-                    recorder, store.record, row(list(zip(texts, reasons, strict=True)), 200))
+                # recorded before the client sees the end, and shielded: a client leaving now does not undo it
+                await asyncio.shield(asyncio.wrap_future(
+                    recorder.submit(store.record, row(list(zip(texts, reasons, strict=True)), 200))))
                 yield "data: [DONE]\n\n"
             except APIError as exc:
                 status = exc.status
@@ -394,8 +395,9 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
     @app.get("/health")
     async def health():
         w = served.current
-        return {"status": "ok", "model": w.source.name, "version": w.version, "running": served.running(),
-                "queued": served.queued()}
+        body = {"status": "ok" if w.alive else "engine stopped", "model": w.source.name, "version": w.version,
+                "running": served.running(), "queued": served.queued()}
+        return JSONResponse(body, 200 if w.alive else 503)
 
     @app.get("/metrics")
     async def prometheus():
@@ -417,7 +419,10 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
     @app.get("/admin/export")
     async def export(request: Request):
         client(request, admin=True)
-        after = int(request.query_params.get("after", 0))
+        try:
+            after = int(request.query_params.get("after", 0))
+        except ValueError:
+            raise APIError(422, "after: an integer request seq", "invalid_value", "after") from None
         rows = await asyncio.to_thread(store.requests, after)
         return PlainTextResponse("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                  media_type="application/x-ndjson")

@@ -89,6 +89,16 @@ class Worker:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # the thread ends: refuse new requests and answer those it held
+            log.exception(f"engine of v{self.version} stopped")
+            with self._lock:
+                self._ended = True
+            self._fail(exc)
+            raise
+
+    def _run(self) -> None:
         while True:
             if self.gen.idle():
                 with self._lock:
@@ -104,17 +114,27 @@ class Worker:
                 self.steps += 1
                 with self._lock:
                     self._pending.difference_update(ended)
-            except Exception as exc:  # a failing step must not leave clients waiting forever
+            except Exception as exc:  # a failing step (e.g. out of memory) must not leave clients waiting forever
                 log.exception(f"engine step failed on v{self.version}")
-                with self._lock:  # the running ones, the one being admitted and those waiting
-                    failed, self._pending = self._pending, set()
-                    self.gen = BatchGenerator(self.gen.model, max_batch=self.gen.max_batch)
-                for req in failed:
-                    req.finish_reason = "error"
-                    req.error = str(exc)
-                    if req.on_done is not None:
-                        req.on_done(req)
+                self._fail(exc)
             self._deliver()
+
+    def _fail(self, exc: BaseException) -> None:
+        """End every request held (running, being admitted, waiting) with an error; the cache is reused, not
+        reallocated (after an out-of-memory error a second cache would fail too)."""
+        with self._lock:
+            failed, self._pending = self._pending, set()
+            self.gen.reset()
+        for req in failed:
+            req.finish_reason = "error"
+            req.error = str(exc)
+            if req.on_done is not None:
+                req.on_done(req)
+        self._deliver()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
 
 def _call_all(calls: list[tuple[Callable, object]]) -> None:

@@ -31,7 +31,7 @@ class Sampling(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**63 - 8)  # torch's generator seed (room for seed + choice)
     n: int = Field(1, ge=1, le=8)
     stream: bool = False
     stream_options: dict | None = None
@@ -41,8 +41,8 @@ class Sampling(BaseModel):
     @classmethod
     def _stops(cls, v: str | list[str] | None) -> list[str] | None:
         stops = [v] if isinstance(v, str) else v
-        if stops is not None and (len(stops) > 4 or any(not s for s in stops)):
-            raise ValueError("stop: at most 4 non-empty strings")
+        if stops is not None and (len(stops) > 4 or any(not s or len(s) > 256 for s in stops)):
+            raise ValueError("stop: at most 4 non-empty strings of at most 256 characters")
         return stops
 
     def stops(self) -> list[str]:

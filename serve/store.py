@@ -131,7 +131,10 @@ def _engine(url: str) -> sa.Engine:
 
 
 def _encode(row: dict) -> dict:
-    return {k: json.dumps(v) if k in JSON_COLUMNS and v is not None else v for k, v in row.items()}
+    """JSON columns as text; a NUL character in a text column (a model can sample one) as U+FFFD, since PostgreSQL
+    text cannot hold it (JSON text escapes it as \\u0000 by itself)."""
+    return {k: json.dumps(v) if k in JSON_COLUMNS and v is not None
+            else v.replace("\x00", "\ufffd") if isinstance(v, str) else v for k, v in row.items()}
 
 
 def _decode(row: sa.Row) -> dict:
@@ -202,6 +205,7 @@ class Store:
         if isinstance(rating, bool) or rating not in (1, -1):
             raise ValueError(f"feedback on {response_id!r}: rating must be 1 or -1, not {rating!r}")
         created, meta_text = time.time(), json.dumps(meta or {})
+        reason = None if reason is None else reason.replace("\x00", "\ufffd")
         # One INSERT ... SELECT ... WHERE EXISTS: the check and the write are one statement, so SQLite never has to
         # upgrade a read transaction to a write one (which fails at once, without waiting, when another writer won).
         source = sa.select(
@@ -274,10 +278,11 @@ class Store:
     def last_seq(self) -> dict:
         """{"requests": the highest request seq, "feedback": the highest feedback seq} (0 for an empty table)."""
         with self._begin() as conn:
-            return {
-                "requests": conn.execute(sa.select(sa.func.max(requests_table.c.seq))).scalar() or 0,
-                "feedback": conn.execute(sa.select(sa.func.max(feedback_table.c.seq))).scalar() or 0,
-            }
+            # feedback first: a request is committed before any feedback on it, so a window never holds a rating
+            # whose request falls into the next window (READ COMMITTED reads each statement's own snapshot)
+            feedback = conn.execute(sa.select(sa.func.max(feedback_table.c.seq))).scalar() or 0
+            requests = conn.execute(sa.select(sa.func.max(requests_table.c.seq))).scalar() or 0
+            return {"requests": requests, "feedback": feedback}
 
     def watermark(self, name: str) -> dict:
         """How far the reader `name` got: {"requests": seq, "feedback": seq}, zeros when never set."""
@@ -286,10 +291,10 @@ class Store:
             row = conn.execute(sa.select(marks.requests, marks.feedback).where(marks.name == name)).first()
         return {"requests": row.requests, "feedback": row.feedback} if row else {"requests": 0, "feedback": 0}
 
-    def export_jsonl(self, path: Path | str, after: int = 0) -> int:
-        """Write every request with `seq > after`, with its feedback, to `path` as JSONL (complete or absent, never
-        half-written); returns how many."""
-        until, count = self.last_seq()["requests"], 0
+    def export_jsonl(self, path: Path | str, after: int = 0, until: int | None = None) -> int:
+        """Write every request with `after < seq <= until` (default: the last), with its feedback, to `path` as JSONL
+        (complete or absent, never half-written); returns how many."""
+        until, count = self.last_seq()["requests"] if until is None else until, 0
         with atomic_file(path, "wb") as f:
             # Pages of seqs keep memory flat however big the store is; `until` makes the export one snapshot.
             for start in range(after, until, EXPORT_PAGE):

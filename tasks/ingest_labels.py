@@ -10,6 +10,8 @@ item) is in train or in val, never both.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -50,8 +52,17 @@ def _external(cfg, workdir: Path, inputs: dict) -> dict:
         found = {"inbox": fingerprint([cfg.labels.inbox])}
     answers = answers_dir(cfg.labels, workdir)
     if _has_files(answers):  # the queue only matters once there are answers to link to it
-        found |= {"answers": fingerprint([str(answers)]), "queue": fingerprint([str(queue_dir(workdir) / "*.jsonl")])}
+        found |= {"answers": fingerprint([str(answers)]), "queue": _linked_items(answers, queue_dir(workdir))}
     return found
+
+
+def _linked_items(answers: Path, queue: Path) -> str:
+    """A hash of the queue items the answers name (their ids appear in the answer files), without when they were
+    queued: a new week's queue that nobody answered yet, or a re-collection of the same window, keeps the key."""
+    text = "".join(p.read_text(errors="replace") for p in sorted(answers.rglob("*")) if p.is_file())
+    linked = [{k: v for k, v in item.items() if k != "created"}
+              for qid, item in sorted(load_queue(queue).items()) if qid in text]
+    return hashlib.sha256(json.dumps(linked, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 @stage("ingest_labels", cycle="weekly", config={"labels": LabelsConfig}, main_metric="conversations_train",

@@ -207,8 +207,9 @@ def traffic_findings(requests: Iterable[dict], feedback: Iterable[dict], checks:
     window = set(rows)
     for fb in feedback:
         stats["feedback_read"] += 1
-        if fb.get("rating") != -1 or not fb.get("request"):
-            stats["feedback_other"] += 1  # a thumbs-up, or a flag whose request the store no longer has
+        latest = ((fb.get("request") or {}).get("feedback") or [fb])[-1]  # a flag taken back by a thumbs-up is none
+        if fb.get("rating") != -1 or latest.get("rating") != -1 or not fb.get("request"):
+            stats["feedback_other"] += 1  # a thumbs-up, a flag taken back, or one whose request is gone
             continue
         stats["user_flags"] += 1
         rid = fb["response_id"]

@@ -158,3 +158,12 @@ def test_batched_requests_stop_at_stop_tokens_at_the_context_end_and_when_cancel
     assert full.finish_reason == "length" and len(full.tokens) == 16 - 3  # the context is full
     assert cancelled.finish_reason == "cancelled" and cancelled.tokens == seen == free[:2]
     assert engine.idle() and not engine.running
+
+
+def test_a_vanishing_temperature_is_greedy_instead_of_failing_the_batch():
+    from model.engine import BatchGenerator, GenRequest
+
+    model = make_model(seq_len=32)
+    engine = BatchGenerator(model, max_batch=2)
+    tiny, plain = engine.run([GenRequest([1, 2, 3], 6, temperature=1e-300, seed=1), GenRequest([1, 2, 3], 6)])
+    assert tiny.finish_reason == plain.finish_reason == "length" and tiny.tokens == plain.tokens

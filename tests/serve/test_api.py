@@ -414,6 +414,8 @@ ERRORS = {
     "body over max_body_bytes": (CHAT, {"messages": [{"role": "user", "content": "x" * 1_100_000}]},
                                  413, "request_too_large"),
     "temperature 5": (CHAT, {"messages": HELLO, "temperature": 5}, 422, "invalid_value"),
+    "a seed past 64 bits": (CHAT, {"messages": HELLO, "seed": 2**64}, 422, "invalid_value"),
+    "a long stop string": (CHAT, {"messages": HELLO, "stop": "x" * 257}, 422, "invalid_value"),
     "no messages": (CHAT, {"messages": []}, 422, "invalid_value"),
     "last message not the user's": (CHAT, {"messages": [*HELLO, {"role": "assistant", "content": "Six."}]},
                                     422, "invalid_value"),
@@ -490,9 +492,10 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_and_the_request_is_kept_
 def failing_once(worker: Worker) -> None:
     """The next engine step of `worker` raises, as a GPU out of memory would."""
     def step():
+        del worker.gen.step  # once
         raise RuntimeError("CUDA out of memory (simulated)")
 
-    worker.gen.step = step  # the worker replaces its failed generator, and this with it
+    worker.gen.step = step
 
 
 def test_a_failing_engine_step_answers_500_and_the_server_goes_on(server):

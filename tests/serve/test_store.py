@@ -70,6 +70,15 @@ def test_a_recorded_request_reads_back_whole_with_its_seq(store):
     assert store.get("chatcmpl-missing") is None
 
 
+def test_a_nul_character_in_an_answer_or_a_reason_is_kept_as_a_replacement_character(store):
+    # a model can sample the byte 0; PostgreSQL text cannot hold it, and the row must not be lost for it
+    store.record({**chat_row("chatcmpl-nul"), "answer": "a\x00b", "messages": [{"role": "user", "content": "x\x00"}]})
+    store.add_feedback("chatcmpl-nul", -1, "bad\x00")
+    got = store.get("chatcmpl-nul")
+    assert got["answer"] == "a\ufffdb" and got["messages"][0]["content"] == "x\x00"
+    assert got["feedback"][0]["reason"] == "bad\ufffd"
+
+
 def test_a_completion_row_with_only_an_id_gets_defaults(store):
     store.record({"id": "cmpl-1", "endpoint": "completions", "prompt": "Once upon"})
     got = store.get("cmpl-1")
