@@ -371,14 +371,15 @@ class Simulation:
         self.skills = user_skills(cfg)
         self.per_round = settings.users * settings.prompts_per_user
         train, trained = training_prompts(cfg, wd)
-        # Users ask nothing the evals may ask once these rounds' answers are trained on; the held-out items are none
-        # of the training prompts (train and val), the eval prompts, or the users' prompts.
-        evals = eval_prompts(cfg, self.skills, train, self.per_round * settings.rounds)
+        # Users ask nothing the model was trained on (so a flagged prompt's answer is a new correction, never a
+        # duplicate of a training conversation that ingest_labels would drop, and earlier rounds' prompts are not asked
+        # again) and nothing the evals may ask once these rounds' answers are trained on; the held-out items are none
+        # of those either, nor any prompt the users ask.
+        seen = trained | eval_prompts(cfg, self.skills, train, self.per_round * settings.rounds)
         self.asked = draw(self.skills, self.per_round * settings.rounds, 1_000_000 + 1000 * settings.seed + self.first,
-                          evals)
+                          seen)
         self.held_out = [ex.as_item() for ex in draw(self.skills, settings.held_out_per_skill * len(self.skills),
-                                                     2_000_000 + settings.seed,
-                                                     trained | evals | {e.prompt for e in self.asked})]
+                                                     2_000_000 + settings.seed, seen | {e.prompt for e in self.asked})]
 
     def run(self) -> dict:
         s = self.settings
