@@ -40,7 +40,7 @@ def registry_resolver(workdir: Path, ref: str):
                               f"(`factory run all --workdir {workdir}`)")
         if version.version not in paths:
             paths[version.version] = model_registry.model_dir(version)
-        return ModelSource(name, str(version.version), paths[version.version])
+        return ModelSource(name, str(version.version), paths[version.version], alias)
 
     return resolve
 

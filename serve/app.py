@@ -226,10 +226,13 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
 
     def check_model(body: protocol.Sampling) -> Worker:
         worker = served.current
-        name = worker.source.name
-        if body.model not in (name, f"{name}@{worker.version}") and not body.model.startswith(f"{name}@"):
-            raise APIError(404, f"model {body.model!r} is not served here; GET /v1/models lists {name!r}",
-                           "model_not_found", "model")
+        name, alias = worker.source.name, worker.source.alias
+        # the name, the version served now (name@3 or name/3) or the alias followed; a pinned older version is not
+        # silently answered by the new one
+        names = {name, f"{name}@{worker.version}", f"{name}/{worker.version}", f"{name}@{alias or worker.version}"}
+        if body.model not in names:
+            raise APIError(404, f"model {body.model!r} is not served here; GET /v1/models lists {name!r} "
+                           f"(version {worker.version})", "model_not_found", "model")
         return worker
 
     def limits(body: protocol.Sampling, prompt: list[int], worker: Worker) -> int:

@@ -27,6 +27,7 @@ class ModelSource:
     name: str
     version: str
     path: Path
+    alias: str | None = None  # the alias it was found through (assistant@production), which clients may name too
 
 
 class Worker:

@@ -636,3 +636,12 @@ def test_metrics_show_the_requests_waiting_for_a_slot(server):
         assert scrape(server)[("factory_queue_depth", ())] == 2
         assert health(server)["queued"] == 2
     assert all(f.result()["choices"] for f in futures)
+
+
+def test_a_client_pinned_to_another_version_is_told_so_not_answered_by_this_one(server):
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    for name in ("assistant", "assistant@production", "assistant@1", "assistant/1"):
+        r = httpx.post(server.url + CHAT, json={"model": name, "messages": HELLO, "max_tokens": 2}, headers=headers)
+        assert r.status_code == 200, (name, r.text)
+    r = httpx.post(server.url + CHAT, json={"model": "assistant@7", "messages": HELLO}, headers=headers)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
