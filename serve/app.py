@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -330,12 +330,15 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
                     for i in range(body.n):
                         yield sse(protocol.chat_chunk(rid, name, version, created, i, {"role": "assistant",
                                                                                       "content": ""}))
+                # one JSON template per choice: a token's chunk is its text spliced in, not a new dict to encode
+                content = [piece_template(protocol.chat_chunk(rid, name, version, created, i, {"content": PIECE})
+                                          if chat else protocol.text_chunk(rid, name, version, created, i, PIECE))
+                           for i in range(body.n)]
                 async for i, piece, reason in gen.pieces():
                     texts[i] += piece
                     reasons[i] = reason or reasons[i]
                     if piece:
-                        yield sse(protocol.chat_chunk(rid, name, version, created, i, {"content": piece})
-                                  if chat else protocol.text_chunk(rid, name, version, created, i, piece))
+                        yield content[i](piece)
                     if reason:
                         yield sse(protocol.chat_chunk(rid, name, version, created, i, {}, reason)
                                   if chat else protocol.text_chunk(rid, name, version, created, i, "", reason))
@@ -446,6 +449,15 @@ def meta(body: protocol.Sampling, answers) -> dict:
     if len(answers) > 1:
         out["choices"] = [{"text": t, "finish_reason": r} for t, r in answers]
     return out
+
+
+PIECE = "\x00piece\x00"  # where a template takes the text: no model output or JSON key contains it
+
+
+def piece_template(chunk: dict) -> Callable[[str], str]:
+    """The SSE event of `chunk` with its PIECE placeholder replaced by a given text, JSON-escaped."""
+    head, tail = sse(chunk).split(json.dumps(PIECE, ensure_ascii=False))
+    return lambda piece: head + json.dumps(piece, ensure_ascii=False) + tail
 
 
 def sse(data: dict) -> str:

@@ -225,7 +225,7 @@ class TextStream:
         tail = self.tok.decode(self.ids[self._done:])  # byte-level BPE: pieces cut between characters concatenate
         if tail.endswith("\ufffd"):
             return ""
-        self._decoded += tail
+        self._decoded += _visible(tail)
         self._done = len(self.ids)
         self._cut(self._decoded)
         end = len(self.text) if self.stopped else len(self.text) - self._held(self.text)
@@ -234,7 +234,7 @@ class TextStream:
     def flush(self) -> str:
         """The rest, when generation has ended."""
         if not self.stopped:
-            self._cut(self._decoded + self.tok.decode(self.ids[self._done:]))
+            self._cut(self._decoded + _visible(self.tok.decode(self.ids[self._done:])))
         return self._advance(len(self.text))
 
     def _cut(self, text: str) -> None:
@@ -257,6 +257,12 @@ class TextStream:
         piece = self.text[self.shown:end]
         self.shown = max(self.shown, end)
         return piece
+
+
+def _visible(text: str) -> str:
+    """A sampled NUL byte is shown (and stored) as U+FFFD, as any other byte that is not text: clients and databases
+    (PostgreSQL text) choke on it."""
+    return text.replace("\x00", "\ufffd")
 
 
 def stop_ids(tok: Tokenizer, chat: bool) -> frozenset[int]:
