@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from data.chat.skills import check
 from model.chat import render_prompt
 from model.checkpoint import load_model
-from model.engine import BatchGenerator, GenRequest
+from model.engine import BatchGenerator, Engine, GenRequest
 from model.gpt import GPT
 from model.tokenizer import Tokenizer
 
@@ -119,13 +119,18 @@ def run_items(
 ) -> tuple[list[dict], dict[str, float]]:
     """Answer every eval item greedily and check the answer by its skill; returns (each item with "response" and
     "correct", {"score.<skill>": accuracy} in the order the skills first appear)."""
-    engine = BatchGenerator(model, max_batch=32)  # greedy answers are the same batched or alone
+    prompts = [render_prompt(tok, item["messages"]) for item in items]
+    # Batched (greedy answers are the same batched or alone), except a prompt that leaves the answer less than
+    # max_new_tokens of context: the single-sequence engine slides the window over it, as a chat would.
+    fits = [len(p) + max_new_tokens <= model.config.seq_len for p in prompts]
     stops = frozenset({tok.special_id("<|assistant_end|>"), tok.bos_id})
-    requests = engine.run(GenRequest(render_prompt(tok, item["messages"]), max_new_tokens, stop_ids=stops)
-                          for item in items)
+    batched = iter(BatchGenerator(model, max_batch=32).run(
+        GenRequest(p, max_new_tokens, stop_ids=stops) for p, ok in zip(prompts, fits, strict=True) if ok))
+    engine = Engine(model, tok)
     results = []
-    for item, req in zip(items, requests, strict=True):
-        response = tok.decode(req.tokens)
+    for item, ok in zip(items, fits, strict=True):
+        response = (tok.decode(next(batched).tokens) if ok
+                    else engine.chat(item["messages"], max_new_tokens=max_new_tokens))
         results.append({**item, "response": response, "correct": check(item, response)})
     scores = {}
     for skill in dict.fromkeys(r["skill"] for r in results):

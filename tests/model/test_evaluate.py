@@ -110,3 +110,23 @@ def test_run_items_answers_greedily_and_scores_each_skill_by_its_check(tmp_path)
     assert [r["correct"] for r in results] == [True, False, False]
     assert results[0]["reference"] == "The cat, the cat." and results[0]["id"] == "a"  # items come back whole
     assert list(scores.items()) == [("score.crawl_qa", 0.5), ("score.identity", 0.0)]
+
+
+def test_eval_items_longer_than_the_context_are_answered_as_a_chat_would_be():
+    """A prompt leaving too little room is answered on the sliding window (not refused), the others in a batch,
+    and every answer is the one Engine.chat gives."""
+    from model.config import GPTConfig
+    from model.engine import Engine
+    from model.evaluate import run_items
+    from model.tokenizer import train_bpe
+
+    tok = train_bpe(["What is 2 + 2? It is 4. " * 50], vocab_size=300)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=tok.vocab_size, seq_len=32, n_layer=1, n_embd=32, n_head=2, n_kv_head=2,
+                          mlp_hidden=64)).eval()
+    items = [{"id": str(i), "skill": "arithmetic", "answer": "4", "reference": "4",
+              "messages": [{"role": "user", "content": text}]}
+             for i, text in enumerate(["What is 2 + 2?", "What is 2 + 2? " * 6])]
+    results, _ = run_items(model, tok, items, max_new_tokens=12)
+    engine = Engine(model, tok)
+    assert [r["response"] for r in results] == [engine.chat(i["messages"], max_new_tokens=12) for i in items]
