@@ -6,6 +6,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from serve.engine import ModelSource
@@ -78,6 +83,32 @@ def build_app(workdir: Path, ref: str, settings, store_url: str | None = None, p
     served = Served(registry_resolver(workdir, ref), max_batch=settings.max_batch, poll_s=poll_s)
     store = Store(store_url or os.environ.get("FACTORY_STORE_URL") or default_url(workdir))
     return create_app(served, store, settings)
+
+
+@contextmanager
+def running(app, timeout: float = 60.0) -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread on a free 127.0.0.1 port (bound before uvicorn starts, so nothing else can
+    take it in between); yields the base URL; stops the server, its model workers and its store after."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"the server did not start on 127.0.0.1:{sock.getsockname()[1]}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        app.state.served.close()
+        app.state.store.close()
+        sock.close()
 
 
 def run(workdir: Path, ref: str, host: str, port: int, settings, store_url: str | None = None,

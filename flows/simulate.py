@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -184,31 +182,11 @@ def flag_reason(item: dict) -> str:
 @contextmanager
 def local_server(wd: Path, ref: str, store_url: str, poll_s: float, users: int) -> Iterator[str]:
     """`factory serve` for `ref` in a thread, on a free 127.0.0.1 port, writing to `store_url`; yields its URL."""
-    import uvicorn
-
-    from flows.serving import build_app
+    from flows.serving import build_app, running
     from serve.app import ServeSettings
 
-    app = build_app(wd, ref, ServeSettings(max_queue=max(64, users)), store_url, poll_s)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))  # bound before uvicorn starts: no other process can take the port in between
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="simulate-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            sock.close()
-            raise RuntimeError(f"the chat server for {ref} did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        app.state.served.close()
-        app.state.store.close()
-        sock.close()
+    with running(build_app(wd, ref, ServeSettings(max_queue=max(64, users)), store_url, poll_s)) as url:
+        yield url
 
 
 def served(url: str, timeout: float = 10.0) -> dict:

@@ -3,14 +3,14 @@ it on a free loopback port, stopped after each test."""
 
 import contextlib
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from flows.serving import running
 from tests.models import make_model_dir, register
 
-__all__ = ["make_model_dir", "register", "running"]
+__all__ = ["make_model_dir", "register", "running", "stalled"]
 
 
 @pytest.fixture(scope="session")
@@ -21,28 +21,22 @@ def model_dirs(tmp_path_factory) -> list[Path]:
 
 
 @contextlib.contextmanager
-def running(app):
-    """Serve `app` with uvicorn on a free 127.0.0.1 port in a thread; yields the base URL; stops it after."""
-    import uvicorn
+def stalled(worker, steps: int = 0):
+    """Let `worker`'s engine run only `steps` more steps (the test releases more through the yielded semaphore);
+    everything runs freely again after the block."""
+    permits = threading.Semaphore(steps)
+    step = worker.gen.step
 
-    from tests.net import free_port
+    def gated():
+        permits.acquire()
+        return step()
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
+    worker.gen.step = gated
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield permits
     finally:
-        server.should_exit = True
-        thread.join(10)
-        app.state.served.close()
-        app.state.store.close()
+        del worker.gen.step
+        permits.release(1_000_000)
 
 
 @pytest.fixture

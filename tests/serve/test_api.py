@@ -8,7 +8,6 @@ between steps, so the test does not depend on how fast the machine decodes."""
 import contextlib
 import json
 import socket
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from model.tokenizer import Tokenizer
 from serve.app import ServeSettings
 from serve.engine import Worker
 from serve.protocol import ERROR_TYPES
-from tests.serve.conftest import register, running
+from tests.serve.conftest import register, running, stalled
 
 ALICE, BOB, ADMIN = "alice-key-0123456789", "bob-key-0123456789", "admin-key-0123456789"
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -84,25 +83,6 @@ def single_slot(registry):
 @pytest.fixture(scope="module")
 def tok(model_dirs) -> Tokenizer:
     return Tokenizer.from_file(model_dirs[0])
-
-
-@contextlib.contextmanager
-def stalled(worker: Worker, steps: int = 0):
-    """Let `worker`'s engine run only `steps` more steps (the test releases more through the yielded semaphore);
-    everything runs freely again after the block."""
-    permits = threading.Semaphore(steps)
-    step = worker.gen.step
-
-    def gated():
-        permits.acquire()
-        return step()
-
-    worker.gen.step = gated
-    try:
-        yield permits
-    finally:
-        del worker.gen.step
-        permits.release(1_000_000)
 
 
 def post(server: Server, path: str, body: dict, key: str | None = ALICE) -> httpx.Response:

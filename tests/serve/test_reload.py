@@ -1,40 +1,18 @@
 """Model updates without a restart: the server follows assistant@production when it moves (or at once on
 /admin/reload); a request in flight finishes on the version it started on, and every answer records its version."""
 
-import contextlib
 import json
-import threading
 import time
 
 import httpx
 
 from flows.serving import build_app
 from serve.app import ServeSettings
-from serve.engine import Worker
-from tests.serve.conftest import register, running
+from tests.serve.conftest import register, running, stalled
 
 CHAT = "/v1/chat/completions"
 HELLO = [{"role": "user", "content": "How many letters are in the word banana?"}]
 ADMIN = "admin-key-0123456789"
-
-
-@contextlib.contextmanager
-def stalled(worker: Worker, steps: int = 0):
-    """Let `worker`'s engine run only `steps` more steps (the test releases more through the yielded semaphore);
-    everything runs freely again after the block."""
-    permits = threading.Semaphore(steps)
-    step = worker.gen.step
-
-    def gated():
-        permits.acquire()
-        return step()
-
-    worker.gen.step = gated
-    try:
-        yield permits
-    finally:
-        del worker.gen.step
-        permits.release(1_000_000)
 
 
 def wait_for(condition, what: str, timeout: float = 10.0) -> None:
