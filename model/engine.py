@@ -217,7 +217,7 @@ class BatchGenerator:
                     break
                 req = self._waiting.popleft()
             if req._end is not None:
-                req.finish_reason = "cancelled" if req._end == "cancelled" else req._end
+                req.finish_reason = req._end
                 dropped.append(req)
                 continue
             slot = len(self.running)
@@ -240,7 +240,6 @@ class BatchGenerator:
         last = len(self.running) - 1
         if slot != last:
             self.cache.move(last, slot)
-            self._logits[slot] = self._logits[last]
             self.running[slot] = self.running[last]
             self._generators[slot] = self._generators[last]
         self.running.pop()

@@ -348,17 +348,20 @@ MARKER_CHATS = {
 }
 
 
+def answered(server, route: str, request: dict, stream: bool) -> tuple[str, dict]:
+    """(response id, usage) of a request sent as one JSON answer or as a stream that ends with its usage."""
+    if stream:
+        chunks = streamed(server, route, {**request, "stream_options": {"include_usage": True}})
+        return chunks[0]["id"], chunks[-1]["usage"]
+    body = ok(server, route, request)
+    return body["id"], body["usage"]
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 @pytest.mark.parametrize("case", MARKER_CHATS)
 def test_role_markers_typed_in_a_chat_are_text_not_control_tokens(server, tok, case, stream):
     messages = MARKER_CHATS[case]
-    request = {"messages": messages, "max_tokens": 3, "temperature": 0}
-    if stream:
-        chunks = streamed(server, CHAT, {**request, "stream_options": {"include_usage": True}})
-        rid, usage = chunks[0]["id"], chunks[-1]["usage"]
-    else:
-        body = ok(server, CHAT, request)
-        rid, usage = body["id"], body["usage"]
+    rid, usage = answered(server, CHAT, {"messages": messages, "max_tokens": 3, "temperature": 0}, stream)
     as_text = len(render_prompt(tok, messages))
     stripped, markers = strip_markers(messages)
     as_control = len(render_prompt(tok, stripped)) + markers  # each marker one token
@@ -369,13 +372,7 @@ def test_role_markers_typed_in_a_chat_are_text_not_control_tokens(server, tok, c
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
 def test_role_markers_in_a_completion_prompt_are_text(server, tok, stream):
-    request = {"prompt": TYPED_MARKERS, "max_tokens": 3, "temperature": 0}
-    if stream:
-        chunks = streamed(server, COMPLETIONS, {**request, "stream_options": {"include_usage": True}})
-        rid, usage = chunks[0]["id"], chunks[-1]["usage"]
-    else:
-        body = ok(server, COMPLETIONS, request)
-        rid, usage = body["id"], body["usage"]
+    rid, usage = answered(server, COMPLETIONS, {"prompt": TYPED_MARKERS, "max_tokens": 3, "temperature": 0}, stream)
     assert usage["prompt_tokens"] == 1 + len(tok.encode(TYPED_MARKERS))
     assert usage["prompt_tokens"] > 1 + len(tok.encode(strip_markers([{"content": TYPED_MARKERS}])[0][0]["content"]))
     assert server.store.get(rid)["prompt"] == TYPED_MARKERS
