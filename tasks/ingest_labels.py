@@ -5,7 +5,12 @@ They deliver the inbox (conversations, comparisons) and their answers to the lab
 item becomes a training conversation linked to the item (meta: queue_id, source "labeling_queue"); it is copied
 `labels.answer_repeats` times into the train split, so a week's few hundred corrections weigh against thousands of
 sample conversations, and its side of the split is chosen by its queue item, so it (and any other answer to the same
-item) is in train or in val, never both.
+item) is in train or in val, never both. Likewise the pairs a ranking of k answers makes stay on one side, chosen by
+the ranking's id.
+
+Each inbox file is one batch, and names the labeling-instructions version it followed (in its records' meta, or in a
+`<file>.meta.json` / `batch.json` sidecar; the built-in sample is "builtin"): the manifest's info lists the versions
+seen with their files and kept records, and batches naming none are listed under "unspecified" with a warning.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ from pathlib import Path
 from data.chat.labels import (
     LabelsConfig,
     content_hash,
+    inbox_files,
+    instructions_versions,
     load_queue,
     read_answers,
     read_inbox,
+    split_key,
     split_records,
     write_jsonl,
 )
@@ -78,8 +86,9 @@ def ingest_labels(s: StageRun) -> dict:
     kept: dict[str, list[dict]] = {"conversation": [], "comparison": []}
     answers: list[dict] = []
     answers_from = answers_dir(cfg, s.workdir)
+    builtin = "builtin" if cfg.inbox == BUILTIN_SAMPLE else None  # the sample inbox names no instructions version
     with Quarantine(s.out / "quarantine.jsonl") as quarantine:
-        for kind, record in read_inbox(inbox, quarantine, stats, cfg):
+        for kind, record in read_inbox(inbox, quarantine, stats, cfg, default_version=builtin):
             digest = content_hash(kind, record)
             if digest in seen:
                 stats["duplicates"] += 1
@@ -95,11 +104,13 @@ def ingest_labels(s: StageRun) -> dict:
                 seen.add(digest)
                 answers.append(record)
     counts = {
-        "files": len([p for p in inbox.rglob("*") if p.suffix in (".jsonl", ".json")]),
-        "read": stats["read"] + answer_stats["read"],
+        "files": len(inbox_files(inbox)),
+        "read": stats["read"] + answer_stats["read"],  # source records: a ranking is one, however many pairs it makes
         "kept": sum(len(v) for v in kept.values()) + len(answers),
         "duplicates": stats["duplicates"] + answer_stats["duplicates"],
         "quarantined": stats["quarantined"] + answer_stats["quarantined"],
+        "rankings": stats["rankings"],
+        "pairs_from_rankings": stats["pairs_from_rankings"],
         "answers_read": answer_stats["read"],
         "answers_kept": len(answers),
         "answers_duplicates": answer_stats["duplicates"],
@@ -109,12 +120,14 @@ def ingest_labels(s: StageRun) -> dict:
                                                key=lambda r: r["meta"]["queue_id"])
     counts["answers_train"], counts["answers_val"] = len(answers_train), len(answers_val)
     for kind, name in (("conversation", "conversations"), ("comparison", "comparisons")):
-        train, val = split_records(kept[kind], cfg.val_fraction, cfg.seed)
+        train, val = split_records(kept[kind], cfg.val_fraction, cfg.seed, key=lambda r, k=kind: split_key(k, r))
         if kind == "conversation":  # answers split on their own (by queue item), then repeated in train only
             train, val = [*train, *answers_train * cfg.answer_repeats], [*val, *answers_val]
         counts[f"{name}_train"] = write_jsonl(s.out / f"{name}_train.jsonl", train)
         counts[f"{name}_val"] = write_jsonl(s.out / f"{name}_val.jsonl", val)
-    assert counts["read"] == counts["kept"] + counts["duplicates"] + counts["quarantined"], (
+    # every source record was quarantined, or became one record, or became a ranking's pairs (each kept or a duplicate)
+    singles = counts["read"] - counts["quarantined"] - counts["rankings"]
+    assert singles == counts["kept"] + counts["duplicates"] - counts["pairs_from_rankings"], (
         f"ingest_labels counts do not reconcile: {counts}"
     )
     assert counts["answers_read"] == counts["answers_kept"] + counts["answers_duplicates"] + counts[
@@ -123,7 +136,14 @@ def ingest_labels(s: StageRun) -> dict:
     )
     if not counts["conversations_train"]:
         raise ValueError(f"labels inbox {inbox}: no valid conversations to train on (see quarantine.jsonl)")
+    versions = instructions_versions((kind, r) for kind, records in kept.items() for r in records)
     s.table("counts", [{"count": k, "value": v} for k, v in counts.items()], f"labels from {inbox}")
+    s.table("instructions_versions", [{"instructions_version": v, **row, "files": ", ".join(row["files"])}
+                                      for v, row in versions.items()], "labeling-instructions versions of the batches")
+    if "unspecified" in versions:
+        s.log.warning(f"ingest_labels: batches name no labeling-instructions version: "
+                      f"{', '.join(versions['unspecified']['files'])} (give their records meta.instructions_version, "
+                      f"or the batch a <file>.meta.json or batch.json sidecar with one)")
     s.log.info(
         f"ingest_labels: {counts['read']} read, {counts['kept']} kept, {counts['duplicates']} duplicates, "
         f"{counts['quarantined']} quarantined -> {s.out / 'quarantine.jsonl'}"
@@ -131,4 +151,5 @@ def ingest_labels(s: StageRun) -> dict:
     return {
         "counts": counts,
         "metrics": {"conversations_train": counts["conversations_train"], "quarantined": counts["quarantined"]},
+        "info": {"instructions_versions": versions},
     }

@@ -1,5 +1,6 @@
-"""Labeled data: the `labels` settings, schemas and validation for what labelers deliver (conversations,
-comparisons), the labeling queue of model misbehaviours we send back to them, and their answers to it."""
+"""Labeled data: the `labels` settings, schemas and validation for what labelers deliver (conversations as OpenAI
+messages, ShareGPT, Label Studio or Argilla exports; comparisons as prompt/chosen/rejected, pairwise choices or rankings
+of k answers), the labeling queue of model misbehaviours we send back to them, and their answers to it."""
 
 from __future__ import annotations
 
@@ -134,23 +135,53 @@ _VALIDATORS = {"conversation": validate_conversation, "comparison": validate_com
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# reading the inbox
+# reading the inbox: one file is one batch from a labeling team
 
 
-def read_inbox(
-    inbox_dir: Path, quarantine: Quarantine, stats: Counter, cfg: LabelsConfig
-) -> Iterator[tuple[str, dict]]:
-    """Yield (kind, record) for every valid line of every *.jsonl under `inbox_dir`; quarantine the rest.
+def inbox_files(inbox_dir: Path) -> list[Path]:
+    """The batches under `inbox_dir`: every *.jsonl and *.json file but the batch sidecars (*.meta.json, batch.json)."""
+    return sorted(p for p in [*Path(inbox_dir).rglob("*.jsonl"), *Path(inbox_dir).rglob("*.json")]
+                  if not p.name.endswith(".meta.json") and p.name != "batch.json")
 
-    Lines are read as bytes so that one badly encoded line costs one record, not the whole file.
-    Label Studio JSON exports (*.json, a list of tasks) and Label Studio / Argilla records inside JSONL are
-    converted to comparisons first; each task or record counts as one "line".
-    stats: "read" per non-blank line, "quarantined", "conversation"/"comparison" per yielded record, and
-    "quarantined:<problem>" (invalid_utf8, bad_json, not_object, unknown_kind, invalid_conversation, ...).
+
+def batch_meta(path: Path) -> dict:
+    """What a batch says of itself, {"instructions_version"?, "labeler"?}: from its sidecar `<file>.meta.json`, else
+    from a `batch.json` in its folder, else nothing. A sidecar that is not a JSON object is an error: it is written
+    by hand once per delivery, and guessing would file a whole batch under the wrong instructions."""
+    for sidecar in (path.with_name(path.name + ".meta.json"), path.parent / "batch.json"):
+        if not sidecar.is_file():
+            continue
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"batch sidecar {sidecar}: unreadable JSON ({e})") from e
+        if not isinstance(meta, dict):
+            raise ValueError(f"batch sidecar {sidecar}: must be a JSON object, got {type(meta).__name__}")
+        return {k: str(meta[k]) for k in ("instructions_version", "labeler") if meta.get(k) not in (None, "")}
+    return {}
+
+
+def read_inbox(inbox_dir: Path, quarantine: Quarantine, stats: Counter, cfg: LabelsConfig,
+               default_version: str | None = None) -> Iterator[tuple[str, dict]]:
+    """Yield (kind, record) for every valid record of every batch under `inbox_dir` (see `inbox_files`); quarantine
+    the rest with file, line (or item of a whole-file JSON export) and reason.
+
+    Lines are read as bytes so that one badly encoded line costs one record, not the whole file. Each line, or item
+    of a *.json list, is one source record: an OpenAI conversation or a prompt/chosen/rejected comparison as is, or
+    a ShareGPT conversation, Label Studio task or Argilla record converted first (`from_sharegpt`,
+    `from_label_studio`, `from_argilla`); a ranking of k answers becomes its pairs (`ranking_pairs`), and if one
+    of them is invalid the whole ranking is quarantined. Every record gets an "id" (its content hash when the
+    delivery has none) and meta "batch" (the file), "instructions_version" (its own, else the batch's sidecar's,
+    else `default_version`, else None) and "labeler" when known (its own meta or field, else the sidecar's).
+    stats: "read" per source record, "quarantined" and "quarantined:<problem>" (invalid_utf8, bad_json,
+    not_object, bad_export, unknown_kind, invalid_conversation, ...) per quarantined one, "conversation" /
+    "comparison" per yielded record, "rankings" per source record turned into pairs and "pairs_from_rankings" for
+    those pairs; so read = quarantined + yielded - pairs_from_rankings + rankings.
     """
     inbox_dir = Path(inbox_dir)
     if not inbox_dir.is_dir():
         raise FileNotFoundError(f"label inbox {inbox_dir} is not a directory")
+    batches: dict[str, dict] = {}
 
     def reject(record: Any, where: tuple[str, str, int], problem: str, reason: str) -> None:
         name, unit, number = where
@@ -158,30 +189,35 @@ def read_inbox(
         stats["quarantined"] += 1
         stats[f"quarantined:{problem}"] += 1
 
-    def check(rec: Any, where: tuple[str, str, int]) -> tuple[str, dict] | None:
+    def check(rec: Any, where: tuple[str, str, int]) -> list[tuple[str, dict]]:
         if not isinstance(rec, dict):
             reject(rec, where, "not_object", f"record must be a JSON object, got {type(rec).__name__}")
-            return None
+            return []
         converter = _export_converter(rec)
-        if converter is not None:
-            converted = converter(rec)
-            if isinstance(converted, str):
-                reject(rec, where, "bad_export", converted)
-                return None
-            rec = converted
-        kind = record_kind(rec)
-        if kind is None:
-            reject(rec, where, "unknown_kind",
-                   "neither a conversation ('messages') nor a comparison ('prompt'/'chosen'/'rejected')")
-            return None
-        if (reason := _VALIDATORS[kind](rec, cfg)) is not None:
-            reject(rec, where, f"invalid_{kind}", reason)
-            return None
-        stats[kind] += 1
-        return kind, rec
+        made = [rec] if converter is None else converter(rec)
+        if isinstance(made, str):
+            reject(rec, where, "bad_export", made)
+            return []
+        out = []
+        for i, one in enumerate(made):
+            kind = record_kind(one)
+            if kind is None:
+                reject(rec, where, "unknown_kind",
+                       "neither a conversation ('messages') nor a comparison ('prompt'/'chosen'/'rejected')")
+                return []
+            if (reason := _VALIDATORS[kind](one, cfg)) is not None:
+                reject(rec, where, f"invalid_{kind}", f"pair {i} of {len(made)}: {reason}" if len(made) > 1 else reason)
+                return []
+            out.append((kind, _with_meta(one, kind, rec, batches[where[0]], default_version)))
+        if "ranking_id" in out[0][1]["meta"]:
+            stats["rankings"] += 1
+            stats["pairs_from_rankings"] += len(out)
+        stats.update(kind for kind, _ in out)
+        return out
 
-    for path in sorted([*inbox_dir.rglob("*.jsonl"), *inbox_dir.rglob("*.json")]):
+    for path in inbox_files(inbox_dir):
         name = path.relative_to(inbox_dir).as_posix()
+        batches[name] = {**batch_meta(path), "batch": name}
         if path.suffix == ".json":
             yield from _read_json_export(path, name, check, reject, stats)
             continue
@@ -202,12 +238,11 @@ def read_inbox(
                 except json.JSONDecodeError as e:
                     reject(text.rstrip("\r\n"), where, "bad_json", f"invalid JSON at column {e.colno}: {e.msg}")
                     continue
-                if (ok := check(rec, where)) is not None:
-                    yield ok
+                yield from check(rec, where)
 
 
 def _read_json_export(path: Path, name: str, check: Any, reject: Any, stats: Counter) -> Iterator[tuple[str, dict]]:
-    """A whole-file JSON export (Label Studio): a list of tasks, each counted and checked on its own."""
+    """A whole-file JSON export (Label Studio, ShareGPT): a list of items, each counted and checked on its own."""
     raw = path.read_bytes()
     try:
         tasks = json.loads(raw.decode("utf-8"))
@@ -217,68 +252,219 @@ def _read_json_export(path: Path, name: str, check: Any, reject: Any, stats: Cou
         return
     for i, task in enumerate(tasks if isinstance(tasks, list) else [tasks], start=1):
         stats["read"] += 1
-        if (ok := check(task, (name, "item", i))) is not None:
-            yield ok
+        yield from check(task, (name, "item", i))
+
+
+def _with_meta(rec: dict, kind: str, source: dict, batch: dict, default_version: str | None) -> dict:
+    """`rec` (valid) with its id and provenance: see `read_inbox`."""
+    meta = {**_dict(rec.get("meta")), "batch": batch["batch"]}
+    version = meta.get("instructions_version") or batch.get("instructions_version") or default_version
+    meta["instructions_version"] = None if version in (None, "") else str(version)
+    if (labeler := meta.pop("labeler", None) or source.get("labeler") or batch.get("labeler")) not in (None, ""):
+        meta["labeler"] = labeler
+    return {**rec, "id": rec["id"] if rec.get("id") is not None else content_hash(kind, rec), "meta": meta}
+
+
+def instructions_versions(records: Iterable[tuple[str, dict]]) -> dict[str, dict]:
+    """The labeling-instructions versions that (kind, record) pairs from `read_inbox` followed, "unspecified" for
+    batches that name none: {version: {"files": [...], "conversations": n, "comparisons": m}}."""
+    seen: dict[str, dict] = {}
+    for kind, rec in records:
+        row = seen.setdefault(rec["meta"].get("instructions_version") or "unspecified",
+                              {"files": set(), "conversations": 0, "comparisons": 0})
+        row["files"].add(rec["meta"]["batch"])
+        row[f"{kind}s"] += 1
+    return {version: {**row, "files": sorted(row["files"])} for version, row in sorted(seen.items())}
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# labeling-tool exports, converted to {"prompt", "chosen", "rejected", "meta"}; a str return is the reason it failed
+# delivery formats, converted to a list of our records; a str return is the reason the record cannot be used
 
 _PROMPT_KEYS = ("prompt", "instruction", "request", "question", "input", "text")
+_ITEM_TEXT_KEYS = ("text", "body", "answer", "response", "content", "title")
+_ANSWER_QUESTIONS = ("response", "answer", "ideal_response", "completion", "output")
+_SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user",
+                   "gpt": "assistant", "chatgpt": "assistant", "assistant": "assistant", "model": "assistant"}
 
 
-def from_label_studio(task: dict) -> dict | str:
-    """A Label Studio task annotated with the Pairwise tag (the RLHF preference template): the first
-    submitted annotation picks left or right among the two compared data fields."""
-    data = task.get("data") or {}
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _prompt(values: dict, skip: Iterable[str] = ()) -> Any:
+    """The first prompt-like field of a task's data or a record's fields, None when there is none."""
+    return next((values[k] for k in _PROMPT_KEYS if k in values and k not in set(skip)), None)
+
+
+def _no_prompt(what: str) -> str:
+    return f"{what}: no prompt field (one of {'/'.join(_PROMPT_KEYS)})"
+
+
+def _conversation(what: str, rec_id: str, prompt: Any, answer: Any, meta: dict) -> list[dict] | str:
+    """A prompt (text, or messages ending with the user's turn) answered by the labeler."""
+    if prompt is None:
+        return _no_prompt(what)
+    messages = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    return [{"id": rec_id, "messages": [*messages, {"role": "assistant", "content": answer}], "meta": meta}]
+
+
+def ranking_pairs(tiers: list[list[str]]) -> list[tuple[str, str]]:
+    """Every (better, worse) pair of a ranking given as tiers, best first, each tier the answers of one rank: an
+    answer beats every answer of every later tier. Tied answers (one tier) make no pair with each other, and a
+    ranking of fewer than two tiers makes none; k answers in k tiers make k(k-1)/2 pairs, best ones first."""
+    return [(a, b) for i, tier in enumerate(tiers) for later in tiers[i + 1:] for a in tier for b in later]
+
+
+def _ranked(what: str, ranking_id: str, prompt: Any, texts: dict[str, Any], tiers: list[list[str]],
+            meta: dict) -> list[dict] | str:
+    """The comparisons a ranking of `texts` (answer id -> text) makes, ids `<ranking_id>-<pair index>`; meta
+    "ranking_id" keeps them together on one side of the train/val split."""
+    if prompt is None:
+        return _no_prompt(what)
+    if missing := [a for tier in tiers for a in tier if a not in texts]:
+        return f"{what}: ranked answer {missing[0]!r} is not one of its answers ({'/'.join(texts)})"
+    if not (pairs := ranking_pairs(tiers)):
+        return f"{what}: the ranking makes no pair (fewer than two ranks)"
+    return [{"id": f"{ranking_id}-{i}", "prompt": prompt, "chosen": texts[a], "rejected": texts[b],
+             "meta": {**meta, "ranking_id": ranking_id, "pair": i, "compared": [a, b]}}
+            for i, (a, b) in enumerate(pairs)]
+
+
+def from_sharegpt(rec: dict) -> list[dict] | str:
+    """A ShareGPT conversation {"id"?, "conversations": [{"from", "value"}], "meta"?}: speakers system, human/user
+    and gpt/chatgpt/assistant/model become the system, user and assistant roles; any other speaker is an error."""
+    turns = rec["conversations"]
+    if not isinstance(turns, list):
+        return f"'conversations' must be a list of turns, got {type(turns).__name__}"
+    messages = []
+    for i, turn in enumerate(turns):
+        speaker = _dict(turn).get("from")
+        if speaker not in _SHAREGPT_ROLES:
+            return f"conversations[{i}]: unknown speaker {speaker!r} (expected one of {'/'.join(_SHAREGPT_ROLES)})"
+        messages.append({"role": _SHAREGPT_ROLES[speaker], "content": turn.get("value")})
+    conversation = {"messages": messages, "meta": {**_dict(rec.get("meta")), "source_format": "sharegpt"}}
+    return [{"id": rec["id"], **conversation} if "id" in rec else conversation]
+
+
+def _label_studio_result(task: dict, types: tuple[str, ...]) -> tuple[dict, dict] | None:
+    """(annotation, result) of the first result of one of `types` in the task's first submitted annotations."""
     for annotation in task.get("annotations") or []:
-        if annotation.get("was_cancelled"):
+        if _dict(annotation).get("was_cancelled"):
             continue
-        for result in annotation.get("result") or []:
-            if result.get("type") != "pairwise":
-                continue
-            names = result.get("to_name") or ["answer1", "answer2"]
-            names = names.split(",") if isinstance(names, str) else list(names)
-            selected = (result.get("value") or {}).get("selected")
-            if len(names) != 2 or selected not in ("left", "right") or not all(n in data for n in names):
-                return f"Label Studio task {task.get('id')}: pairwise result needs two data fields and left/right"
-            left, right = data[names[0]], data[names[1]]
-            prompt = next((data[k] for k in _PROMPT_KEYS if k in data and k not in names), None)
-            if prompt is None:
-                return f"Label Studio task {task.get('id')}: no prompt field (one of {'/'.join(_PROMPT_KEYS)})"
-            chosen, rejected = (left, right) if selected == "left" else (right, left)
-            return {"id": f"ls-{task.get('id')}", "prompt": prompt, "chosen": chosen, "rejected": rejected,
-                    "meta": {"source_format": "label_studio", "annotator": annotation.get("completed_by")}}
-    return f"Label Studio task {task.get('id')}: no submitted pairwise annotation"
+        for result in _dict(annotation).get("result") or []:
+            if str(_dict(result).get("type")).lower() in types:
+                return annotation, result
+    return None
 
 
-def from_argilla(record: dict) -> dict | str:
-    """An Argilla preference record: fields with a prompt and two responses, and a ranking question answered
-    either as v1 [{"values": {q: {"value": [{"value": field, "rank": n}]}}, "status"}] or as v2
-    {q: [{"value": [field, ...] or [{"value", "rank"}], "status"}]}. The first submitted ranking wins."""
-    fields = record.get("fields") or {}
+def _textarea_text(result: dict) -> str:
+    """A TextArea result's text; several lines of it are joined by newlines."""
+    text = _dict(result.get("value")).get("text")
+    return "\n".join([text] if isinstance(text, str) else [t for t in text or [] if isinstance(t, str)])
+
+
+def _ranker_tiers(ranked: Any, tag: Any) -> list[list[str]] | None:
+    """A Ranker result's value["ranker"] as tiers: a list of item ids (older exports) or {ranker's name: [ids]} (List +
+    Ranker) is a strict order, best first; {bucket: [ids], ...} (List + Ranker + Bucket) is one tier per bucket in
+    the export's order, which is the labeling config's (write the buckets best first), and "_" (items the labeler
+    left unsorted) is no tier."""
+    if isinstance(ranked, dict) and list(ranked) == [tag]:
+        ranked = ranked[tag]
+    if isinstance(ranked, list):
+        return [[str(item)] for item in ranked]
+    if isinstance(ranked, dict) and all(isinstance(ids, list) for ids in ranked.values()):
+        return [[str(item) for item in ids] for name, ids in ranked.items() if name != "_" and ids]
+    return None
+
+
+def from_label_studio(task: dict) -> list[dict] | str:
+    """A Label Studio task (JSON export) by its first submitted annotation's first result of these types:
+    - "pairwise" (the RLHF preference template): left or right of the two compared data fields -> one comparison;
+    - "ranker" (List + Ranker, see `_ranker_tiers`): the data's list of answers [{"id", "text"|"body"|...}] ranked
+      -> the ranking's pairs (`ranking_pairs`);
+    - "textarea": the ideal answer to the data's prompt -> a user/assistant conversation.
+    meta: "labeler" (the annotation's completed_by), "instructions_version" (from the task's data)."""
+    data, what = _dict(task.get("data")), f"Label Studio task {task.get('id')}"
+    found = _label_studio_result(task, ("pairwise", "ranker", "textarea"))
+    if found is None:
+        return f"{what}: no submitted pairwise, ranker or textarea annotation"
+    annotation, result = found
+    by = annotation.get("completed_by")
+    labeler = (by.get("email") or by.get("id")) if isinstance(by, dict) else by  # an id, or a user object
+    meta = {"source_format": "label_studio", "labeler": labeler,
+            "instructions_version": data.get("instructions_version")}
+    rec_id, kind, value = f"ls-{task.get('id')}", result["type"].lower(), _dict(result.get("value"))
+    if kind == "textarea":
+        return _conversation(what, rec_id, _prompt(data), _textarea_text(result), meta)
+    if kind == "ranker":
+        key = next((k for k, v in data.items() if isinstance(v, list) and v
+                    and all(isinstance(item, dict) and "id" in item for item in v)), None)
+        tiers = _ranker_tiers(value.get("ranker"), result.get("from_name"))
+        if key is None or tiers is None:
+            return f"{what}: a ranker result needs value.ranker (ids or buckets of ids) and a data list of {{id, text}}"
+        texts = {str(item["id"]): next((item[k] for k in _ITEM_TEXT_KEYS if k in item), None) for item in data[key]}
+        return _ranked(what, rec_id, _prompt(data, skip=[key]), texts, tiers, meta)
+    names = result.get("to_name") or ["answer1", "answer2"]
+    names = names.split(",") if isinstance(names, str) else list(names)
+    selected = value.get("selected")
+    if len(names) != 2 or selected not in ("left", "right") or not all(n in data for n in names):
+        return f"{what}: pairwise result needs two data fields and left/right"
+    prompt = _prompt(data, skip=names)
+    if prompt is None:
+        return _no_prompt(what)
+    left, right = data[names[0]], data[names[1]]
+    chosen, rejected = (left, right) if selected == "left" else (right, left)
+    return [{"id": rec_id, "prompt": prompt, "chosen": chosen, "rejected": rejected, "meta": meta}]
+
+
+def _argilla_answers(record: dict) -> list[tuple[str, Any, Any]]:
+    """(question, value, user_id) of each submitted answer of an Argilla record: v1 responses are a list of user
+    responses [{"values": {question: {"value"}}, "status", "user_id"}], v2 a dict {question: [{"value", "status",
+    "user_id"}]}."""
     responses = record.get("responses") or []
-    values: list[Any] = []
-    if isinstance(responses, dict):  # v2: question -> list of user answers
-        values = [a.get("value") for answers in responses.values() for a in answers or []
-                  if isinstance(a, dict) and a.get("status", "submitted") == "submitted"]
-    else:  # v1: list of user responses, each with values per question
-        for r in responses:
-            if isinstance(r, dict) and r.get("status", "submitted") == "submitted":
-                values += [v.get("value") for v in (r.get("values") or {}).values() if isinstance(v, dict)]
-    for value in values:
-        if not isinstance(value, list) or len(value) < 2:
-            continue
-        if all(isinstance(v, dict) for v in value):
-            value = [v.get("value") for v in sorted(value, key=lambda v: v.get("rank", 0))]
-        best, worst = value[0], value[-1]
-        if best in fields and worst in fields and best != worst:
-            prompt = next((fields[k] for k in _PROMPT_KEYS if k in fields), None)
-            if prompt is None:
-                return f"Argilla record {record.get('id')}: no prompt field (one of {'/'.join(_PROMPT_KEYS)})"
-            return {"id": f"argilla-{record.get('id')}", "prompt": prompt, "chosen": fields[best],
-                    "rejected": fields[worst], "meta": {"source_format": "argilla"}}
-    return f"Argilla record {record.get('id')}: no submitted ranking of two response fields"
+    if isinstance(responses, dict):
+        return [(q, a.get("value"), a.get("user_id")) for q, answers in responses.items()
+                for a in (answers if isinstance(answers, list) else []) if _submitted(a)]
+    return [(q, v.get("value"), r.get("user_id")) for r in responses if _submitted(r)
+            for q, v in _dict(r.get("values")).items() if isinstance(v, dict)]
+
+
+def _submitted(answer: Any) -> bool:
+    return isinstance(answer, dict) and answer.get("status", "submitted") == "submitted"
+
+
+def _argilla_tiers(value: list) -> list[list[str]]:
+    """A ranking question's answer as tiers: field names best first (a strict order), or [{"value": field, "rank": n}]
+    where a smaller rank is better and equal ranks tie (an item without a rank is left out)."""
+    if not all(isinstance(v, dict) for v in value):
+        return [[str(v)] for v in value]
+    tiers: dict[int, list[str]] = {}
+    for v in value:
+        if isinstance(v.get("rank"), int):
+            tiers.setdefault(v["rank"], []).append(str(v.get("value")))
+    return [tiers[rank] for rank in sorted(tiers)]
+
+
+def from_argilla(record: dict) -> list[dict] | str:
+    """An Argilla record (v1 or v2 export, `_argilla_answers`) with a prompt field, by its first submitted answer that
+    is a ranking of two or more of its fields (`_argilla_tiers`) -> the ranking's pairs (`ranking_pairs`); else by
+    its first text answer to a question named response/answer/ideal_response/completion/output (an SFT dataset) ->
+    a user/assistant conversation. meta: "labeler" (the answer's user_id), "instructions_version" (from metadata)."""
+    fields, version = _dict(record.get("fields")), _dict(record.get("metadata")).get("instructions_version")
+    what, rec_id = f"Argilla record {record.get('id')}", f"argilla-{record.get('id')}"
+    meta = {"source_format": "argilla", "instructions_version": version}
+    answers = _argilla_answers(record)
+    for _, value, user in answers:
+        tiers = _argilla_tiers(value) if isinstance(value, list) else []
+        ranked = [field for tier in tiers for field in tier]
+        if len(ranked) >= 2 and all(field in fields for field in ranked):
+            prompt, texts = _prompt(fields, skip=ranked), {field: fields[field] for field in ranked}
+            return _ranked(what, rec_id, prompt, texts, tiers, {**meta, "labeler": user})
+    for question, value, user in answers:
+        if question in _ANSWER_QUESTIONS and isinstance(value, str):
+            return _conversation(what, rec_id, _prompt(fields), value, {**meta, "labeler": user})
+    return (f"{what}: no submitted ranking of two or more of its fields, nor a text answer to a question named "
+            f"{'/'.join(_ANSWER_QUESTIONS)}")
 
 
 def _export_converter(rec: dict) -> Any:
@@ -286,6 +472,8 @@ def _export_converter(rec: dict) -> Any:
         return from_label_studio
     if "fields" in rec and "responses" in rec:
         return from_argilla
+    if "conversations" in rec:
+        return from_sharegpt
     return None
 
 
@@ -306,19 +494,12 @@ def load_queue(queue_dir: Path) -> dict[str, dict]:
 def answer_from_label_studio(task: dict) -> dict | str:
     """A Label Studio task of the queue's import file, answered in a TextArea: {"queue_id", "answer", "meta"} from its
     first submitted annotation with a "textarea" result (several lines of it are joined by newlines)."""
-    queue_id = (task.get("data") or {}).get("queue_id")
-    for annotation in task.get("annotations") or []:
-        if annotation.get("was_cancelled"):
-            continue
-        for result in annotation.get("result") or []:
-            if result.get("type") != "textarea":
-                continue
-            text = (result.get("value") or {}).get("text")
-            lines = [text] if isinstance(text, str) else [t for t in text or [] if isinstance(t, str)]
-            return {"queue_id": queue_id, "answer": "\n".join(lines),
-                    "meta": {"source_format": "label_studio", "task_id": task.get("id"),
-                             "annotator": annotation.get("completed_by")}}
-    return f"Label Studio task {task.get('id')}: no submitted annotation with a textarea answer"
+    found = _label_studio_result(task, ("textarea",))
+    if found is None:
+        return f"Label Studio task {task.get('id')}: no submitted annotation with a textarea answer"
+    annotation, result = found
+    meta = {"source_format": "label_studio", "task_id": task.get("id"), "labeler": annotation.get("completed_by")}
+    return {"queue_id": _dict(task.get("data")).get("queue_id"), "answer": _textarea_text(result), "meta": meta}
 
 
 def answer_conversation(rec: dict, queue: dict[str, dict], cfg: LabelsConfig) -> dict | str:
@@ -452,6 +633,12 @@ def dedup_records(records: Iterable[Any]) -> tuple[list[Any], int]:
         seen.add(h)
         unique.append(item)
     return unique, dropped
+
+
+def split_key(kind: str, rec: dict) -> str:
+    """What decides a record's side of the train/val split: the ranking it came from for the pairs of one ranking
+    (so a held-out pair never shares its prompt's ranking with a training pair), else what it says."""
+    return str(rec.get("meta", {}).get("ranking_id") or content_hash(kind, rec))
 
 
 def split_records(

@@ -230,10 +230,10 @@ def ls_task(task_id, selected, cancelled=False):
 
 
 def test_label_studio_pairwise_tasks_become_comparisons():
-    assert from_label_studio(ls_task(1, "left"))["chosen"] == "4"
-    right = from_label_studio(ls_task(2, "right"))
+    assert from_label_studio(ls_task(1, "left"))[0]["chosen"] == "4"
+    (right,) = from_label_studio(ls_task(2, "right"))
     assert (right["prompt"], right["chosen"], right["rejected"]) == ("2+2?", "5", "4")
-    assert "no submitted pairwise annotation" in from_label_studio(ls_task(3, "left", cancelled=True))
+    assert "no submitted pairwise, ranker or textarea annotation" in from_label_studio(ls_task(3, "left", True))
 
 
 def test_argilla_v1_and_v2_rankings_become_comparisons():
@@ -243,7 +243,7 @@ def test_argilla_v1_and_v2_rankings_become_comparisons():
     v2 = {"id": "b", "fields": fields, "responses": {"preference": [
         {"value": ["response-2", "response-1"], "status": "submitted"}]}}
     for rec in (v1, v2):
-        got = from_argilla(rec)
+        (got,) = from_argilla(rec)
         assert (got["prompt"], got["chosen"], got["rejected"]) == ("2+2?", "4", "5")
     draft = {"id": "c", "fields": fields, "responses": {"preference": [{"value": ["response-2", "response-1"],
                                                                          "status": "draft"}]}}
