@@ -18,12 +18,14 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from model.files import atomic_file
+
+if TYPE_CHECKING:  # torch is imported where it runs: a stage declaring a LoopConfig section does not load it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ class LoopConfig(BaseModel):
     device: str = Field("auto", description="'auto': cuda when available, else cpu.")
 
     def torch_device(self) -> torch.device:
+        import torch
+
         return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device)
 
 
@@ -70,6 +74,8 @@ def _checkpoints(directory: Path) -> list[tuple[int, Path]]:
 def _save(directory: Path, step: int, state: dict, keep: set[int]) -> Path:
     """`directory/step_NNNNNN.pt`, written to a temp name and renamed: an interrupted save leaves no checkpoint. Then
     every older checkpoint but the newest one and those in `keep` is removed."""
+    import torch
+
     final = directory / f"step_{step:06d}.pt"
     with atomic_file(final) as f:
         torch.save(state, f)
@@ -91,6 +97,8 @@ def run_loop(model: torch.nn.Module, cfg: LoopConfig, step_fn: Callable[[int], t
     last evaluation it accepted and the run ends there. Returns {"steps": steps taken in all, "resumed_from_step",
     "evals": [(step, metrics)], "history": [(step, metrics)] (train logs and evals), "stopped": reason or None,
     "rolled_back_to": step or None, "seconds"}."""
+    import torch
+
     device = cfg.torch_device()
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]

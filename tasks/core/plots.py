@@ -53,3 +53,18 @@ def score_bars(scores: dict[str, float], path: Path, title: str, baseline: dict[
     ax.set(ylim=(0, 1.05), ylabel="accuracy", title=title)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def metric_curves(history: list[tuple[int, dict]], keys: list[str], path: Path, title: str) -> Path:
+    """One panel per metric name in `keys` (e.g. reward and KL at train steps, pass@1 at evals), each plotted at the
+    steps whose metrics hold it; a name no step holds gets no panel."""
+    keys = [k for k in keys if any(k in m for _, m in history)]
+    fig, axes = plt.subplots(len(keys) or 1, 1, figsize=(7, 2.4 * max(1, len(keys))), sharex=True, squeeze=False)
+    for ax, key in zip(axes[:, 0], keys, strict=False):
+        points = [(step, m[key]) for step, m in history if key in m]
+        ax.plot(*zip(*points, strict=True), "o-" if len(points) < 12 else "-", markersize=4)
+        ax.set(ylabel=key)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set(xlabel="step")
+    axes[0, 0].set_title(title)
+    return _save(fig, path)
