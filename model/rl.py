@@ -72,7 +72,7 @@ def sample_groups(policy: torch.nn.Module, tok: Tokenizer, items: Sequence[dict]
     requests = [[GenRequest(p, max_new_tokens, temperature=temperature, seed=request_seed(seed, i, j),
                             stop_ids=frozenset({end}), on_token=stop_at_bos) for j in range(k)]
                 for i, p in enumerate(prompts)]
-    BatchGenerator(policy, max_batch=max_batch).run(r for group in requests for r in group)
+    BatchGenerator(policy, max_batch=min(max_batch, k * len(items))).run(r for group in requests for r in group)
     policy.train(was_training)
     groups = []
     for item, prompt, group in zip(items, prompts, requests, strict=True):
@@ -282,14 +282,11 @@ def select_problems(policy: torch.nn.Module, tok: Tokenizer, items: Sequence[dic
     samples. Returns (kept, {"problems_kept", "problems_dropped", "train_pass@1"})."""
     reward_fn = reward_fn or verifiable_rewards
     groups = sample_groups(policy, tok, items, k, max_new_tokens, temperature, seed)
-    kept, solved = [], 0.0
-    for item, group in zip(items, groups, strict=True):
-        good = sum(r >= 1.0 for r in reward_fn([item] * k, [g.text for g in group]))
-        solved += good / k
-        if good:
-            kept.append(item)
+    rewards = reward_fn([r.item for g in groups for r in g], [r.text for g in groups for r in g])  # one batch
+    solved = [sum(value >= 1.0 for value in rewards[i * k:(i + 1) * k]) for i in range(len(items))]
+    kept = [item for item, c in zip(items, solved, strict=True) if c]
     return kept, {"problems_kept": len(kept), "problems_dropped": len(items) - len(kept),
-                  "train_pass@1": solved / max(1, len(items))}
+                  "train_pass@1": sum(solved) / max(1, k * len(items))}
 
 
 # --------------------------------------------------------------------------------------------------- training

@@ -17,11 +17,21 @@ class GRPOConfig(LoopConfig):
     prompts_per_step: int = Field(8, ge=1, description="Prompts per update (k answers each).")
     max_new_tokens: int = Field(48, ge=1, description="Longest sampled answer, in tokens.")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts.")
-    kl_coef: float = Field(0.02, ge=0, description="Weight of the per-token KL to the frozen reference (k3).")
+    kl_coef: float = Field(0.05, ge=0, description="Weight of the per-token KL to the frozen reference (k3).")
 
 
 class RLConfig(GRPOConfig):
-    """The `rl` stage: RL on problems a checker grades (the chat skills), by GRPO or by rejection sampling + SFT."""
+    """The `rl` stage: RL on problems a checker grades (the chat skills), by GRPO or by rejection sampling + SFT.
+
+    The defaults fit the tiny preset (~1-1.5 minutes on 2 cores): the held-out pass@1 gain comes in the first ~20
+    steps (the policy sharpens towards the answers it can check right); more steps mostly memorise the training
+    problems."""
+
+    steps: int = Field(24, ge=0, description="Optimizer steps (grpo mode).")
+    lr: float = Field(3e-4, gt=0, description="Peak learning rate (after warmup, cosine decay to min_lr_ratio).")
+    warmup_steps: int = Field(3, ge=0)
+    eval_every: int = Field(12, ge=0, description="Held-out evaluation every N steps (and before and after).")
+    ckpt_every: int = Field(12, ge=0, description="Checkpoint every N steps (and at the end); a rerun resumes.")
 
     mode: Literal["grpo", "rejection"] = Field("grpo", description="grpo: group-normalised policy gradient; "
                                                "rejection: keep the best correct answer per problem, SFT on it.")
