@@ -342,14 +342,15 @@ def train_rejection(policy: torch.nn.Module, tok: Tokenizer, items: Sequence[dic
                     on_log: Callable[[int, Metrics], None] | None = None) -> dict[str, Any]:
     """The seeds' version: for each of cfg.rounds rounds, sample cfg.k answers per item from the current policy, keep
     the best correct one (best_answers), and finetune on those conversations with the SFT loss for cfg.sft_steps
-    steps; all rounds are one run_loop (cfg.rounds x cfg.sft_steps steps). A round's chosen conversations are saved
-    in ckpt_dir before it trains on them, so a resumed run trains on exactly what the interrupted one chose."""
+    steps at cfg.sft_lr; all rounds are one run_loop (cfg.rounds x cfg.sft_steps steps). A round's chosen
+    conversations are saved in ckpt_dir before it trains on them, so a resumed run trains on exactly what the
+    interrupted one chose."""
     from model.sft import ConversationBatches
 
     if not items:
         raise ValueError("train_rejection: no training items")
     ckpt_dir = Path(ckpt_dir)
-    loop_cfg = cfg.model_copy(update={"steps": cfg.rounds * cfg.sft_steps})
+    loop_cfg = cfg.model_copy(update={"steps": cfg.rounds * cfg.sft_steps, "lr": cfg.sft_lr})
     rounds: dict[int, tuple[ConversationBatches | None, Metrics]] = {}
 
     def round_data(r: int) -> tuple[ConversationBatches | None, Metrics]:

@@ -277,13 +277,15 @@ def test_a_grpo_run_resumed_after_a_crash_ends_with_the_same_weights(tok, tmp_pa
 
 
 def test_rejection_sampling_finetunes_on_the_best_answer_and_resumes_the_same(tok, tmp_path):
-    cfg = grpo_cfg(mode="rejection", rounds=2, sft_steps=3, sft_batch_size=2, ckpt_every=2, eval_every=0)
+    cfg = grpo_cfg(mode="rejection", rounds=2, sft_steps=3, sft_batch_size=2, sft_lr=3e-3, ckpt_every=2, eval_every=0)
     whole = micro_policy(tok, 0.7, 0.7)
     res = train_rejection(whole, tok, PROMPTS, lambda i, t: [float("the" in x.split()) for x in t], cfg,
                           tmp_path / "a")
     assert res["steps"] == 6
     chosen = (tmp_path / "a" / "round_000.json").read_text()
     assert '"assistant"' in chosen and " the" in chosen
+    assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(),
+                                                      micro_policy(tok, 0.7, 0.7).state_dict().values(), strict=True))
 
     calls = 0
 
