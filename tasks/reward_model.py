@@ -1,0 +1,79 @@
+"""Stage `reward_model`: a reward model (a scalar head on the SFT model) trained on the labelers' comparisons with the
+pairwise (Bradley-Terry) loss; `pref_accuracy` on held-out pairs. Registered in MLflow, a version per build."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from model.preference_config import RewardConfig
+from tasks.core.stage import StageRun, stage
+
+
+def loop_reporter(s: StageRun, steps: int) -> Callable[[int, dict], None]:
+    """run_loop's on_log for a stage: every log and evaluation to MLflow, progress to Prefect, a line now and then."""
+    last = {"t": 0.0}
+
+    def on_log(step: int, metrics: dict) -> None:
+        s.metrics(metrics, step)
+        s.progress(step / max(1, steps))
+        evaluation = "loss" not in metrics
+        if evaluation or time.time() - last["t"] > 10 or step == steps:
+            last["t"] = time.time()
+            shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
+            s.log.info(f"{s.name} step {step}/{steps}{' eval' if evaluation else ''}: {shown}")
+
+    return on_log
+
+
+def eval_rows(evals: list[tuple[int, dict]]) -> list[dict]:
+    return [{"step": step, **{k: round(v, 4) for k, v in m.items() if isinstance(v, (int, float))}}
+            for step, m in evals]
+
+
+@stage("reward_model", cycle="weekly", inputs=("finetune", "ingest_labels"), config={"reward_model": RewardConfig},
+       main_metric="pref_accuracy", resumable=True)
+def reward_model(s: StageRun) -> dict:
+    cfg = s.cfg.reward_model
+    if not cfg.enabled:
+        s.log.info("reward_model: disabled (reward_model.enabled false); no reward model this week")
+        return {"metrics": {}, "info": {"skipped": True}}
+    # torch- and mlflow-using imports inside: declaring the stage stays fast
+    from data.chat.labels import read_jsonl
+    from model.preference import train_reward_model
+    from tasks.core import model_registry
+    from tasks.core.plots import metric_curves
+    from tasks.core.tracking import client
+
+    labels = s.inputs["ingest_labels"].path
+    train = read_jsonl(labels / "comparisons_train.jsonl")
+    val = read_jsonl(labels / "comparisons_val.jsonl")
+    if not train:
+        raise ValueError(f"reward_model: {labels / 'comparisons_train.jsonl'} holds no comparisons to train on")
+    s.log.info(f"reward_model: {len(train)} train and {len(val)} held-out comparisons, {cfg.steps} steps")
+    rm, result = train_reward_model(s.inputs["finetune"].path / "model", train, val, cfg, s.out / "checkpoints",
+                                    on_log=loop_reporter(s, cfg.steps))
+    rm.save(s.out / "reward")
+
+    evals = result["evals"]
+    s.table("evaluations", eval_rows(evals), "reward model on the held-out comparisons, per evaluation")
+    if result["history"]:
+        curve = metric_curves(result["history"], ["loss", "val_loss", "pref_accuracy"], s.out / "curves.png",
+                              "reward_model: pairwise loss (train, held-out), held-out preference accuracy")
+        s.image("curves", curve, "reward model training curves")
+    metrics = {"seconds": result["seconds"]}
+    if evals:
+        (_, first), (_, last) = evals[0], evals[-1]
+        metrics.update(pref_accuracy=last["pref_accuracy"], pref_accuracy_before=first["pref_accuracy"],
+                       val_loss=last["val_loss"])
+    version = model_registry.register(client(s.workdir), cfg.model_name, s.out / "reward", s.mlflow.run_id,
+                                      {"artifact_key": s.key, "prefect_flow_run_id": s.flow_run_id,
+                                       **{f"metric.{k}": v for k, v in metrics.items()}})
+    s.log.info(f"reward_model: held-out preference accuracy {metrics.get('pref_accuracy_before', float('nan')):.3f}"
+               f" -> {metrics.get('pref_accuracy', float('nan')):.3f}; {cfg.model_name} version {version}")
+    return {
+        "counts": {"pairs": result["pairs"], "val_pairs": result["val_pairs"], "dropped_too_long": result["dropped"],
+                   "steps": result["steps"], "resumed_from_step": result["resumed_from_step"]},
+        "metrics": metrics,
+        "info": {"model_name": cfg.model_name, "model_version": version},
+    }
