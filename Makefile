@@ -57,7 +57,7 @@ $(POSTGRES):
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql
 
 test: setup $(VENV)/.bench $(CHROMIUM) $(POSTGRES)
-	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not e2e" $(PYTEST_ARGS)

@@ -205,6 +205,19 @@ def _results(wd: Path, preset: str, overrides: list[str], built: dict[str, str])
             f"[bold]base model[/] val {m['val_bpb']:.3f} bits/byte (unigram baseline {m['unigram_bpb']:.3f}), "
             f"crawl probe accuracy {m['probe_accuracy']:.2f} (chance {m['probe_chance']:.2f})"
         )
+    def after_sft(name: str, shown: dict[str, str]) -> None:
+        art = used(name)
+        if art is None or art.manifest.get("info", {}).get("skipped"):
+            return
+        found = [f"{label} {art.metrics[key]:.3f}" for key, label in shown.items() if key in art.metrics]
+        console.print(f"[bold]{name:<10}[/] " + ", ".join(found))
+
+    after_sft("reward_model", {"pref_accuracy_before": "held-out pref accuracy before", "pref_accuracy": "after"})
+    after_sft("preference", {"reward_margin": "held-out reward margin", "pref_accuracy": "pref accuracy",
+                             "win_rate": "win rate vs SFT", "rm_score_before": "RM score before",
+                             "rm_score": "after", "kl": "KL"})
+    after_sft("rl", {"pass@1_before": "held-out pass@1 before", "pass@1_after": "after",
+                     "pass@k_before": "pass@k before", "pass@k_after": "after"})
     evals = used("evals")
     if evals is not None:
         scores = ", ".join(

@@ -5,9 +5,9 @@ Each round: users (every request says `user="simulated-<n>"`, which the server r
 served `assistant@production` checkable prompts of the chat skills at temperature 0, flag the wrong answers through
 `POST /v1/feedback` and thumb up the right ones; `collect_misbehaviors` turns the flags into the labeling queue; a
 generator that knows the right answers answers the queue items it asked (answers marked simulated); the next weekly
-cycle trains on them. Then it measures how often the new model (the finetune artifact just built, whether or not
-deploy moved production) still fails the flagged prompts, and how often the old and the new model fail a fixed set of
-held-out items that neither the training data, the evals nor the users hold. The report goes to
+cycle trains on them. Then it measures how often the new model (the weekly cycle's trained artifact just built,
+whether or not deploy moved production) still fails the flagged prompts, and how often the old and the new model fail
+a fixed set of held-out items that neither the training data, the evals nor the users hold. The report goes to
 `<workdir>/simulate/report.json`."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def check_ready(cfg, wd: Path, hint: str) -> None:
     if alias_version(c, prod.model_name, prod.alias) is None:
         raise run_first(f"no {prod.model_name}@{prod.alias}", "weekly")
     if not labels_of(cfg, wd):
-        raise run_first(f"no training data of {prod.model_name}@{prod.alias} (its finetune or ingest_labels artifact "
+        raise run_first(f"no training data of {prod.model_name}@{prod.alias} (its trained or ingest_labels artifact "
                         "is gone)", "weekly")
 
 
@@ -107,17 +107,17 @@ def next_round(folder: Path) -> int:
 
 def labels_of(cfg, wd: Path) -> list[Path]:
     """The ingest_labels artifacts that matter for what is held out: the one production was trained on (found
-    through its finetune artifact, so a code edit since does not lose it) and the one this config resolves to now."""
+    through its trained artifact, so a code edit since does not lose it) and the one this config resolves to now."""
     from tasks.core.model_registry import alias_version
     from tasks.core.stage import Context, resolve
     from tasks.core.tracking import client
 
     found = []
     version = alias_version(client(wd), cfg.deploy.model_name, cfg.deploy.alias)
-    finetune = Path(version.tags.get("artifact_path", "")) if version is not None else None
-    if finetune and (finetune / "manifest.json").exists():
-        key = _manifest(finetune)["inputs"].get("ingest_labels", {}).get("key")
-        path = finetune.parents[1] / "ingest_labels" / str(key)
+    trained = Path(version.tags.get("artifact_path", "")) if version is not None else None
+    if trained and (trained / "manifest.json").exists():
+        key = _manifest(trained)["inputs"].get("ingest_labels", {}).get("key")
+        path = trained.parents[1] / "ingest_labels" / str(key)
         if key and (path / "manifest.json").exists():
             found.append(path)
     current = resolve("ingest_labels", Context(str(wd), cfg))
@@ -425,7 +425,7 @@ class Simulation:
                  f"{ingest.get('answers_val', 0)} val); deploy: {decision['verdict']}")
 
         t = time.perf_counter()
-        new_model, old_model = Path(built["finetune"]) / "model", model_dir(production)
+        new_model, old_model = Path(built["rl"]) / "model", model_dir(production)
         measured = self.measure(old_model, new_model, [e.item for e in wrong],
                                 trained_prompts(Path(built["ingest_labels"])))
         timings["measure"] = time.perf_counter() - t
@@ -441,7 +441,7 @@ class Simulation:
                         "rebuilt_first": rebuilt},
             "labeled": {"answers": len(answers), "file": str(answers_file) if answers else None},
             "ingest_labels": {k: v for k, v in ingest.items() if k.startswith("answers_")},
-            "finetune": {"artifact": built["finetune"], "model": str(new_model)},
+            "trained": {"artifact": built["rl"], "model": str(new_model)},
             "deploy": {"production_before": str(production.version), "production_after": after,
                        "moved": after != str(production.version), "passed": decision["passed"],
                        "verdict": decision["verdict"]},

@@ -1,4 +1,5 @@
-"""Stage `deploy`: the gate. The finetuned model must not fall behind `assistant@production` on any task by more than
+"""Stage `deploy`: the gate. The weekly cycle's trained model (the `rl` artifact's: after SFT, preference tuning
+and RL, or as far as those stages are enabled) must not fall behind `assistant@production` on any task by more than
 that task's tolerance, judged item by item on the same eval items so that sampling error is not read as a regression
 (model/gate.py), and must clear the floors; if it passes it becomes a new `assistant` version and the alias moves;
 otherwise production stays as it is and the report says why, task by task."""
@@ -47,7 +48,7 @@ def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
 
 
 def _is_build(version, artifact) -> bool:
-    """Whether a registered version is that very build of the finetune artifact (`--force` rebuilds a key anew)."""
+    """Whether a registered version is that very build of the trained artifact (`--force` rebuilds a key anew)."""
     return version.tags.get("artifact_build_id") == artifact.build_id
 
 
@@ -60,7 +61,7 @@ def _external(cfg, workdir: Path, inputs: dict) -> dict:
 
     current = model_registry.alias_version(client(workdir), cfg.deploy.model_name, cfg.deploy.alias)
     against = str(current.version) if current else None
-    if current is not None and _is_build(current, inputs["finetune"]):
+    if current is not None and _is_build(current, inputs["rl"]):
         against = current.tags.get("decided_against") or None
     return {**registry_identity(cfg, workdir), "production": against}
 
@@ -98,7 +99,7 @@ def _table_row(v: TaskVerdict) -> dict:
     }
 
 
-@stage("deploy", cycle="weekly", inputs=("evals", "finetune"), config={"deploy": DeployConfig}, main_metric="deployed",
+@stage("deploy", cycle="weekly", inputs=("evals", "rl"), config={"deploy": DeployConfig}, main_metric="deployed",
        external=_external)
 def deploy(s: StageRun) -> dict:
     from tasks.core import model_registry
@@ -106,11 +107,11 @@ def deploy(s: StageRun) -> dict:
     from tasks.core.tracking import client
 
     cfg = s.cfg.deploy
-    evals, finetune = s.inputs["evals"], s.inputs["finetune"]
+    evals, trained = s.inputs["evals"], s.inputs["rl"]
     candidate = read_jsonl(evals.path / "results.jsonl")
     c = client(s.workdir)
     current = model_registry.alias_version(c, cfg.model_name, cfg.alias)
-    if current is not None and _is_build(current, finetune):
+    if current is not None and _is_build(current, trained):
         return _already_production(s, current)
     production, source = ([], "none") if current is None else production_results(s, current, evals)
     if current is not None:  # what production answered, beside the decision that compared against it
@@ -131,17 +132,17 @@ def deploy(s: StageRun) -> dict:
         # the candidate's per-item results go with its version, so the next gate can pair against them unanswered
         s.mlflow.log_file(evals.path / "results.jsonl", "eval")
         tags = {
-            "artifact_key": finetune.key,
-            "artifact_build_id": finetune.build_id,
-            "artifact_path": str(finetune.path),
+            "artifact_key": trained.key,
+            "artifact_build_id": trained.build_id,
+            "artifact_path": str(trained.path),
             "decided_against": before or "",
             "items_hash": items_hash,
             RESULTS_TAG: "eval/results.jsonl",
             **{f"metric.{k}": v for k, v in evals.metrics.items()},
         }
-        tags["trained_in_run"] = finetune.manifest.get("mlflow_run_id", "")
+        tags["trained_in_run"] = trained.manifest.get("mlflow_run_id", "")
         tags["prefect_flow_run_id"] = s.flow_run_id
-        version = model_registry.register(c, cfg.model_name, finetune.path / "model", s.mlflow.run_id, tags)
+        version = model_registry.register(c, cfg.model_name, trained.path / "model", s.mlflow.run_id, tags)
         model_registry.move_alias(c, cfg.model_name, cfg.alias, version)
         decision["production_after"] = version
         verdict = f"deployed {cfg.model_name} v{version} to @{cfg.alias}" + (

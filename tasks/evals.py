@@ -1,4 +1,5 @@
-"""Stage `evals`: the assistant on held-out examples of each chat skill (checkable answers) plus val loss; a score
+"""Stage `evals`: the assistant (the weekly cycle's last trained model: `rl`'s, which is `preference`'s or the SFT
+model when those stages are off) on held-out examples of each chat skill (checkable answers) plus val loss; a score
 per skill (`score.<skill>`)."""
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class EvalsConfig(BaseModel):
         return skills
 
 
-@stage("evals", cycle="weekly", inputs=("finetune", "ingest_labels"), config={"evals": EvalsConfig},
+@stage("evals", cycle="weekly", inputs=("rl", "ingest_labels"), config={"evals": EvalsConfig},
        main_metric="score_mean")
 def evals(s: StageRun) -> dict:
     # torch- and matplotlib-using imports inside: declaring the stage stays fast (`factory` checks input first)
@@ -38,7 +39,7 @@ def evals(s: StageRun) -> dict:
     from tasks.core.plots import score_bars
 
     cfg = s.cfg.evals
-    model, tok = load_assistant(s.inputs["finetune"].path / "model")
+    model, tok = load_assistant(s.inputs["rl"].path / "model")
     labels = s.inputs["ingest_labels"].path
     # held out: no eval prompt is any user turn of what the model is trained on (the preference stages train on the
     # comparisons' prompts)

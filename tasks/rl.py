@@ -100,8 +100,7 @@ def rl(s: StageRun) -> dict:
     total = cfg.rounds * cfg.sft_steps if cfg.mode == "rejection" else cfg.steps
 
     def on_log(step: int, metrics: dict[str, float]) -> None:
-        # MLflow names allow no '@': pass@1 is logged as pass_at_1
-        s.metrics({k.replace("@", "_at_"): v for k, v in metrics.items()}, step)
+        s.metrics(metrics, step)
         s.progress(step / max(1, total))
 
     guard = Guard(max_repetition=cfg.max_repetition, max_length_ratio=cfg.max_length_ratio, watch=())

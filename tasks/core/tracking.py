@@ -98,7 +98,9 @@ class Run:
         ts = int(time.time() * 1000)
         from mlflow.entities import Metric
 
-        items = [Metric(k, float(v), ts, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+        # MLflow refuses '@' in a name: pass@1 is logged as pass_at_1
+        items = [Metric(k.replace("@", "_at_"), float(v), ts, step) for k, v in metrics.items()
+                 if isinstance(v, (int, float))]
         if items:
             self.client.log_batch(self.run_id, metrics=items)
 

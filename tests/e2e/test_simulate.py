@@ -64,8 +64,8 @@ def test_the_generator_answers_the_queue_items_of_the_flagged_prompts_and_ingest
     assert answers and len(answers) == round_["labeled"]["answers"]
     assert all(a["queue_id"] in queue and a["meta"]["simulated"] for a in answers)
     assert all(queue[a["queue_id"]]["meta"]["simulated"] for a in answers)
-    finetune = json.loads((Path(round_["finetune"]["artifact"]) / "manifest.json").read_text())
-    ingest = json.loads((wd / "artifacts/ingest_labels" / finetune["inputs"]["ingest_labels"]["key"] /
+    trained = json.loads((Path(round_["trained"]["artifact"]) / "manifest.json").read_text())
+    ingest = json.loads((wd / "artifacts/ingest_labels" / trained["inputs"]["ingest_labels"]["key"] /
                          "manifest.json").read_text())["counts"]
     assert ingest["answers_read"] == ingest["answers_kept"] == len(answers)
 

@@ -59,13 +59,17 @@ def test_prefect_ui_shows_the_weekly_run_with_its_stages_and_eval_table(stack, b
     )
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{urls['prefect_ui']}/runs/flow-run/{run['id']}")
-    for stage in ("ingest_labels", "finetune", "evals", "deploy", "collect_misbehaviors"):
+    for stage in ("ingest_labels", "finetune", "reward_model", "preference", "rl", "evals", "deploy",
+                  "collect_misbehaviors"):
         page.get_by_text(stage, exact=True).first.wait_for(timeout=60_000)
     page.screenshot(path=str(tmp_path / "prefect-run.png"))
     (table,) = post(f"{urls['prefect_api']}/artifacts/filter", {"artifacts": {"key": {"any_": ["evals-scores"]}}})
     page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{table['id']}")
     page.get_by_text("letter_count").first.wait_for(timeout=60_000)
     page.get_by_text("identity").first.wait_for(timeout=10_000)
+    (table,) = post(f"{urls['prefect_api']}/artifacts/filter", {"artifacts": {"key": {"any_": ["rl-pass-rates"]}}})
+    page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{table['id']}")
+    page.get_by_text("pass@1 after").first.wait_for(timeout=60_000)
 
 
 def test_mlflow_ui_opens_the_pretrain_run_with_its_metrics(stack, browser):

@@ -14,11 +14,11 @@ def registry(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     run = Run.start(tmp_path, "t", "deploy")
 
-    def deploy(finetune: Artifact, decided_against: str | None) -> str:
-        folder = tmp_path / f"model-{finetune.key}"
+    def deploy(trained: Artifact, decided_against: str | None) -> str:
+        folder = tmp_path / f"model-{trained.key}"
         folder.mkdir(exist_ok=True)
-        (folder / "model.safetensors").write_text(finetune.key)
-        tags = {"artifact_key": finetune.key, "artifact_build_id": finetune.build_id,
+        (folder / "model.safetensors").write_text(trained.key)
+        tags = {"artifact_key": trained.key, "artifact_build_id": trained.build_id,
                 "decided_against": decided_against or ""}
         version = model_registry.register(run.client, "assistant", folder, run.run_id, tags)
         model_registry.move_alias(run.client, "assistant", "production", version)
@@ -29,23 +29,23 @@ def registry(tmp_path, monkeypatch):
 
 def inputs(tmp_path, name: str) -> dict[str, Artifact]:
     return {"evals": Artifact("evals", f"e{name}", tmp_path, {"build_id": f"evals-{name}"}),
-            "finetune": Artifact("finetune", f"f{name}", tmp_path, {"build_id": f"finetune-{name}"})}
+            "rl": Artifact("rl", f"r{name}", tmp_path, {"build_id": f"rl-{name}"})}
 
 
 def test_a_to_b_to_a_is_three_decisions_and_a_rerun_finds_the_last(tmp_path, registry):
     cfg, deploy = load_config("tiny"), spec("deploy")
     a, b = inputs(tmp_path, "A"), inputs(tmp_path, "B")
     first = deploy.key(cfg, a, tmp_path)  # against an empty registry
-    va = registry(a["finetune"], None)
+    va = registry(a["rl"], None)
     assert deploy.key(cfg, a, tmp_path) == first  # production is A itself: its decision is found again
     second = deploy.key(cfg, b, tmp_path)  # B against vA
-    vb = registry(b["finetune"], va)
+    vb = registry(b["rl"], va)
     third = deploy.key(cfg, a, tmp_path)  # A again, now against vB: a new decision, not the first one cached
     assert len({first, second, third}) == 3
-    registry(a["finetune"], vb)
+    registry(a["rl"], vb)
     assert deploy.key(cfg, a, tmp_path) == third
-    # `--force finetune` rebuilds A under the same key: a new build, so a new decision, not "already production"
-    rebuilt = {**a, "finetune": Artifact("finetune", a["finetune"].key, tmp_path, {"build_id": "finetune-A2"})}
+    # `--force rl` rebuilds A under the same key: a new build, so a new decision, not "already production"
+    rebuilt = {**a, "rl": Artifact("rl", a["rl"].key, tmp_path, {"build_id": "rl-A2"})}
     assert deploy.key(cfg, rebuilt, tmp_path) != third
 
 
