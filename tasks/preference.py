@@ -5,13 +5,11 @@ held-out prompts, judged by the skills' checks where they apply and by the rewar
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from pathlib import Path
 
 from model.preference_config import PreferenceConfig
+from tasks.core.posttrain import eval_rows, link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
-from tasks.reward_model import eval_rows, loop_reporter
 
 CURVES = {"dpo": ["loss", "val_loss", "reward_margin", "pref_accuracy"],
           "rlhf": ["reward_mean", "kl", "rm_score", "pref_accuracy", "task_score", "repetition", "length_ratio"]}
@@ -22,22 +20,6 @@ def _check(cfg, workdir: Path) -> None:
     if pref.enabled and pref.method == "rlhf" and not cfg.reward_model.enabled:
         raise ValueError("preference.method rlhf needs a reward model, but reward_model.enabled is false: "
                          "enable it or use preference.method dpo")
-
-
-def link_copy(src: Path, dst: Path) -> None:
-    """dst as a copy of the folder src, its files hard-linked where the filesystem allows (artifacts never change
-    in place: a rebuilt file is a new file), else copied."""
-    for path in sorted(src.rglob("*")):
-        target = dst / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
 
 
 def _before_after(evals: list[tuple[int, dict]], names: tuple[str, ...]) -> dict[str, float]:

@@ -3,32 +3,9 @@ pairwise (Bradley-Terry) loss; `pref_accuracy` on held-out pairs. Registered in 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from model.preference_config import RewardConfig
+from tasks.core.posttrain import eval_rows, loop_reporter
 from tasks.core.stage import StageRun, stage
-
-
-def loop_reporter(s: StageRun, steps: int) -> Callable[[int, dict], None]:
-    """run_loop's on_log for a stage: every log and evaluation to MLflow, progress to Prefect, a line now and then."""
-    last = {"t": 0.0}
-
-    def on_log(step: int, metrics: dict) -> None:
-        s.metrics(metrics, step)
-        s.progress(step / max(1, steps))
-        evaluation = "loss" not in metrics
-        if evaluation or time.time() - last["t"] > 10 or step == steps:
-            last["t"] = time.time()
-            shown = " ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
-            s.log.info(f"{s.name} step {step}/{steps}{' eval' if evaluation else ''}: {shown}")
-
-    return on_log
-
-
-def eval_rows(evals: list[tuple[int, dict]]) -> list[dict]:
-    return [{"step": step, **{k: round(v, 4) for k, v in m.items() if isinstance(v, (int, float))}}
-            for step, m in evals]
 
 
 @stage("reward_model", cycle="weekly", inputs=("finetune", "ingest_labels"), config={"reward_model": RewardConfig},

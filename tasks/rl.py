@@ -9,31 +9,17 @@ never include a user turn the earlier stages trained on.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from data.chat.labels import read_jsonl, write_jsonl
 from data.chat.skills import build_skill, held_out_items, user_turns
 from model.rl_config import RLConfig
+from tasks.core.posttrain import link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
 from tasks.evals import EvalsConfig
 
 # a held-out problem's seed: another stream than the training problems' (both are apart from the evals' items anyway)
 HELD_OUT_SEED_OFFSET = 1_000_003
-
-
-def link_tree(src: Path, dst: Path) -> None:
-    """dst holds src's files: hard links where the filesystem allows, else copies."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        if f.is_file():
-            target = dst / f.name
-            target.unlink(missing_ok=True)
-            try:
-                os.link(f, target)
-            except OSError:
-                shutil.copy2(f, target)
 
 
 def problems(cfg: RLConfig, evals: EvalsConfig, labels: Path) -> tuple[list[dict], list[dict]]:
@@ -69,7 +55,7 @@ def rl(s: StageRun) -> dict:
     cfg: RLConfig = s.cfg.rl
     start = s.inputs["preference"].path / "model"
     if not cfg.enabled:
-        link_tree(start, s.out / "model")
+        link_copy(start, s.out / "model")
         s.log.info(f"rl: disabled; the model is {start}'s")
         return {"metrics": {}, "info": {"skipped": True}}
 
@@ -99,10 +85,7 @@ def rl(s: StageRun) -> dict:
 
     total = cfg.rounds * cfg.sft_steps if cfg.mode == "rejection" else cfg.steps
 
-    def on_log(step: int, metrics: dict[str, float]) -> None:
-        s.metrics(metrics, step)
-        s.progress(step / max(1, total))
-
+    on_log = loop_reporter(s, total)
     guard = Guard(max_repetition=cfg.max_repetition, max_length_ratio=cfg.max_length_ratio, watch=())
     ckpt = s.out / "checkpoints"
     if cfg.mode == "grpo":

@@ -64,3 +64,10 @@ def test_production_results_come_back_from_its_version_for_the_same_items(tmp_pa
     [verdict] = gate(per_task(candidate), per_task(production), DeployConfig(tolerance={"default": 0.0}))
     assert (verdict.n, verdict.production) == (40, 0.9) and verdict.difference == pytest.approx(-0.2)
     assert verdict.verdict == FAIL
+
+
+def test_a_metric_named_with_an_at_sign_is_logged_under_at_spelled_out(tmp_path):
+    run = Run.start(tmp_path, "t", "rl")
+    run.metrics({"pass@1": 0.25, "loss": 1.5}, step=3)  # MLflow itself refuses '@' in a metric name
+    logged = run.client.get_run(run.run_id).data.metrics
+    assert logged == {"pass_at_1": 0.25, "loss": 1.5}

@@ -28,8 +28,10 @@ def one_thread():
 
 
 class FakeStageRun(SimpleNamespace):
-    """What the build function uses of StageRun, recorded."""
+    """What the build function uses of StageRun, recorded (the stage runs through Prefect and MLflow in the e2e
+    pipeline tests; these look at its training and held-out sets up close)."""
 
+    name = "rl"
     log = logging.getLogger("test")
 
     def metrics(self, metrics: dict, step: int = 0) -> None:
@@ -124,7 +126,7 @@ def test_the_stage_trains_writes_the_model_and_reports_pass_rates_before_and_aft
     assert len(held) == 4 and not prompts(held) & prompts(read_jsonl(s.out / "train_problems.jsonl"))
     assert [r["skill"] for r in s.tables["pass-rates"]] == ["letter_count", "all"]
     assert s.images["curves"].exists() and s.fractions[-1] == 1.0
-    assert all("@" not in k for _, logged in s.logged for k in logged)  # MLflow rejects '@' in metric names
+    assert any("pass@1" in logged for _, logged in s.logged)  # held-out pass rates per evaluation, to MLflow
     assert json.dumps(result)  # the manifest holds it
 
 
