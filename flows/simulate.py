@@ -127,11 +127,16 @@ def labels_of(cfg, wd: Path) -> list[Path]:
 
 
 def training_prompts(cfg, wd: Path) -> tuple[set[str], set[str]]:
-    """(user turns of the train splits, of train and val) of the training data (see labels_of)."""
+    """(user turns of the train splits, of train and val) of the training data (see labels_of), the problems the
+    `rl` stage may train on counted as train."""
+    from tasks.rl import problems
+
     train, val = [], []
     for labels in labels_of(cfg, wd):
         train += [*read_jsonl(labels / "conversations_train.jsonl"), *read_jsonl(labels / "comparisons_train.jsonl")]
         val += [*read_jsonl(labels / "conversations_val.jsonl"), *read_jsonl(labels / "comparisons_val.jsonl")]
+        if cfg.rl.enabled:
+            train += problems(cfg.rl, cfg.evals, labels)[0]
     return user_turns(train), user_turns(train) | user_turns(val)
 
 

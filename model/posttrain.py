@@ -116,7 +116,7 @@ def run_loop(model: torch.nn.Module, cfg: LoopConfig, step_fn: Callable[[int], t
         saved = torch.load(path, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng"])
+        torch.set_rng_state(saved["rng"].cpu())  # map_location moved it to `device`; the CPU RNG wants it back
         state = saved["loop"]
         log.info("resumed from %s at step %d", path, resumed_from)
 
@@ -137,7 +137,8 @@ def run_loop(model: torch.nn.Module, cfg: LoopConfig, step_fn: Callable[[int], t
         state["history"].append((step, metrics))
         if on_log is not None:
             on_log(step, metrics)
-        reason = guard(state["evals"]) if guard is not None else None
+        # the first evaluation is the baseline the guard judges the others against: it never stops a run
+        reason = guard(state["evals"]) if guard is not None and len(state["evals"]) > 1 else None
         if reason is None:
             state["good_step"] = step
             return True

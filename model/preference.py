@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data.chat.skills import SKILL_NAMES, check
+from data.chat.skills import SKILL_NAMES, check, normalize_prompt, user_turns
 from model.chat import render_prompt
 from model.checkpoint import load_model, save_model
 from model.engine import BatchGenerator, GenRequest
@@ -66,6 +66,14 @@ def encode_pairs(tok: Tokenizer, records: Sequence[dict], seq_len: int) -> tuple
         if chosen is not None and rejected is not None:
             pairs.append((chosen, rejected))
     return pairs, len(records) - len(pairs)
+
+
+def unseen(pairs: Sequence[dict], training: Sequence[dict]) -> list[dict]:
+    """The comparisons none of whose user turns is a user turn of the `training` records (the conversations and
+    comparisons trained on, compared as normalize_prompt does): an SFT model trained on a conversation with the same
+    question has seen one side's answer, so such a pair is not held out."""
+    seen = {normalize_prompt(t) for t in user_turns(training)}
+    return [p for p in pairs if not {normalize_prompt(t) for t in user_turns([p])} & seen]
 
 
 @dataclass
@@ -324,10 +332,11 @@ def train_rlhf(policy: GPT, reference: GPT, reward_model: RewardModel, tok: Toke
     a KL penalty to the frozen reference (the SFT model). Each evaluation reports, on held-out data: "rm_score" (the
     reward model's mean score of the policy's greedy answers to the val prompts and eval_items), "pref_accuracy" and
     "reward_margin" (the policy's implicit DPO preference on the val pairs, against the reference), "task_score"
-    (share of eval_items answered correctly by their skills' checks), "kl" (answer_log_ratio on those answers) and
-    the degeneration numbers ("repetition", "mean_length", "length_ratio" against the SFT model's answers). The guard
-    stops the run and rolls it back when the reward-model score climbs while pref_accuracy or task_score falls past
-    the config's tolerance, or when the answers degenerate. Returns train_grpo's (run_loop's) result."""
+    (share of eval_items answered correctly by their skills' checks), "kl_greedy" (answer_log_ratio on those answers;
+    the training log's "kl" is k3 on the sampled answers) and the degeneration numbers ("repetition", "mean_length",
+    "length_ratio" against the SFT model's answers). The guard stops the run and rolls it back when the reward-model
+    score climbs while pref_accuracy or task_score falls past the config's tolerance, or when the answers degenerate.
+    Returns train_grpo's (run_loop's) result."""
     from model import rl
 
     device = cfg.torch_device()
@@ -354,7 +363,7 @@ def train_rlhf(policy: GPT, reference: GPT, reward_model: RewardModel, tok: Toke
         tasks = [check(item, a) for item, a in zip(held[first:], answers[first:], strict=True)]
         if tasks:
             metrics["task_score"] = sum(tasks) / len(tasks)
-        metrics["kl"] = answer_log_ratio(policy, reference, tok, [i["messages"] for i in held], answers, device)
+        metrics["kl_greedy"] = answer_log_ratio(policy, reference, tok, [i["messages"] for i in held], answers, device)
         return {**metrics, **rl.degeneration(answers, reference_lengths)}
 
     guard = rl.Guard(max_repetition=cfg.max_repetition, max_length_ratio=cfg.max_length_ratio,

@@ -59,8 +59,8 @@ def request_seed(seed: int, item: int, sample: int) -> int:
 def sample_groups(policy: torch.nn.Module, tok: Tokenizer, items: Sequence[dict], k: int, max_new_tokens: int,
                   temperature: float, seed: int, max_batch: int = 64) -> list[list[Rollout]]:
     """k sampled answers to each item's messages (a group per item, in order). An answer ends at <|assistant_end|>
-    (kept in answer_ids) or at <|bos|> (kept: the model began another conversation, which the policy should unlearn),
-    else at max_new_tokens ("length")."""
+    (kept in answer_ids; finish_reason "stop") or at <|bos|> (kept: the model began another conversation; "bos"),
+    else at max_new_tokens ("length"). Training rewards only "stop" answers (train_grpo)."""
     was_training = policy.training
     end, bos = tok.special_id("<|assistant_end|>"), tok.bos_id
 
@@ -81,7 +81,8 @@ def sample_groups(policy: torch.nn.Module, tok: Tokenizer, items: Sequence[dict]
             ended = req.finish_reason == "stop" and (not req.tokens or req.tokens[-1] != bos)
             answer = req.tokens + [end] if ended else list(req.tokens)
             text = tok.decode([t for t in req.tokens if t != bos], skip_special_tokens=True)
-            rollouts.append(Rollout(item, prompt, answer, text, req.finish_reason or "length"))
+            reason = "stop" if ended else "bos" if req.finish_reason == "stop" else (req.finish_reason or "length")
+            rollouts.append(Rollout(item, prompt, answer, text, reason))
         groups.append(rollouts)
     return groups
 
@@ -221,9 +222,11 @@ def degeneration(texts: Sequence[str], reference_lengths: Sequence[int] | None =
 @dataclass
 class Guard:
     """run_loop's guard: a reason to stop (and roll back) when the latest evaluation shows degeneration past the
-    limits ("repetition", "length_ratio"), or when the reward (metrics[reward_key]) rose since the first evaluation
-    while a watched held-out metric fell by more than its tolerance since then (absolute points): max_pref_drop for
-    "pref_accuracy", max_task_drop for any other watched name. Metrics an evaluation lacks are not judged."""
+    limits ("repetition", "length_ratio") that has grown since the first evaluation (a model that starts past a limit
+    is judged on getting worse, not stopped for what it was given), or when the reward (metrics[reward_key]) rose
+    since the first evaluation while a watched held-out metric fell by more than its tolerance since then (absolute
+    points): max_pref_drop for "pref_accuracy", max_task_drop for any other watched name. Metrics an evaluation lacks
+    are not judged."""
 
     max_repetition: float = 0.5
     max_length_ratio: float = 3.0
@@ -236,9 +239,9 @@ class Guard:
         if not evals:
             return None
         (_, first), (step, last) = evals[0], evals[-1]
-        if last.get("repetition", 0.0) > self.max_repetition:
+        if last.get("repetition", 0.0) > max(self.max_repetition, first.get("repetition", 0.0)):
             return f"step {step}: held-out answers repeat themselves ({last['repetition']:.2f} > {self.max_repetition})"
-        if last.get("length_ratio", 0.0) > self.max_length_ratio:
+        if last.get("length_ratio", 0.0) > max(self.max_length_ratio, first.get("length_ratio", 0.0)):
             return (f"step {step}: held-out answers are {last['length_ratio']:.1f}x the reference length "
                     f"(> {self.max_length_ratio})")
         key = self.reward_key
@@ -318,7 +321,7 @@ def train_grpo(policy: torch.nn.Module, reference: torch.nn.Module | None, tok: 
                                seed=rng.getrandbits(62))
         flat = [r for g in groups for r in g]
         for r, value in zip(flat, reward_fn([r.item for r in flat], [r.text for r in flat]), strict=True):
-            r.reward = float(value)
+            r.reward = float(value) if r.finish_reason == "stop" else 0.0  # a right answer must also end properly
         advantages = group_advantages(torch.tensor([[r.reward for r in g] for g in groups]))
         return grpo_loss(policy, reference, groups, advantages, cfg.kl_coef, pad)
 

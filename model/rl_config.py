@@ -37,7 +37,7 @@ class RLConfig(GRPOConfig):
     mode: Literal["grpo", "rejection"] = Field("grpo", description="grpo: group-normalised policy gradient; "
                                                "rejection: keep the best correct answer per problem, SFT on it.")
     skills: list[str] = Field(["letter_count", "arithmetic"], description="Chat skills whose checks are rewards.")
-    format_reward: float = Field(0.0, ge=0, description="Bonus for an answer ending 'Answer: N' (0: off).")
+    format_reward: float = Field(0.0, ge=0, lt=1, description="Bonus for an answer ending 'Answer: N' (0: off).")
     train_problems: int = Field(60, ge=1, description="Candidate training problems drawn per skill.")
     eval_problems: int = Field(30, ge=1, description="Held-out problems per skill, never trained on.")
     eval_k: int = Field(8, ge=1, description="Samples per held-out problem for pass@1 / pass@k.")

@@ -8,11 +8,12 @@ import math
 from pathlib import Path
 
 from model.preference_config import PreferenceConfig
-from tasks.core.posttrain import eval_rows, link_copy, loop_reporter
+from tasks.core.posttrain import eval_rows, first_and_kept, link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
 
 CURVES = {"dpo": ["loss", "val_loss", "reward_margin", "pref_accuracy"],
-          "rlhf": ["reward_mean", "kl", "rm_score", "pref_accuracy", "task_score", "repetition", "length_ratio"]}
+          "rlhf": ["reward_mean", "kl", "kl_greedy", "rm_score", "pref_accuracy", "task_score", "repetition",
+                   "length_ratio"]}
 
 
 def _check(cfg, workdir: Path) -> None:
@@ -22,11 +23,9 @@ def _check(cfg, workdir: Path) -> None:
                          "enable it or use preference.method dpo")
 
 
-def _before_after(evals: list[tuple[int, dict]], names: tuple[str, ...]) -> dict[str, float]:
-    """The final evaluation's `name` and the first one's as `name_before`."""
-    if not evals:
-        return {}
-    (_, first), (_, last) = evals[0], evals[-1]
+def _before_after(result: dict, names: tuple[str, ...]) -> dict[str, float]:
+    """The kept weights' evaluation's `name` and the first one's as `name_before`."""
+    first, last = first_and_kept(result)
     out = {}
     for name in names:
         if name in last:
@@ -49,13 +48,15 @@ def preference(s: StageRun) -> dict:
     from data.chat.skills import held_out_items
     from model.checkpoint import load_model, save_model
     from model.evaluate import load_assistant
-    from model.preference import RewardModel, pair_items, train_dpo, train_rlhf, win_rate
+    from model.preference import RewardModel, pair_items, train_dpo, train_rlhf, unseen, win_rate
     from tasks.core.plots import metric_curves
 
     device = cfg.torch_device()
     labels = s.inputs["ingest_labels"].path
     train = read_jsonl(labels / "comparisons_train.jsonl")
-    val = read_jsonl(labels / "comparisons_val.jsonl")
+    # held out from every stage so far: no val pair asks what SFT or this stage trained on
+    val = unseen(read_jsonl(labels / "comparisons_val.jsonl"),
+                 [*read_jsonl(labels / "conversations_train.jsonl"), *train])
     if not train:
         raise ValueError(f"preference: {labels / 'comparisons_train.jsonl'} holds no comparisons to train on")
     policy, tok = load_assistant(sft_dir, device)
@@ -69,14 +70,14 @@ def preference(s: StageRun) -> dict:
     s.log.info(f"preference: {cfg.method} on {len(train)} comparisons ({len(val)} held out), {cfg.steps} steps")
     if cfg.method == "dpo":
         result = train_dpo(policy, reference, tok, train, val, cfg, s.out / "checkpoints", on_log)
-        metrics = _before_after(result["evals"], ("reward_margin", "pref_accuracy"))
+        metrics = _before_after(result, ("reward_margin", "pref_accuracy"))
     else:
         if reward is None:
             raise ValueError(f"preference: rlhf needs the reward model, and {reward_dir} holds none")
         result = train_rlhf(policy, reference, reward, tok, train, val, eval_items, cfg, s.out / "checkpoints", on_log)
-        metrics = _before_after(result["evals"], ("rm_score", "pref_accuracy", "task_score"))
-        last = result["evals"][-1][1] if result["evals"] else {}
-        metrics.update({k: last[k] for k in ("kl", "repetition", "length_ratio") if k in last})
+        metrics = _before_after(result, ("rm_score", "pref_accuracy", "task_score"))
+        last = first_and_kept(result)[1]
+        metrics.update({k: last[k] for k in ("kl_greedy", "repetition", "length_ratio") if k in last})
         metrics["stopped"] = int(result["stopped"] is not None)
         if result["rolled_back_to"] is not None:
             metrics["rolled_back_to"] = result["rolled_back_to"]

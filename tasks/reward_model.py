@@ -17,14 +17,16 @@ def reward_model(s: StageRun) -> dict:
         return {"metrics": {}, "info": {"skipped": True}}
     # torch- and mlflow-using imports inside: declaring the stage stays fast
     from data.chat.labels import read_jsonl
-    from model.preference import train_reward_model
+    from model.preference import train_reward_model, unseen
     from tasks.core import model_registry
     from tasks.core.plots import metric_curves
     from tasks.core.tracking import client
 
     labels = s.inputs["ingest_labels"].path
     train = read_jsonl(labels / "comparisons_train.jsonl")
-    val = read_jsonl(labels / "comparisons_val.jsonl")
+    # held out from every stage so far: no val pair asks what SFT or this stage trained on
+    val = unseen(read_jsonl(labels / "comparisons_val.jsonl"),
+                 [*read_jsonl(labels / "conversations_train.jsonl"), *train])
     if not train:
         raise ValueError(f"reward_model: {labels / 'comparisons_train.jsonl'} holds no comparisons to train on")
     s.log.info(f"reward_model: {len(train)} train and {len(val)} held-out comparisons, {cfg.steps} steps")

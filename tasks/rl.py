@@ -14,7 +14,7 @@ from pathlib import Path
 from data.chat.labels import read_jsonl, write_jsonl
 from data.chat.skills import build_skill, held_out_items, user_turns
 from model.rl_config import RLConfig
-from tasks.core.posttrain import link_copy, loop_reporter
+from tasks.core.posttrain import first_and_kept, link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
 from tasks.evals import EvalsConfig
 
@@ -92,10 +92,7 @@ def rl(s: StageRun) -> dict:
         result = train_grpo(policy, reference, tok, kept, reward_fn, cfg, ckpt, evaluate, guard, on_log)
     else:
         result = train_rejection(policy, tok, kept, reward_fn, cfg, ckpt, evaluate, guard, on_log)
-    evals = dict(result["evals"])
-    before, after = evals[0], result["evals"][-1][1]
-    if result["stopped"] and result["rolled_back_to"] is not None:  # the weights kept are those of that evaluation
-        after = evals[result["rolled_back_to"]]
+    before, after = first_and_kept(result)
     if result["stopped"]:
         s.log.warning(f"rl: stopped: {result['stopped']}; kept the weights of step {result['rolled_back_to']}")
 

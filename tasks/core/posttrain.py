@@ -48,3 +48,15 @@ def link_copy(src: Path, dst: Path) -> None:
             os.link(path, target)
         except OSError:
             shutil.copy2(path, target)
+
+
+def first_and_kept(result: dict) -> tuple[dict, dict]:
+    """run_loop's first evaluation and that of the weights the run kept: its last evaluation, or the one its guard
+    rolled back to (the last evaluation then judged weights that were thrown away)."""
+    evals = result["evals"]
+    if not evals:
+        return {}, {}
+    kept = evals[-1][1]
+    if result["stopped"] and result["rolled_back_to"] is not None:
+        kept = dict(evals)[result["rolled_back_to"]]
+    return evals[0][1], kept

@@ -84,6 +84,12 @@ def test_pipeline_builds_every_stage_with_reconciled_counts(built):
     assert made["pretrain"]["metrics"]["val_loss"] > 0
     assert made["eval_base"]["metrics"]["val_bpb"] < made["eval_base"]["metrics"]["unigram_bpb"]
     assert made["deploy"]["metrics"]["deployed"] == 1
+    # the stages after SFT report their held-out numbers under the names the issue gives them
+    assert {"pref_accuracy", "pref_accuracy_before"} <= set(made["reward_model"]["metrics"])
+    assert {"reward_margin", "pref_accuracy", "win_rate"} <= set(made["preference"]["metrics"])
+    assert {"pass@1_before", "pass@1_after", "pass@k_before", "pass@k_after"} <= set(made["rl"]["metrics"])
+    assert made["rl"]["inputs"]["preference"]["key"] == made["preference"]["key"]
+    assert made["evals"]["inputs"]["rl"]["key"] == made["rl"]["key"]
     assert list((wd / "labeling/queue").glob("queue-*.jsonl"))
     # every stage's key covers its code, and the manifest says which code that was
     assert all(len(m["code"]) == 16 for m in made.values())
@@ -117,6 +123,10 @@ def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(built):
         "pretrain-progress": "progress",
         "pretrain-loss-curve": "markdown",
         "eval-base-scores": "table",
+        "reward-model-evaluations": "table",
+        "preference-win-rate": "table",
+        "rl-pass-rates": "table",
+        "rl-curves": "markdown",
         "evals-scores": "table",
         "evals-score-chart": "markdown",
         "deploy-gate": "table",
@@ -137,8 +147,9 @@ def test_lineage_leads_from_the_production_model_back_to_the_crawl(built):
     while node:
         stages.append(node["stage"])
         assert node["mlflow_run_id"] and node["prefect_flow_run_id"]
-        node = next((n for n in node["inputs"] if n["stage"] in ("pretrain", "tokenize", "preprocess", "crawl")), None)
-    assert stages == ["finetune", "pretrain", "tokenize", "preprocess", "crawl"]
+        node = next((n for n in node["inputs"] if n["stage"] in
+                     ("preference", "finetune", "pretrain", "tokenize", "preprocess", "crawl")), None)
+    assert stages == ["rl", "preference", "finetune", "pretrain", "tokenize", "preprocess", "crawl"]
 
 
 def test_rerun_with_nothing_changed_reuses_every_stage(built, workdir):

@@ -86,3 +86,15 @@ def test_the_guard_stops_the_run_and_rolls_back_to_its_last_accepted_evaluation(
         assert torch.equal(value, seen[1][name])
     again = run_loop(model, CFG, _step_fn(model), tmp_path / "ckpt", evaluate=evaluate, guard=guard)
     assert again["stopped"] == "preference accuracy fell" and again["steps"] == 8  # a rerun does not train on
+
+
+def test_the_first_evaluation_is_the_baseline_the_guard_never_stops(tmp_path):
+    model = _toy()
+    seen = []
+
+    def guard(evals):
+        seen.append(len(evals))
+        return "always"
+
+    result = run_loop(model, CFG, _step_fn(model), tmp_path / "ckpt", evaluate=_eval(model), guard=guard)
+    assert seen == [2] and result["stopped"] == "always" and result["rolled_back_to"] == 0 and result["steps"] == 4

@@ -221,7 +221,8 @@ def grpo_cfg(**kw) -> RLConfig:
 
 
 def test_the_guard_stops_a_reward_hacking_run_and_keeps_the_last_accepted_weights(tok, tmp_path):
-    policy, reference = micro_policy(tok, the_logit=0.7), micro_policy(tok, the_logit=0.7)
+    # answers that end (only a finished answer earns a reward) and lean towards ' the'
+    policy, reference = micro_policy(tok, the_logit=0.7, end_logit=0.5), micro_policy(tok, the_logit=0.7, end_logit=0.5)
 
     def evaluate():
         groups = sample_groups(policy, tok, PROMPTS, 4, 10, 1.0, seed=99)
@@ -321,3 +322,12 @@ def test_select_problems_keeps_what_is_solved_once_in_k_and_evaluate_passes_coun
 def test_rl_config_rejects_unknown_skills():
     with pytest.raises(ValueError, match="unknown"):
         RLConfig(skills=["letter_count", "juggling"])
+
+
+def test_the_guard_judges_degeneration_against_where_the_model_started():
+    guard = Guard(max_repetition=0.5, max_length_ratio=2.0, watch=())
+    repetitive_from_the_start = [(0, {"repetition": 0.7, "length_ratio": 2.5}), (10, {"repetition": 0.7,
+                                                                                     "length_ratio": 2.5})]
+    assert guard(repetitive_from_the_start) is None
+    worse = [*repetitive_from_the_start, (20, {"repetition": 0.9, "length_ratio": 2.5})]
+    assert "repeat" in guard(worse)

@@ -100,7 +100,7 @@ def test_dpo_then_rlhf_report_their_metrics_under_the_agreed_names(workdir, upst
 
     rlhf = build("preference", workdir, inputs, "preference.method=rlhf", "preference.steps=2")
     assert rlhf.key != dpo.key
-    assert {"win_rate", "rm_score", "rm_score_before", "pref_accuracy", "task_score", "kl", "repetition",
+    assert {"win_rate", "rm_score", "rm_score_before", "pref_accuracy", "task_score", "kl_greedy", "repetition",
             "length_ratio", "stopped"} <= set(rlhf.metrics)
     assert rlhf.manifest["info"]["method"] == "rlhf" and (rlhf.path / "model" / "model.safetensors").exists()
 
