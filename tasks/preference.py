@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 from model.preference_config import PreferenceConfig
-from tasks.core.posttrain import eval_rows, first_and_kept, link_copy, loop_reporter
+from tasks.core.posttrain import comparisons, eval_rows, first_and_kept, link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
 
 CURVES = {"dpo": ["loss", "val_loss", "reward_margin", "pref_accuracy"],
@@ -48,17 +48,12 @@ def preference(s: StageRun) -> dict:
     from data.chat.skills import held_out_items
     from model.checkpoint import load_model, save_model
     from model.evaluate import load_assistant
-    from model.preference import RewardModel, pair_items, train_dpo, train_rlhf, unseen, win_rate
+    from model.preference import RewardModel, pair_items, train_dpo, train_rlhf, win_rate
     from tasks.core.plots import metric_curves
 
     device = cfg.torch_device()
     labels = s.inputs["ingest_labels"].path
-    train = read_jsonl(labels / "comparisons_train.jsonl")
-    # held out from every stage so far: no val pair asks what SFT or this stage trained on
-    val = unseen(read_jsonl(labels / "comparisons_val.jsonl"),
-                 [*read_jsonl(labels / "conversations_train.jsonl"), *train])
-    if not train:
-        raise ValueError(f"preference: {labels / 'comparisons_train.jsonl'} holds no comparisons to train on")
+    train, val = comparisons(labels)
     policy, tok = load_assistant(sft_dir, device)
     reference = load_model(sft_dir, device)
     reward_dir = s.inputs["reward_model"].path / "reward"

@@ -4,7 +4,7 @@ pairwise (Bradley-Terry) loss; `pref_accuracy` on held-out pairs. Registered in 
 from __future__ import annotations
 
 from model.preference_config import RewardConfig
-from tasks.core.posttrain import eval_rows, loop_reporter
+from tasks.core.posttrain import comparisons, eval_rows, loop_reporter
 from tasks.core.stage import StageRun, stage
 
 
@@ -16,19 +16,12 @@ def reward_model(s: StageRun) -> dict:
         s.log.info("reward_model: disabled (reward_model.enabled false); no reward model this week")
         return {"metrics": {}, "info": {"skipped": True}}
     # torch- and mlflow-using imports inside: declaring the stage stays fast
-    from data.chat.labels import read_jsonl
-    from model.preference import train_reward_model, unseen
+    from model.preference import train_reward_model
     from tasks.core import model_registry
     from tasks.core.plots import metric_curves
     from tasks.core.tracking import client
 
-    labels = s.inputs["ingest_labels"].path
-    train = read_jsonl(labels / "comparisons_train.jsonl")
-    # held out from every stage so far: no val pair asks what SFT or this stage trained on
-    val = unseen(read_jsonl(labels / "comparisons_val.jsonl"),
-                 [*read_jsonl(labels / "conversations_train.jsonl"), *train])
-    if not train:
-        raise ValueError(f"reward_model: {labels / 'comparisons_train.jsonl'} holds no comparisons to train on")
+    train, val = comparisons(s.inputs["ingest_labels"].path)
     s.log.info(f"reward_model: {len(train)} train and {len(val)} held-out comparisons, {cfg.steps} steps")
     rm, result = train_reward_model(s.inputs["finetune"].path / "model", train, val, cfg, s.out / "checkpoints",
                                     on_log=loop_reporter(s, cfg.steps))

@@ -12,6 +12,18 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Micro models run fastest on one torch thread, and a second thread waiting on a busy shared CPU costs seconds:
+    a module of them says `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real, temporary Prefect API (SQLite) for every flow run of the session."""

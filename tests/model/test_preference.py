@@ -43,13 +43,7 @@ def toy_pairs(words):
 TRAIN, VAL = toy_pairs(WORDS[:30]), toy_pairs(WORDS[30:])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Micro models run fastest on one thread, and a second thread waiting on a busy shared CPU costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +131,17 @@ def test_a_micro_reward_model_learns_a_preference_that_holds_on_unseen_pairs(sft
     assert good > bad
 
 
+class Crash(Exception):
+    pass
+
+
+def crash(step, metrics):
+    """on_log that crashes the run after its 6th step's log, past the step-4 checkpoint and the step-5 evaluation."""
+    if step == 6 and "loss" in metrics:
+        raise Crash
+
+
 def test_a_reward_model_run_resumes_after_a_crash_and_ends_bitwise_equal(sft_dir, tmp_path):
-    class Crash(Exception):
-        pass
-
-    def crash(step, metrics):
-        if step == 6 and "loss" in metrics:
-            raise Crash
-
     cfg = RM_CFG.model_copy(update={"steps": 10, "eval_every": 5, "ckpt_every": 4, "log_every": 1})
     with pytest.raises(Crash):
         train_reward_model(sft_dir, TRAIN, VAL, cfg, tmp_path / "b", on_log=crash)
@@ -159,13 +156,6 @@ def test_a_reward_model_run_resumes_after_a_crash_and_ends_bitwise_equal(sft_dir
 
 
 def test_a_dpo_run_resumes_after_a_crash_and_ends_bitwise_equal(sft_dir, tmp_path):
-    class Crash(Exception):
-        pass
-
-    def crash(step, metrics):
-        if step == 6 and "loss" in metrics:
-            raise Crash
-
     cfg = PreferenceConfig(steps=10, lr=3e-3, batch_size=8, warmup_steps=2, eval_every=5, ckpt_every=4, log_every=1,
                            device="cpu")
 

@@ -36,13 +36,7 @@ PROMPTS = [{"skill": "arithmetic", "reference": 42, "messages": [{"role": "user"
            for a in (12, 3, 7, 9)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Micro models: one thread is as fast, and not slowed down by other processes on the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,7 @@ def one_mlflow_store(tmp_path_factory):
         yield
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Micro models run fastest on one thread, and a second thread waiting on a busy shared CPU costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

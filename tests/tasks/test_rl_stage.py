@@ -17,14 +17,7 @@ from tasks.rl import HELD_OUT_SEED_OFFSET, problems
 from tasks.rl import rl as rl_stage
 from tests.model.test_rl import micro_policy, tok  # noqa: F401  (tok: the module's tokenizer fixture)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Micro models: one thread is as fast, and not slowed down by other processes on the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeStageRun(SimpleNamespace):
