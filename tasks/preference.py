@@ -54,6 +54,10 @@ def preference(s: StageRun) -> dict:
     device = cfg.torch_device()
     labels = s.inputs["ingest_labels"].path
     train, val = comparisons(labels)
+    if not train:
+        link_copy(sft_dir, s.out / "model")
+        s.log.warning("preference: the labels hold no comparisons this week: its model is the SFT model")
+        return {"metrics": {}, "info": {"skipped": True, "why": "no comparisons"}}
     policy, tok = load_assistant(sft_dir, device)
     reference = load_model(sft_dir, device)
     reward_dir = s.inputs["reward_model"].path / "reward"

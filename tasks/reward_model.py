@@ -22,6 +22,9 @@ def reward_model(s: StageRun) -> dict:
     from tasks.core.tracking import client
 
     train, val = comparisons(s.inputs["ingest_labels"].path)
+    if not train:
+        s.log.warning("reward_model: the labels hold no comparisons this week: no reward model")
+        return {"metrics": {}, "info": {"skipped": True, "why": "no comparisons"}}
     s.log.info(f"reward_model: {len(train)} train and {len(val)} held-out comparisons, {cfg.steps} steps")
     rm, result = train_reward_model(s.inputs["finetune"].path / "model", train, val, cfg, s.out / "checkpoints",
                                     on_log=loop_reporter(s, cfg.steps))

@@ -18,7 +18,6 @@ MICRO = [
     "eval_base.sample_tokens=8",
     "labels.sample_conversations=200",
     "labels.sample_comparisons=40",
-    "labels.val_fraction=0.25",  # a few held-out comparisons for the reward model and DPO to be measured on
     "finetune.steps=10",
     "finetune.batch_size=4",
     "finetune.warmup_steps=2",

@@ -64,12 +64,10 @@ def first_and_kept(result: dict) -> tuple[dict, dict]:
 
 def comparisons(labels: Path) -> tuple[list[dict], list[dict]]:
     """The ingest_labels artifact's comparisons: (train, held out). Held out from every stage so far: no val pair asks
-    what SFT or these stages trained on (model.preference.unseen)."""
+    what SFT or these stages trained on (model.preference.unseen). A week may bring none."""
     from data.chat.labels import read_jsonl
     from model.preference import unseen
 
     train = read_jsonl(labels / "comparisons_train.jsonl")
-    if not train:
-        raise ValueError(f"{labels / 'comparisons_train.jsonl'} holds no comparisons to train on")
     val = read_jsonl(labels / "comparisons_val.jsonl")
     return train, unseen(val, [*read_jsonl(labels / "conversations_train.jsonl"), *train])

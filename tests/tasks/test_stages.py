@@ -119,3 +119,6 @@ def test_after_a_failed_stage_a_rerun_continues_from_it(tmp_path, prefect_server
     assert done.is_completed()
     assert {s: store.list_keys(s) for s in yearly} == yearly  # reused, not rebuilt
     assert len(store.list_keys("finetune")) == 1
+    # a week with conversations only: no reward model, and the SFT model goes on to evals and deploy as it is
+    preference = store.load("preference", store.list_keys("preference")[0])
+    assert preference.manifest["info"] == {"skipped": True, "why": "no comparisons"}
