@@ -242,7 +242,20 @@ class GPT(nn.Module):
                 loss_mask: torch.Tensor | None = None, kv_cache: KVCache | SlotKVCache | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx [B, T] -> (logits [B, T, vocab], loss). Loss is mean CE over targets != -1 and loss_mask == 1."""
-        B, T = idx.shape
+        logits = self.lm_head(self.hidden(idx, kv_cache))
+        loss = None
+        if targets is not None:
+            if loss_mask is not None:
+                targets = targets.masked_fill(loss_mask == 0, -1)
+            total = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
+                                    ignore_index=-1, reduction="sum")
+            # divide by a tensor count (no .item() sync); an all-masked batch gives loss 0, not nan
+            loss = total / (targets != -1).sum().clamp(min=1)
+        return logits, loss
+
+    def hidden(self, idx: torch.Tensor, kv_cache: KVCache | SlotKVCache | None = None) -> torch.Tensor:
+        """idx [B, T] -> the final normed hidden states [B, T, n_embd], what the lm_head (or a reward head) reads."""
+        T = idx.shape[1]
         if kv_cache is None:
             if T > self.config.seq_len:
                 raise ValueError(f"GPT.forward: {T} positions exceed config.seq_len={self.config.seq_len}")
@@ -259,19 +272,9 @@ class GPT(nn.Module):
         x = self.embed_tokens(idx)
         for i, block in enumerate(self.layers):
             x = block(x, cos, sin, kv_cache, i)
-        logits = self.lm_head(self.norm(x))
         if kv_cache is not None:
             kv_cache.advance(T)
-
-        loss = None
-        if targets is not None:
-            if loss_mask is not None:
-                targets = targets.masked_fill(loss_mask == 0, -1)
-            total = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                    ignore_index=-1, reduction="sum")
-            # divide by a tensor count (no .item() sync); an all-masked batch gives loss 0, not nan
-            loss = total / (targets != -1).sum().clamp(min=1)
-        return logits, loss
+        return self.norm(x)
 
     def num_params(self, exclude_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())  # parameters() counts a tied weight once

@@ -134,7 +134,7 @@ def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: tor
 def answer_logprobs(model: GPT, batch: Batch) -> torch.Tensor:
     """[B]: each row's sum of log p(token | before) over its answer tokens (<|assistant_end|> included), nothing of
     the prompt or the padding. The lm_head runs on the positions that predict an answer token only."""
-    hidden = hidden_states(model, batch.ids[:, :-1])
+    hidden = model.hidden(batch.ids[:, :-1])
     pos = torch.arange(1, batch.ids.shape[1], device=batch.ids.device)[None]  # where each target sits in ids
     counted = (pos >= batch.starts[:, None]) & (pos < batch.lengths[:, None])  # [B, T-1]
     logp = -F.cross_entropy(model.lm_head(hidden[counted]).float(), batch.ids[:, 1:][counted], reduction="none")
@@ -164,16 +164,6 @@ def pair_values(fn: Callable[[Batch], torch.Tensor], pairs: Sequence[tuple[Encod
 # --------------------------------------------------------------------------------------------------- reward model
 
 
-def hidden_states(gpt: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """The final normed hidden states [B, T, n_embd] of GPT.forward, without the lm_head."""
-    T = idx.shape[1]
-    cos, sin = gpt.rope_cos[:T], gpt.rope_sin[:T]
-    x = gpt.embed_tokens(idx)
-    for i, block in enumerate(gpt.layers):
-        x = block(x, cos, sin, None, i)
-    return gpt.norm(x)
-
-
 class RewardModel(nn.Module):
     """A GPT trunk (started from the SFT model) and a linear head reading the hidden state at the answer's last token
     (<|assistant_end|>): one scalar per (prompt, answer). It carries its tokenizer."""
@@ -186,7 +176,7 @@ class RewardModel(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        hidden = hidden_states(self.trunk, batch.ids)
+        hidden = self.trunk.hidden(batch.ids)
         last = hidden[torch.arange(len(batch.lengths), device=hidden.device), batch.lengths - 1]
         return self.head(last).squeeze(-1)
 
