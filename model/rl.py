@@ -295,6 +295,15 @@ def select_problems(policy: torch.nn.Module, tok: Tokenizer, items: Sequence[dic
 # --------------------------------------------------------------------------------------------------- training
 
 
+def score(groups: list[list[Rollout]], reward_fn: RewardFn) -> list[Rollout]:
+    """Set each rollout's reward from reward_fn (one batched call); an answer that did not end properly (cut at
+    max_new_tokens, or ended by <|bos|>) earns 0 however right its text. Returns the rollouts, flat."""
+    flat = [r for g in groups for r in g]
+    for r, value in zip(flat, reward_fn([r.item for r in flat], [r.text for r in flat]), strict=True):
+        r.reward = float(value) if r.finish_reason == "stop" else 0.0
+    return flat
+
+
 def _step_rng(seed: int, step: int) -> random.Random:
     return random.Random(f"rl:{seed}:{step}")
 
@@ -319,9 +328,7 @@ def train_grpo(policy: torch.nn.Module, reference: torch.nn.Module | None, tok: 
         batch = rng.sample(list(items), min(cfg.prompts_per_step, len(items)))
         groups = sample_groups(policy, tok, batch, cfg.k, cfg.max_new_tokens, cfg.temperature,
                                seed=rng.getrandbits(62))
-        flat = [r for g in groups for r in g]
-        for r, value in zip(flat, reward_fn([r.item for r in flat], [r.text for r in flat]), strict=True):
-            r.reward = float(value) if r.finish_reason == "stop" else 0.0  # a right answer must also end properly
+        score(groups, reward_fn)
         advantages = group_advantages(torch.tensor([[r.reward for r in g] for g in groups]))
         return grpo_loss(policy, reference, groups, advantages, cfg.kl_coef, pad)
 
@@ -333,7 +340,7 @@ def best_answers(groups: list[list[Rollout]], min_reward: float = 1.0) -> list[R
     'take the top solution'); groups with none are left out."""
     best = []
     for group in groups:
-        good = [r for r in group if r.reward >= min_reward and r.finish_reason == "stop"]
+        good = [r for r in group if r.reward >= min_reward]  # score() gives an answer that did not end 0
         if good:
             best.append(min(good, key=lambda r: (-r.reward, len(r.answer_ids))))
     return best
@@ -363,9 +370,7 @@ def train_rejection(policy: torch.nn.Module, tok: Tokenizer, items: Sequence[dic
         else:
             groups = sample_groups(policy, tok, items, cfg.k, cfg.max_new_tokens, cfg.temperature,
                                    seed=_step_rng(cfg.seed, r).getrandbits(62))
-            flat = [x for g in groups for x in g]
-            for x, value in zip(flat, reward_fn([x.item for x in flat], [x.text for x in flat]), strict=True):
-                x.reward = float(value)
+            flat = score(groups, reward_fn)
             best = best_answers(groups)
             saved = {"conversations": [[*b.item["messages"], {"role": "assistant", "content": b.text}] for b in best],
                      "metrics": {"round": r, "reward_mean": sum(x.reward for x in flat) / len(flat),
