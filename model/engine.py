@@ -1,6 +1,10 @@
 """Sampling: prefill the prompt once into a KV cache, then one token per step; Engine adds text and chat on top.
 BatchGenerator runs many requests at once (continuous batching): a request joins the running batch at the next step
-and leaves it when it ends, and each step decodes one token for every running request in one forward pass."""
+and leaves it when it ends, and each step decodes one token for every running request in one forward pass.
+
+Tools (model/tools.py): an answer that writes <|tool_call_end|> pauses; `ToolUse` runs the call and gives the context
+to go on from (the call's turn closed, the result between its markers, a new assistant turn opened), the same for the
+single-sequence Engine, the batch runner `answer_batch` and the server."""
 from __future__ import annotations
 
 import threading
@@ -11,9 +15,10 @@ from typing import Any
 
 import torch
 
-from model.chat import render_prompt
+from model.chat import ROLE_MARKERS, TOOL_CALL_END, TOOL_CALL_START, render_prompt
 from model.gpt import GPT
 from model.tokenizer import Tokenizer
+from model.tools import Toolbox
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int | None,
@@ -91,11 +96,29 @@ class Engine:
         return [self.tok.special_id("<|assistant_end|>"), self.tok.bos_id]
 
     def chat(self, messages: list[dict[str, Any]], max_new_tokens: int = 128, temperature: float = 0.0,
-             seed: int | None = None, top_k: int | None = None) -> str:
-        """The assistant's reply to `messages` (last one from the user), up to <|assistant_end|>."""
-        ids = render_prompt(self.tok, messages)
-        new = generate(self.model, ids, max_new_tokens, temperature, top_k, self._chat_stop_ids(), seed)
-        return self.tok.decode(new)
+             seed: int | None = None, top_k: int | None = None, tools: Toolbox | None = None) -> str:
+        """The assistant's reply to `messages` (last one from the user), up to <|assistant_end|>; with `tools`, the
+        text after the last tool result (`answer` has the calls too)."""
+        return self.answer(messages, max_new_tokens, temperature, seed, top_k, tools).text
+
+    def answer(self, messages: list[dict[str, Any]], max_new_tokens: int = 128, temperature: float = 0.0,
+               seed: int | None = None, top_k: int | None = None, tools: Toolbox | None = None) -> ToolUse:
+        """The reply to `messages` with its tool calls run (none when `tools` is None: a call is then plain text).
+        `max_new_tokens` bounds the tokens the model writes in all, tool results not counted."""
+        use = ToolUse(self.tok, tools, render_prompt(self.tok, messages), max_new_tokens)
+        ids: list[int] | None = use.ids
+        while ids is not None:
+            new: list[int] = []
+            segment_seed = None if seed is None else seed + len(use.calls)
+            for token in generate_stream(self.model, ids, use.budget, temperature, top_k, self._chat_stop_ids(),
+                                         segment_seed):
+                new.append(token)
+                if token in use.pause_ids:
+                    break
+            reason = ("tool_call" if new and new[-1] in use.pause_ids
+                      else "length" if len(new) >= use.budget else "stop")
+            ids = use.feed(new, reason)
+        return use
 
     def stream_chat(self, messages: list[dict[str, Any]], max_new_tokens: int = 128, temperature: float = 0.0,
                     seed: int | None = None, top_k: int | None = None) -> Iterator[str]:
@@ -121,7 +144,8 @@ class Engine:
 class GenRequest:
     """One sequence to continue. `on_token(request, token)` sees each new token as it is sampled (the stop token is
     not shown); `finish_reason` becomes "stop" (a stop token, or finish() called), "length" (max_tokens, or the
-    model's context is full) or "cancelled"."""
+    model's context is full), "cancelled", or "tool_call" (a token of `pause_ids` was sampled: it is kept and shown,
+    and a `ToolUse` gives the ids to go on from)."""
 
     ids: list[int]
     max_tokens: int
@@ -130,6 +154,7 @@ class GenRequest:
     top_k: int | None = None
     seed: int | None = None
     stop_ids: frozenset[int] = frozenset()
+    pause_ids: frozenset[int] = frozenset()
     on_token: Callable[[GenRequest, int], None] | None = None
     on_done: Callable[[GenRequest], None] | None = None
     tokens: list[int] = field(default_factory=list)
@@ -265,6 +290,8 @@ class BatchGenerator:
                     req.on_token(req, token)
                 if req._end is not None:
                     req.finish_reason = req._end
+                elif token in req.pause_ids:
+                    req.finish_reason = "tool_call"
                 elif len(req.tokens) >= req.max_tokens or len(req.ids) + len(req.tokens) >= self.seq_len:
                     req.finish_reason = "length"
         for slot in reversed(range(n)):
@@ -294,3 +321,88 @@ class BatchGenerator:
         while not self.idle():
             self.step()
         return requests
+
+
+class ToolUse:
+    """One answer's way through its tool calls. `feed` takes each segment the model wrote (up to a stop, a pause on
+    <|tool_call_end|>, or the token budget); after a call it runs the tool and returns the ids to go on from: the
+    context so far, <|assistant_end|>, the result between <|tool_result_start|> and <|tool_result_end|>, and a new
+    <|assistant_start|>, exactly as `render_conversation` renders the same turns, so training and use agree.
+
+    When it is done: `text` (what follows the last result), `messages` (the assistant and tool turns it added, in the
+    OpenAI shape with the arguments as an object), `calls` ({"name", "arguments", "result"}), `finish_reason`."""
+
+    def __init__(self, tok: Tokenizer, tools: Toolbox | None, prompt: list[int], max_new_tokens: int):
+        self.tok, self.tools = tok, tools
+        self.ids = list(prompt)
+        self.budget = max_new_tokens
+        self.generated = 0
+        self.calls: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = []
+        self.text = ""
+        self.finish_reason: str | None = None
+        self._start, self._end = tok.special_id(TOOL_CALL_START), tok.special_id(TOOL_CALL_END)
+        self.pause_ids = frozenset({self._end}) if tools is not None else frozenset()
+
+    def feed(self, tokens: list[int], finish_reason: str) -> list[int] | None:
+        """Record a segment; the ids to continue from, or None when the answer is over."""
+        self.generated += len(tokens)
+        self.budget = max(0, self.budget - len(tokens))
+        if finish_reason != "tool_call" or self.tools is None:
+            self.text = self.tok.decode(tokens)
+            self.messages.append({"role": "assistant", "content": self.text})
+            self.finish_reason = finish_reason
+            return None
+        start = max((i for i, t in enumerate(tokens) if t == self._start), default=-1)
+        content = self.tok.decode(tokens[:max(start, 0)])
+        call_text = self.tok.decode(tokens[start + 1:-1])
+        refused = self.tools.over_limit(len(self.calls))
+        call, result = (None, refused) if refused else self.tools.call(call_text)
+        name = call.name if call else None
+        arguments = call.arguments if call else call_text
+        self.calls.append({"name": name, "arguments": arguments, "result": result})
+        self.messages.append({"role": "assistant", "content": content, "tool_calls": [
+            {"id": f"call_{len(self.calls)}", "type": "function",
+             "function": {"name": name, "arguments": arguments} if call else call_text}]})
+        self.messages.append({"role": "tool", "content": result})
+        if refused and len(self.calls) > self.tools.limits.max_calls + 1 or self.budget == 0:
+            # it was told it had no calls left and called again, or it has no tokens left to answer with
+            self.finish_reason = "tool_calls_exceeded" if self.budget else "length"
+            return None
+        self.ids = [*self.ids, *tokens, self.tok.special_id(ROLE_MARKERS["assistant"][1]),
+                    self.tok.special_id(ROLE_MARKERS["tool"][0]), *self.tok.encode(result),
+                    self.tok.special_id(ROLE_MARKERS["tool"][1]), self.tok.special_id(ROLE_MARKERS["assistant"][0])]
+        return self.ids
+
+    def transcript(self) -> str:
+        """The calls, their results and the answer, for a terminal or a log."""
+        lines = [f"[{c['name'] or 'call'}] {c['arguments']} -> {c['result']}" for c in self.calls]
+        return "\n".join([*lines, self.text])
+
+
+def answer_batch(model: GPT, tok: Tokenizer, prompts: list[list[int]], max_new_tokens: int,
+                 tools: Toolbox | None = None, max_batch: int = 32) -> list[ToolUse]:
+    """Greedy answers to many rendered prompts at once, each with its tool calls run (one BatchGenerator: an answer
+    paused on a call rejoins the batch with the result in its context)."""
+    stops = frozenset({tok.special_id(ROLE_MARKERS["assistant"][1]), tok.bos_id})
+    gen = BatchGenerator(model, max_batch=max_batch)
+    uses = [ToolUse(tok, tools, p, max_new_tokens) for p in prompts]
+    owner: dict[int, ToolUse] = {}
+
+    def submit(use: ToolUse, ids: list[int]) -> None:
+        if len(ids) >= gen.seq_len:  # the context is full: what was written so far is the answer
+            use.feed([], "length")
+            return
+        req = GenRequest(ids, use.budget, stop_ids=stops, pause_ids=use.pause_ids)
+        owner[id(req)] = use
+        gen.submit(req)
+
+    for use in uses:
+        submit(use, use.ids)
+    while not gen.idle():
+        for req in gen.step():
+            use = owner.pop(id(req))
+            ids = use.feed(req.tokens, req.finish_reason)
+            if ids is not None:
+                submit(use, ids)
+    return uses

@@ -30,7 +30,7 @@ def generate_conversations(n: int, seed: int, pages: list[Mapping[str, Any]] | N
             used: list[str] = []
             for _ in range(turns):
                 ex = skills.example(rng)
-                messages += ex.messages + [{"role": "assistant", "content": ex.answer}]
+                messages += ex.messages + ex.turns
                 used.append(ex.skill)
             key = json.dumps(messages, sort_keys=True)
             if key not in seen:
@@ -47,8 +47,9 @@ def generate_comparisons(n: int, seed: int, pages: list[Mapping[str, Any]] | Non
                          mix: Mapping[str, float] | None = None) -> list[dict]:
     """n {"prompt", "chosen", "rejected"} records with distinct prompts where the skills allow; rejected is a plausible
     wrong answer of the same skill. meta carries "generator" (the skill), "reference" and "error" (what is wrong with
-    rejected), so the skill's check can judge both sides."""
-    skills = SkillMix(mix, pages)
+    rejected), so the skill's check can judge both sides. Skills whose answers call tools are left out: a comparison's
+    sides are plain text, and preferring a right answer written without the tool would teach not to call it."""
+    skills = SkillMix(mix, pages, tools=False)
     rng = random.Random(seed)
     seen: set[str] = set()
     out = []

@@ -23,7 +23,8 @@ from tests.files import PAGES
 
 
 def test_the_registry_names_every_skill_once():
-    assert SKILL_NAMES == ("arithmetic", "letter_count", "spelling", "identity", "refusal", "crawl_qa")
+    assert SKILL_NAMES == ("arithmetic", "letter_count", "spelling", "identity", "refusal", "crawl_qa", "calculator",
+                           "calculator_large")
     assert all(SKILLS[name].name == name for name in SKILL_NAMES)
     with pytest.raises(ValueError, match="unknown skill 'poetry'"):
         build_skill("poetry")

@@ -3,7 +3,7 @@
 import pytest
 
 from data.chat.labels import LabelsConfig, validate_comparison, validate_conversation
-from data.chat.skills import SKILL_NAMES, check
+from data.chat.skills import DEFAULT_MIX, SKILL_NAMES, check
 from data.chat.synthetic import generate_comparisons, generate_conversations
 from tests.files import PAGES
 
@@ -22,7 +22,19 @@ def test_conversations_are_valid_marked_and_some_multi_turn():
         assert c["meta"]["generated"] is True and c["meta"]["generator"] in SKILL_NAMES and c["meta"]["seed"] == 0
     turns = [len(c["messages"]) for c in convs]
     assert 4 in turns and turns.count(2) > 300
-    assert {c["meta"]["generator"] for c in convs} == set(SKILL_NAMES)
+    assert {c["meta"]["generator"] for c in convs} == set(DEFAULT_MIX)
+
+
+def test_calculator_conversations_call_the_tool_and_state_its_result():
+    convs = generate_conversations(200, seed=0, mix={"calculator": 1.0})
+    for c in convs[:50]:
+        if len(c["messages"]) != 4:
+            continue
+        user, call, result, final = c["messages"]
+        fn = call["tool_calls"][0]["function"]
+        assert fn["name"] == "calculator" and result["role"] == "tool"
+        assert final["content"].endswith(f"Answer: {result['content']}")
+        assert validate_conversation(c, LabelsConfig()) is None
 
 
 def test_crawl_qa_is_left_out_without_pages_and_unknown_skills_are_refused():
@@ -38,7 +50,8 @@ def test_mix_selects_skills():
 
 def test_comparisons_chosen_checks_true_and_rejected_false():
     comps = generate_comparisons(600, seed=0, pages=PAGES)
-    assert {c["meta"]["generator"] for c in comps} == set(SKILL_NAMES)
+    # tool-using skills make no comparisons: their sides would be plain text
+    assert {c["meta"]["generator"] for c in comps} == set(DEFAULT_MIX) - {"calculator"}
     assert len({c["prompt"] for c in comps}) > 550  # repeats only where a skill runs out of prompts (identity)
     for c in comps:
         assert validate_comparison(c, LabelsConfig()) is None and c["meta"]["generated"] is True

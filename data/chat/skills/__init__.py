@@ -9,6 +9,7 @@ honest refusals, questions about crawled pages). Each makes examples, checks an 
 
 from data.chat.skills.arithmetic import Arithmetic
 from data.chat.skills.base import Example, Skill, normalize_prompt
+from data.chat.skills.calculator import Calculator, CalculatorLarge
 from data.chat.skills.crawl_qa import CrawlQA, f1_overlap, first_sentence
 from data.chat.skills.held_out import held_out_items, items_hash, user_turns
 from data.chat.skills.identity import ASSISTANT_NAME, Identity
@@ -19,7 +20,8 @@ from data.chat.skills.registry import SKILL_NAMES, SKILLS, build_skill, check, r
 from data.chat.skills.spelling import Spelling
 
 __all__ = [
-    "ASSISTANT_NAME", "DEFAULT_MIX", "SKILLS", "SKILL_NAMES", "Arithmetic", "CrawlQA", "Example", "Identity",
-    "LetterCount", "Refusal", "Skill", "SkillMix", "Spelling", "build_skill", "check", "f1_overlap", "first_sentence",
-    "held_out_items", "items_hash", "normalize_prompt", "reward", "user_turns",
+    "ASSISTANT_NAME", "DEFAULT_MIX", "SKILLS", "SKILL_NAMES", "Arithmetic", "Calculator", "CalculatorLarge",
+    "CrawlQA", "Example", "Identity", "LetterCount", "Refusal", "Skill", "SkillMix", "Spelling", "build_skill",
+    "check", "f1_overlap", "first_sentence", "held_out_items", "items_hash", "normalize_prompt", "reward",
+    "user_turns",
 ]

@@ -29,17 +29,25 @@ def last_int(text: str) -> int | None:
 @dataclass
 class Example:
     """One exchange of a skill: the user's prompt, the ideal answer, and the reference `Skill.check` compares an
-    answer with. `details` holds what `Skill.wrong_answer` needs to make a plausible mistake (the word spelled...)."""
+    answer with. `details` holds what `Skill.wrong_answer` needs to make a plausible mistake (the word spelled...).
+    An answer that uses tools has `reply`: the assistant's tool calls, the tools' results and the final turn, whose
+    text is `answer`."""
 
     skill: str
     prompt: str
     answer: str
     reference: Any
     details: dict[str, Any] = field(default_factory=dict)
+    reply: list[dict] | None = None
 
     @property
     def messages(self) -> list[dict]:
         return [{"role": "user", "content": self.prompt}]
+
+    @property
+    def turns(self) -> list[dict]:
+        """What the assistant side says, in order: `reply`, or the answer as one assistant turn."""
+        return list(self.reply) if self.reply else [{"role": "assistant", "content": self.answer}]
 
     def as_item(self) -> dict:
         """The JSON record the evals store and `check` reads: {"id", "skill", "messages", "reference", "answer"};
@@ -54,6 +62,7 @@ class Skill:
 
     name: ClassVar[str]
     uses_pages: ClassVar[bool] = False  # built with the crawled pages (see registry.build_skill)
+    uses_tools: ClassVar[bool] = False  # its ideal answers call tools (no comparisons: their sides are plain text)
 
     @property
     def available(self) -> bool:

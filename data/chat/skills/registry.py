@@ -8,6 +8,7 @@ from typing import Any
 
 from data.chat.skills.arithmetic import Arithmetic
 from data.chat.skills.base import Skill
+from data.chat.skills.calculator import Calculator, CalculatorLarge
 from data.chat.skills.crawl_qa import CrawlQA
 from data.chat.skills.identity import Identity
 from data.chat.skills.letter_count import LetterCount
@@ -16,7 +17,8 @@ from data.chat.skills.spelling import Spelling
 
 # A new skill is a class in its own module plus a line here.
 SKILLS: dict[str, type[Skill]] = {
-    cls.name: cls for cls in (Arithmetic, LetterCount, Spelling, Identity, Refusal, CrawlQA)
+    cls.name: cls for cls in (Arithmetic, LetterCount, Spelling, Identity, Refusal, CrawlQA, Calculator,
+                              CalculatorLarge)
 }
 SKILL_NAMES: tuple[str, ...] = tuple(SKILLS)
 
