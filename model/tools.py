@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -275,3 +276,38 @@ class Toolbox:
         if calls_made >= self.limits.max_calls:
             return f"error: no more tool calls in this answer (at most {self.limits.max_calls})"
         return None
+
+
+TOOL_NAMES = ("calculator", "search")
+
+
+class ToolsConfig(BaseModel):
+    """Which tools the assistant may call where it runs (evals, `factory chat`, `factory serve`), and their limits."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: list[str] = Field(list(TOOL_NAMES), description="Tools on offer: calculator, search.")
+    limits: ToolLimits = Field(default_factory=ToolLimits)
+    search_k: int = Field(2, ge=1, le=20, description="Passages the search tool returns.")
+
+    def toolbox(self, index: str | Path | None = None) -> Toolbox:
+        return make_toolbox(self.enabled, index, self.limits, self.search_k)
+
+
+def make_toolbox(names: Iterable[str], index: Any = None, limits: ToolLimits | None = None,
+                 search_k: int = 2) -> Toolbox:
+    """The tools called `names`. `index` (a folder holding a search index, or a loaded `data.search.SearchIndex`) is
+    what the search tool searches; without one, search is left out (a warning is the caller's to give)."""
+    tools: list[Tool] = []
+    for name in names:
+        if name == "calculator":
+            tools.append(Calculator())
+        elif name == "search":
+            if index is None:
+                continue
+            from data.search import SearchIndex, SearchTool
+
+            loaded = index if isinstance(index, SearchIndex) else SearchIndex.load(index)
+            tools.append(SearchTool(loaded, k=search_k))
+        else:
+            raise ValueError(f"unknown tool {name!r}; known: {', '.join(TOOL_NAMES)}")
+    return Toolbox.of(tools, limits)
