@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from data.chat.labels import read_jsonl, write_jsonl
 from data.chat.skills import SKILL_NAMES, held_out_items, items_hash
+from model.tools import ToolsConfig
 from tasks.core.stage import StageRun, stage
 
 
@@ -30,7 +31,7 @@ class EvalsConfig(BaseModel):
         return skills
 
 
-@stage("evals", cycle="weekly", inputs=("rl", "ingest_labels"), config={"evals": EvalsConfig},
+@stage("evals", cycle="weekly", inputs=("rl", "ingest_labels"), config={"evals": EvalsConfig, "tools": ToolsConfig},
        main_metric="score_mean")
 def evals(s: StageRun) -> dict:
     # torch- and matplotlib-using imports inside: declaring the stage stays fast (`factory` checks input first)
