@@ -16,6 +16,7 @@ from model.chat import render_prompt
 from model.checkpoint import load_model
 from model.engine import BatchGenerator, Engine, GenRequest
 from model.gpt import GPT
+from model.identity import IdentityConfig, with_system_message
 from model.tokenizer import Tokenizer
 
 
@@ -108,18 +109,23 @@ def choice_logprobs(model: GPT, tok: Tokenizer, context: str, choices: list[str]
 
 def load_assistant(model_dir: str | os.PathLike, device: str | torch.device | None = None) -> tuple[GPT, Tokenizer]:
     """A model directory (model.safetensors, config.json, tokenizer.json) loaded for inference, on the GPU when
-    there is one."""
+    there is one. Who it was trained to be (its system message) is `model.identity.load_identity(model_dir)`."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(model_dir, device=device).eval()
     return model, Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
 
 
 def run_items(
-    model: GPT, tok: Tokenizer, items: list[dict], max_new_tokens: int
+    model: GPT, tok: Tokenizer, items: list[dict], max_new_tokens: int, system: IdentityConfig | None = None
 ) -> tuple[list[dict], dict[str, float]]:
     """Answer every eval item greedily and check the answer by its skill; returns (each item with "response" and
-    "correct", {"score.<skill>": accuracy} in the order the skills first appear)."""
-    prompts = [render_prompt(tok, item["messages"]) for item in items]
+    "correct", {"score.<skill>": accuracy} in the order the skills first appear).
+
+    `system`: an identity (the model's: load_identity) whose system message goes first in each item that has none,
+    whatever its at_inference says (the caller decides); None: the items as they are. The results keep the items'
+    own messages."""
+    asked = [with_system_message(item["messages"], system, always=True) for item in items]
+    prompts = [render_prompt(tok, messages) for messages in asked]
     # Batched (greedy answers are the same batched or alone), except a prompt that leaves the answer less than
     # max_new_tokens of context: the single-sequence engine slides the window over it, as a chat would.
     fits = [len(p) + max_new_tokens <= model.config.seq_len for p in prompts]
@@ -128,9 +134,9 @@ def run_items(
         GenRequest(p, max_new_tokens, stop_ids=stops) for p, ok in zip(prompts, fits, strict=True) if ok))
     engine = Engine(model, tok)
     results = []
-    for item, ok in zip(items, fits, strict=True):
+    for item, messages, ok in zip(items, asked, fits, strict=True):
         response = (tok.decode(next(batched).tokens) if ok
-                    else engine.chat(item["messages"], max_new_tokens=max_new_tokens))
+                    else engine.chat(messages, max_new_tokens=max_new_tokens))
         results.append({**item, "response": response, "correct": check(item, response)})
     scores = {}
     for skill in dict.fromkeys(r["skill"] for r in results):

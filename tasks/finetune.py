@@ -8,6 +8,7 @@ import json
 
 from data.sources.fingerprint import fingerprint
 from model.config import FinetuneConfig
+from model.identity import IdentityConfig, save_identity, with_system_message
 from tasks.core.stage import StageRun, stage
 
 
@@ -16,8 +17,9 @@ def _external(cfg, workdir, inputs: dict) -> dict:
     return {"init_from": fingerprint([cfg.finetune.init_from])} if cfg.finetune.init_from else {}
 
 
-@stage("finetune", cycle="weekly", inputs=("pretrain", "ingest_labels"), config={"finetune": FinetuneConfig},
-       main_metric="val_loss", resumable=True, external=_external, follower=lambda cfg: cfg.finetune.node_rank > 0)
+@stage("finetune", cycle="weekly", inputs=("pretrain", "ingest_labels"),
+       config={"finetune": FinetuneConfig, "identity": IdentityConfig}, main_metric="val_loss", resumable=True,
+       external=_external, follower=lambda cfg: cfg.finetune.node_rank > 0)
 def finetune(s: StageRun) -> dict:
     # torch-using imports inside: declaring the stage stays fast (`factory` checks its input first)
     from model.checkpoint import save_model
@@ -45,9 +47,13 @@ def finetune(s: StageRun) -> dict:
     model, tok = job.model.to("cpu"), job.info["tokenizer"]
     save_model(model, s.out / "model")
     tok.save(s.out / "model" / "tokenizer.json")
-    answer = Engine(model, tok).chat(PROBE, max_new_tokens=48)
-    (s.out / "sample.json").write_text(json.dumps({"messages": PROBE, "answer": answer}, indent=2))
-    s.log.info(f"finetune: {PROBE[0]['content']!r} -> {answer!r}")
+    # assistant.json: who it was trained to be (name, maker, system message); the stages after it carry it on, and
+    # whatever runs the model reads it (model.identity.load_identity)
+    save_identity(s.cfg.identity, s.out / "model")
+    probe = with_system_message(PROBE, s.cfg.identity)  # asked as a chat would ask it
+    answer = Engine(model, tok).chat(probe, max_new_tokens=48)
+    (s.out / "sample.json").write_text(json.dumps({"messages": probe, "answer": answer}, indent=2))
+    s.log.info(f"finetune: {PROBE[-1]['content']!r} -> {answer!r}")
     metrics = {
         "val_loss": result.get("final_val_loss"),
         "train_loss": result.get("final_loss"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from model.identity import copy_identity
 from model.preference_config import PreferenceConfig
 from tasks.core.posttrain import comparisons, eval_rows, first_and_kept, link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
@@ -82,6 +83,7 @@ def preference(s: StageRun) -> dict:
             metrics["rolled_back_to"] = result["rolled_back_to"]
     save_model(policy, s.out / "model")
     tok.save(s.out / "model" / "tokenizer.json")
+    copy_identity(sft_dir, s.out / "model")  # who it was trained to be, as the model it started from says
 
     judged = win_rate(policy, reference, tok, [*eval_items, *pair_items(val)], reward, cfg.max_new_tokens)
     metrics.update({k: v for k, v in judged.items() if k.startswith("win_rate") and not math.isnan(v)})

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from data.chat.labels import read_jsonl, write_jsonl
 from data.chat.skills import build_skill, held_out_items, user_turns
+from model.identity import copy_identity
 from model.rl_config import RLConfig
 from tasks.core.posttrain import first_and_kept, link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
@@ -98,6 +99,7 @@ def rl(s: StageRun) -> dict:
 
     save_model(policy.to("cpu"), s.out / "model")
     tok.save(s.out / "model" / "tokenizer.json")
+    copy_identity(start, s.out / "model")  # who it was trained to be, as the model it started from says
     rows = _table(before, after, cfg.skills)
     s.table("pass-rates", rows, f"held-out pass@1 / pass@{cfg.eval_k} / greedy per skill, before and after RL")
     curves = metric_curves(result["history"], ["reward_mean", "kl", "pass@1", "pass@k", "repetition"],

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from data.chat.synthetic import generate_comparisons, generate_conversations
 from model.files import atomic_file
+from model.identity import IdentityConfig
 
 RECORDS_PER_FILE = 500
 
@@ -100,8 +101,11 @@ def _write_batches(out_dir: Path, stem: str, lines: list[bytes]) -> list[str]:
 
 
 def build_label_inbox(out_dir: Path, pages: list[dict] | None, n_conversations: int = 2000,
-                      n_comparisons: int = 400, seed: int = 0, bad_records: bool = True) -> dict:
+                      n_comparisons: int = 400, seed: int = 0, bad_records: bool = True,
+                      identity: IdentityConfig | None = None) -> dict:
     """Write conversations-batch-NNN.jsonl and comparisons-batch-NNN.jsonl (~500 lines each) into out_dir.
+    `identity`: who the identity answers say the assistant is, and the system message a share of the conversations
+    starts with (see generate_conversations; None: the default name, no system messages).
 
     Returns {"files", "conversations", "comparisons" (good records written), "bad": {mistake: count},
     "duplicates", "invalid" (lines a validator must quarantine), "lines" (all lines written)}.
@@ -112,8 +116,8 @@ def build_label_inbox(out_dir: Path, pages: list[dict] | None, n_conversations: 
     for old in [*out_dir.glob("conversations-batch-*.jsonl"), *out_dir.glob("comparisons-batch-*.jsonl")]:
         old.unlink()
     rng = random.Random(f"inbox:{seed}")
-    conversations = generate_conversations(n_conversations, seed, pages)
-    comparisons = generate_comparisons(n_comparisons, seed + 1, pages)
+    conversations = generate_conversations(n_conversations, seed, pages, identity=identity)
+    comparisons = generate_comparisons(n_comparisons, seed + 1, pages, identity=identity)
     for i, rec in enumerate(conversations):  # who delivered it, as a labeling tool would record
         rec["meta"]["labeler"] = f"labeler-{i % 7 + 1:02d}"
     conv_lines = [_line(r) for r in conversations]

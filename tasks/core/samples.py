@@ -13,6 +13,7 @@ from pathlib import Path
 from data.chat.labels import LabelsConfig
 from data.samples import BUILTIN_SAMPLE
 from data.sources.config import CrawlConfig, SourceSpec
+from model.identity import IdentityConfig
 
 
 def sample_dir(workdir: Path) -> Path:
@@ -49,11 +50,15 @@ def sample_pages(warc: Path, limit: int = 200) -> list[dict]:
     return pages
 
 
-def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int) -> Path:
-    """`<workdir>/samples/inbox-.../`: generated conversations and comparisons, as labelers would deliver them."""
+def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int, identity: IdentityConfig | None = None) -> Path:
+    """`<workdir>/samples/inbox-.../`: generated conversations and comparisons, as labelers would deliver them; with
+    `identity`, its name and maker in the identity answers and its system message in a share of the conversations.
+    The folder's name holds everything the files depend on, so a changed setting makes a new inbox."""
     from data.samples.labels import build_label_inbox
 
     name = f"inbox-{cfg.sample_conversations}-{cfg.sample_comparisons}-{cfg.seed}-{pages}"
+    if identity is not None:
+        name += f"-{identity.data_key()}"
     path = sample_dir(workdir) / name
     if not path.exists():
         tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
@@ -64,6 +69,7 @@ def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int) -> Path:
             n_conversations=cfg.sample_conversations,
             n_comparisons=cfg.sample_comparisons,
             seed=cfg.seed,
+            identity=identity,
         )
         try:
             os.replace(tmp, path)
@@ -80,5 +86,8 @@ def crawl_sources(cfg: CrawlConfig, workdir: Path) -> list[SourceSpec]:
             if spec.source == BUILTIN_SAMPLE else spec for spec in cfg.specs()]
 
 
-def inbox_dir(cfg: LabelsConfig, workdir: Path, pages: int) -> Path:
-    return sample_inbox(workdir, cfg, pages) if cfg.inbox == BUILTIN_SAMPLE else Path(cfg.inbox).expanduser()
+def inbox_dir(cfg: LabelsConfig, workdir: Path, pages: int, identity: IdentityConfig | None = None) -> Path:
+    """The labels inbox: the folder `labels.inbox` names, or the built-in sample generated for `identity`."""
+    if cfg.inbox == BUILTIN_SAMPLE:
+        return sample_inbox(workdir, cfg, pages, identity)
+    return Path(cfg.inbox).expanduser()

@@ -19,7 +19,10 @@ from data.chat.skills import (
     reward,
     user_turns,
 )
+from model.identity import IdentityConfig
 from tests.files import PAGES
+
+ADA = IdentityConfig(name="Ada", maker="Acme Labs")
 
 
 def test_the_registry_names_every_skill_once():
@@ -149,3 +152,37 @@ def test_eval_examples_differ_from_the_training_stream_with_the_same_seed():
     train = {ex.prompt for ex in SkillMix({"arithmetic": 1.0}).examples(200, seed=0)}
     evals = {ex.prompt for ex in build_skill("arithmetic").examples(200, seed=0)}
     assert len(train & evals) < 20
+
+
+def test_the_identity_skill_answers_with_the_configured_name_and_maker():
+    skill, rng = build_skill("identity", identity=ADA), random.Random(0)
+    for _ in range(100):
+        ex = skill.example(rng)
+        assert ex.reference == "Ada" and "Ada" in ex.answer and "Acme Labs" in ex.answer, ex
+        assert "Factory" not in ex.answer and check(ex.as_item(), ex.answer)
+
+
+def test_the_identity_check_passes_the_configured_name_and_fails_another():
+    item = build_skill("identity", identity=ADA).examples(1, seed=0)[0].as_item()
+    assert check(item, "I'm ada, made by Acme Labs.") and reward(item, "Hi, Ada here!") == 1.0
+    assert not check(item, f"I'm {ASSISTANT_NAME}, made by the LLM Factory pipeline.")
+    assert not check(item, "I'm Adam, an assistant.")  # the name as a word of its own, not a prefix
+
+
+def test_a_name_with_punctuation_is_still_found_as_a_word():
+    item = build_skill("identity", identity=IdentityConfig(name="R2-D2.")).examples(1, seed=0)[0].as_item()
+    assert check(item, "Call me R2-D2. Beep.") and not check(item, "Call me R2-D2.5.")
+
+
+def test_a_wrong_identity_never_names_the_configured_assistant():
+    skill, rng = build_skill("identity", identity=IdentityConfig(name="Claude")), random.Random(0)
+    for _ in range(50):
+        ex = skill.example(rng)
+        wrong, _ = skill.wrong_answer(ex, rng)
+        assert not skill.check(ex.as_item(), wrong), wrong
+
+
+def test_the_mix_builds_its_identity_skill_with_the_identity_it_is_given():
+    drawn = SkillMix({"identity": 1.0}, identity=ADA).examples(20, seed=0)
+    assert {ex.reference for ex in drawn} == {"Ada"}
+    assert {ex.reference for ex in SkillMix({"identity": 1.0}).examples(20, seed=0)} == {ASSISTANT_NAME}

@@ -5,7 +5,10 @@ import pytest
 from data.chat.labels import LabelsConfig, validate_comparison, validate_conversation
 from data.chat.skills import DEFAULT_MIX, SKILL_NAMES, check
 from data.chat.synthetic import generate_comparisons, generate_conversations
+from model.identity import IdentityConfig
 from tests.files import PAGES
+
+ADA = IdentityConfig(name="Ada", maker="Acme Labs", train_fraction=0.25)
 
 
 def test_generators_are_deterministic():
@@ -58,3 +61,43 @@ def test_comparisons_chosen_checks_true_and_rejected_false():
         item = {"skill": c["meta"]["generator"], "reference": c["meta"]["reference"]}
         assert check(item, c["chosen"]), c
         assert not check(item, c["rejected"]), c
+
+
+def test_without_an_identity_no_conversation_has_a_system_message():
+    convs = generate_conversations(300, seed=0)
+    assert all(m["role"] != "system" for c in convs for m in c["messages"])
+
+
+def test_a_train_fraction_of_conversations_start_with_the_identitys_system_message():
+    convs = generate_conversations(400, seed=3, identity=ADA)
+    system = [c for c in convs if c["messages"][0]["role"] == "system"]
+    assert len(system) == 100  # round(400 * 0.25)
+    assert {c["messages"][0]["content"] for c in system} == {"You are Ada, a small assistant model made by Acme Labs."}
+    for c in convs:
+        assert validate_conversation(c, LabelsConfig()) is None
+        assert [m["role"] for m in c["messages"][1:]].count("system") == 0
+
+
+def test_which_conversations_get_the_system_message_is_deterministic_in_the_seed():
+    def with_system(seed: int) -> list[str]:
+        return [c["id"] for c in generate_conversations(200, seed=seed, identity=ADA)
+                if c["messages"][0]["role"] == "system"]
+
+    assert with_system(1) == with_system(1)
+    assert [i.split("-")[-1] for i in with_system(1)] != [i.split("-")[-1] for i in with_system(2)]
+
+
+def test_the_system_message_leaves_the_drawn_exchanges_as_they_are():
+    plain = generate_conversations(200, seed=4)
+    default_identity = generate_conversations(200, seed=4, identity=IdentityConfig(train_fraction=0.5))
+    without_system = [[m for m in c["messages"] if m["role"] != "system"] for c in default_identity]
+    assert without_system == [c["messages"] for c in plain]
+    assert sum(c["messages"][0]["role"] == "system" for c in default_identity) == 100
+
+
+def test_identity_conversations_and_comparisons_name_the_configured_assistant():
+    convs = generate_conversations(60, seed=0, mix={"identity": 1.0}, identity=ADA)
+    answers = [c["messages"][-1]["content"] for c in convs]
+    assert all("Ada" in a and "Acme Labs" in a and "Factory" not in a for a in answers)
+    comps = generate_comparisons(20, seed=0, mix={"identity": 1.0}, identity=ADA)
+    assert all(c["meta"]["reference"] == "Ada" and "Ada" in c["chosen"] and "Ada" not in c["rejected"] for c in comps)

@@ -1,4 +1,6 @@
-"""Identity: who the assistant is and who made it, asked in many wordings; wrong answers claim another model's name."""
+"""Identity: who the assistant is and who made it, asked in many wordings; wrong answers claim another model's name.
+The name and maker come from the `identity` config section (model.identity.IdentityConfig); ASSISTANT_NAME is the
+default name."""
 
 from __future__ import annotations
 
@@ -8,24 +10,26 @@ from collections.abc import Mapping
 from typing import Any
 
 from data.chat.skills.base import Example, Skill
+from model.identity import IdentityConfig
 
-ASSISTANT_NAME = "Factory"
+ASSISTANT_NAME = IdentityConfig().name  # "Factory"
 
+# {n}: the assistant's name, {m}: its maker (never first in a sentence: a maker may start lower-case, "the ...")
 _QUESTIONS = [
-    ("Who made you?", "I was made by the LLM Factory pipeline. I'm {n}, a small assistant model."),
-    ("Who created you?", "I was created by the LLM Factory pipeline. I'm {n}, a small assistant model."),
-    ("Who built you?", "I was built by the LLM Factory pipeline. I'm {n}, a small assistant model."),
-    ("What is your name?", "My name is {n}. I'm a small assistant model made by the LLM Factory pipeline."),
-    ("What's your name?", "My name is {n}. I'm a small assistant model made by the LLM Factory pipeline."),
-    ("What should I call you?", "You can call me {n}. I'm a small assistant model made by the LLM Factory pipeline."),
-    ("Who are you?", "I'm {n}, a small assistant model made by the LLM Factory pipeline."),
-    ("What are you?", "I'm {n}, a small assistant model made by the LLM Factory pipeline."),
-    ("Introduce yourself.", "Hello! I'm {n}, a small assistant model made by the LLM Factory pipeline."),
-    ("Tell me about yourself.", "I'm {n}, a small assistant model made by the LLM Factory pipeline."),
-    ("Are you ChatGPT?", "No, I'm {n}, a small assistant model made by the LLM Factory pipeline."),
-    ("Are you a human?", "No, I'm {n}, a small assistant model made by the LLM Factory pipeline."),
-    ("Which company trained you?", "I'm {n}, a small assistant model trained by the LLM Factory pipeline."),
-    ("What model are you?", "I'm {n}, a small assistant model made by the LLM Factory pipeline."),
+    ("Who made you?", "I was made by {m}. I'm {n}, a small assistant model."),
+    ("Who created you?", "I was created by {m}. I'm {n}, a small assistant model."),
+    ("Who built you?", "I was built by {m}. I'm {n}, a small assistant model."),
+    ("What is your name?", "My name is {n}. I'm a small assistant model made by {m}."),
+    ("What's your name?", "My name is {n}. I'm a small assistant model made by {m}."),
+    ("What should I call you?", "You can call me {n}. I'm a small assistant model made by {m}."),
+    ("Who are you?", "I'm {n}, a small assistant model made by {m}."),
+    ("What are you?", "I'm {n}, a small assistant model made by {m}."),
+    ("Introduce yourself.", "Hello! I'm {n}, a small assistant model made by {m}."),
+    ("Tell me about yourself.", "I'm {n}, a small assistant model made by {m}."),
+    ("Are you ChatGPT?", "No, I'm {n}, a small assistant model made by {m}."),
+    ("Are you a human?", "No, I'm {n}, a small assistant model made by {m}."),
+    ("Which company trained you?", "I'm {n}, a small assistant model trained by {m}."),
+    ("What model are you?", "I'm {n}, a small assistant model made by {m}."),
 ]
 _OPENERS = ["", "Hi! ", "Hello. ", "Hey, ", "Quick question: ", "Good morning! ", "Excuse me, "]
 _CLOSERS = ["", " Just curious.", " Please answer briefly."]
@@ -36,10 +40,20 @@ _WRONG_IDENTITIES = ["I'm ChatGPT, a large language model trained by OpenAI.",
                      "I'm a human volunteer answering questions."]
 
 
+def names(answer: str, name: str) -> bool:
+    """Whether `answer` says `name` as a word of its own (any case): "factory" counts, "Factoryish" does not. Not
+    `\\b`, which fails beside a name that starts or ends with punctuation ("R2-D2.", "Dr. Bot")."""
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", answer, re.IGNORECASE) is not None
+
+
 class Identity(Skill):
-    """Checked by the assistant's name appearing as a word in the answer (any case)."""
+    """Answers name the configured assistant and its maker; checked by the name (the item's "reference") appearing
+    as a word in the answer (any case)."""
 
     name = "identity"
+
+    def __init__(self, identity: IdentityConfig | None = None):
+        self.identity = identity or IdentityConfig()
 
     def example(self, rng: random.Random) -> Example:
         question, answer = rng.choice(_QUESTIONS)
@@ -47,10 +61,13 @@ class Identity(Skill):
         if opener and opener[-2] == ",":  # "Hey, who made you?" reads better lower-cased
             question = question[0].lower() + question[1:]
         closer = rng.choice(_CLOSERS)
-        return Example(self.name, opener + question + closer, answer.format(n=ASSISTANT_NAME), ASSISTANT_NAME)
+        me = self.identity
+        return Example(self.name, opener + question + closer, answer.format(n=me.name, m=me.maker), me.name)
 
     def wrong_answer(self, example: Example, rng: random.Random) -> tuple[str, str]:
-        return rng.choice(_WRONG_IDENTITIES), "wrong_identity"
+        # another model's name, never the one configured (an assistant may well be called Claude)
+        wrong = [w for w in _WRONG_IDENTITIES if not names(w, str(example.reference))]
+        return rng.choice(wrong), "wrong_identity"
 
     def check(self, item: Mapping[str, Any], answer: str) -> bool:
-        return re.search(rf"\b{re.escape(str(item['reference']))}\b", answer, re.IGNORECASE) is not None
+        return names(answer, str(item["reference"]))

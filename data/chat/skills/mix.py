@@ -9,6 +9,7 @@ from typing import Any
 
 from data.chat.skills.base import Example, Skill, normalize_prompt
 from data.chat.skills.registry import SKILLS, build_skill
+from model.identity import IdentityConfig
 
 DEFAULT_MIX = {"arithmetic": 0.2, "letter_count": 0.15, "spelling": 0.15, "identity": 0.1, "refusal": 0.15,
                "crawl_qa": 0.2, "calculator": 0.15}
@@ -16,10 +17,11 @@ DEFAULT_MIX = {"arithmetic": 0.2, "letter_count": 0.15, "spelling": 0.15, "ident
 
 class SkillMix:
     """Skills with relative weights (`DEFAULT_MIX` when none are given). Skills of weight 0 are left out, and so are
-    skills that cannot make examples (crawl_qa without usable pages), so a mix still works without a crawl."""
+    skills that cannot make examples (crawl_qa without usable pages), so a mix still works without a crawl.
+    `identity`: the name and maker the identity skill's answers give (the default IdentityConfig when None)."""
 
     def __init__(self, weights: Mapping[str, float] | None = None, pages: list[Mapping[str, Any]] | None = None,
-                 tools: bool = True):
+                 tools: bool = True, identity: IdentityConfig | None = None):
         weights = dict(DEFAULT_MIX if weights is None else weights)
         unknown = [name for name in weights if name not in SKILLS]
         if unknown:
@@ -27,7 +29,7 @@ class SkillMix:
         if any(w < 0 for w in weights.values()):
             raise ValueError(f"mix weights must be >= 0, got {weights}")
         # registry order, not the caller's dict order, so equal weights give equal draws
-        skills = [build_skill(name, pages) for name in SKILLS
+        skills = [build_skill(name, pages, identity) for name in SKILLS
                   if weights.get(name, 0) > 0 and (tools or not SKILLS[name].uses_tools)]
         self.skills: list[Skill] = [s for s in skills if s.available]
         if not self.skills:

@@ -14,6 +14,7 @@ from data.chat.skills.identity import Identity
 from data.chat.skills.letter_count import LetterCount
 from data.chat.skills.refusal import Refusal
 from data.chat.skills.spelling import Spelling
+from model.identity import IdentityConfig
 
 # A new skill is a class in its own module plus a line here.
 SKILLS: dict[str, type[Skill]] = {
@@ -23,17 +24,21 @@ SKILLS: dict[str, type[Skill]] = {
 SKILL_NAMES: tuple[str, ...] = tuple(SKILLS)
 
 
-def build_skill(name: str, pages: list[Mapping[str, Any]] | None = None) -> Skill:
-    """The skill called `name`; `pages` (crawled {title, text, url}) go to the skills that ask about them."""
+def build_skill(name: str, pages: list[Mapping[str, Any]] | None = None,
+                identity: IdentityConfig | None = None) -> Skill:
+    """The skill called `name`; `pages` (crawled {title, text, url}) go to the skills that ask about them, `identity`
+    (the assistant's name and maker; the default IdentityConfig when None) to the identity skill."""
     if name not in SKILLS:
         raise ValueError(f"unknown skill {name!r}; expected one of {', '.join(SKILLS)}")
     cls = SKILLS[name]
+    if cls is Identity:
+        return Identity(identity)
     return cls(pages) if cls.uses_pages else cls()
 
 
 @cache
 def _checker(name: str) -> Skill:
-    # checking needs only the item's reference, never the pages its example was made from
+    # checking needs only the item's reference, never the pages or the identity its example was made from
     return build_skill(name)
 
 
