@@ -13,6 +13,7 @@ and renames that into place, so a folder that loads is always a whole index.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,6 +26,9 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from model.files import replace_dir
+
+# bm25s logs each step of a build at DEBUG through the root handlers; our stage reports what matters.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 FORMAT = "factory-search-index/1"
 META = "index.json"
