@@ -41,7 +41,8 @@ def _role_bot(rec: dict, rng: random.Random) -> bytes:
 
 def _invalid_utf8(rec: dict, rng: random.Random) -> bytes:
     # a labeler's tool saved the file as Windows-1252: the accent becomes a lone 0xE9 byte
-    rec["messages"][0]["content"] += " (asked at the caf\u00e9)"
+    user = next(m for m in rec["messages"] if m["role"] == "user")  # the first may be the system message
+    user["content"] += " (asked at the caf\u00e9)"
     return json.dumps(rec, ensure_ascii=False).encode("cp1252", errors="replace") + b"\n"
 
 
