@@ -40,7 +40,7 @@ _WRONG_IDENTITIES = ["I'm ChatGPT, a large language model trained by OpenAI.",
                      "I'm a human volunteer answering questions."]
 
 
-def names(answer: str, name: str) -> bool:
+def says_name(answer: str, name: str) -> bool:
     """Whether `answer` says `name` as a word of its own (any case): "factory" counts, "Factoryish" does not. Not
     `\\b`, which fails beside a name that starts or ends with punctuation ("R2-D2.", "Dr. Bot")."""
     return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", answer, re.IGNORECASE) is not None
@@ -66,8 +66,8 @@ class Identity(Skill):
 
     def wrong_answer(self, example: Example, rng: random.Random) -> tuple[str, str]:
         # another model's name, never the one configured (an assistant may well be called Claude)
-        wrong = [w for w in _WRONG_IDENTITIES if not names(w, str(example.reference))]
+        wrong = [w for w in _WRONG_IDENTITIES if not says_name(w, str(example.reference))]
         return rng.choice(wrong), "wrong_identity"
 
     def check(self, item: Mapping[str, Any], answer: str) -> bool:
-        return names(answer, str(item["reference"]))
+        return says_name(answer, str(item["reference"]))
