@@ -180,8 +180,9 @@ class Calculator:
         token = self._take()
         if token == "(":
             value = self._sum(self._deeper(depth))
-            if self._take() != ")":
+            if self._peek() != ")":
                 raise ToolError("a '(' is not closed")
+            self._take()
             return value
         if isinstance(token, (int, float)):
             return self._bounded(token)
