@@ -11,6 +11,11 @@ the ranking's id.
 Each inbox file is one batch, and names the labeling-instructions version it followed (in its records' meta, or in a
 `<file>.meta.json` / `batch.json` sidecar; the built-in sample is "builtin"): the manifest's info lists the versions
 seen with their files and kept records, and batches naming none are listed under "unspecified" with a warning.
+
+Batches the pipeline generates itself (the refusals `interrogate` writes into `<workdir>/labeling/generated/`) are read
+like the inbox's, named "generated/<file>", once they are `labels.generated_delay_hours` old: the stage that wrote one
+ran on a model trained on this very ingest, so reading it at once would make every rerun of the weekly cycle a new
+week; with the delay a rerun reuses the week's labels and the next week's run trains on the batch.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 
 from data.chat.labels import (
     LabelsConfig,
+    batch_created,
     content_hash,
     inbox_files,
     instructions_versions,
@@ -33,7 +41,7 @@ from data.chat.labels import (
     write_jsonl,
 )
 from data.samples import BUILTIN_SAMPLE
-from data.sources.fingerprint import fingerprint
+from data.sources.fingerprint import describe, fingerprint
 from data.sources.quarantine import Quarantine
 from tasks.core.samples import inbox_dir
 from tasks.core.stage import StageRun, stage
@@ -49,6 +57,28 @@ def queue_dir(workdir: Path) -> Path:
     return Path(workdir) / "labeling" / "queue"
 
 
+def generated_dir(workdir: Path) -> Path:
+    """Batches of labels the pipeline generates (interrogate's refusals), read like the inbox's."""
+    return Path(workdir) / "labeling" / "generated"
+
+
+def generated_batches(cfg: LabelsConfig, workdir: Path, now: datetime | None = None) -> tuple[list[Path], list[Path]]:
+    """(the generated batches old enough to read, those still waiting), see `labels.generated_delay_hours`."""
+    folder = generated_dir(workdir)
+    files = inbox_files(folder) if folder.is_dir() else []
+    cutoff = (now or datetime.now(UTC)) - timedelta(hours=cfg.generated_delay_hours)
+    ready = [p for p in files if batch_created(p) <= cutoff]
+    return ready, [p for p in files if p not in ready]
+
+
+def _generated_key(files: list[Path], folder: Path) -> str:
+    """The batches' content fingerprints under their names in the folder, so a copied workdir keeps the key."""
+    entries = describe([str(p) for p in files])["entries"]
+    for entry in entries:
+        entry["path"] = Path(entry["path"]).relative_to(folder).as_posix()
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _has_files(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
 
@@ -58,6 +88,9 @@ def _external(cfg, workdir: Path, inputs: dict) -> dict:
         found = {"sample_pages": cfg.crawl.sample_pages}
     else:
         found = {"inbox": fingerprint([cfg.labels.inbox])}
+    ready, _ = generated_batches(cfg.labels, workdir)
+    if ready:
+        found["generated"] = _generated_key(ready, generated_dir(workdir))
     answers = answers_dir(cfg.labels, workdir)
     if _has_files(answers):  # the queue only matters once there are answers to link to it
         found |= {"answers": fingerprint([str(answers)]), "queue": _linked_items(answers, queue_dir(workdir))}
@@ -87,8 +120,16 @@ def ingest_labels(s: StageRun) -> dict:
     answers: list[dict] = []
     answers_from = answers_dir(cfg, s.workdir)
     builtin = "builtin" if cfg.inbox == BUILTIN_SAMPLE else None  # the sample inbox names no instructions version
+    generated, waiting = generated_batches(cfg, s.workdir)
+    if waiting:
+        s.log.info(f"ingest_labels: {len(waiting)} generated batch(es) younger than {cfg.generated_delay_hours}h "
+                   f"wait for a later run: {', '.join(p.name for p in waiting)}")
     with Quarantine(s.out / "quarantine.jsonl") as quarantine:
-        for kind, record in read_inbox(inbox, quarantine, stats, cfg, default_version=builtin):
+        batches = read_inbox(inbox, quarantine, stats, cfg, default_version=builtin)
+        if generated:
+            batches = chain(batches, read_inbox(generated_dir(s.workdir), quarantine, stats, cfg, files=generated,
+                                                prefix="generated/"))
+        for kind, record in batches:
             digest = content_hash(kind, record)
             if digest in seen:
                 stats["duplicates"] += 1
@@ -105,6 +146,8 @@ def ingest_labels(s: StageRun) -> dict:
                 answers.append(record)
     counts = {
         "files": len(inbox_files(inbox)),
+        "generated_files": len(generated),
+        "generated_kept": sum(r["meta"]["batch"].startswith("generated/") for v in kept.values() for r in v),
         "read": stats["read"] + answer_stats["read"],  # source records: a ranking is one, however many pairs it makes
         "kept": sum(len(v) for v in kept.values()) + len(answers),
         "duplicates": stats["duplicates"] + answer_stats["duplicates"],
@@ -151,5 +194,5 @@ def ingest_labels(s: StageRun) -> dict:
     return {
         "counts": counts,
         "metrics": {"conversations_train": counts["conversations_train"], "quarantined": counts["quarantined"]},
-        "info": {"instructions_versions": versions},
+        "info": {"instructions_versions": versions, "generated_waiting": [p.name for p in waiting]},
     }

@@ -44,6 +44,10 @@ class LabelsConfig(BaseModel):
         "then weigh against thousands of sample conversations. One simulated round on the tiny preset left 69% of "
         "the flagged prompts failing with 3 copies, 36% with 5, 3% with 10, while held-out failures rose 0, 2 and 5 "
         "points. An answer is in train or val, never both.")
+    generated_delay_hours: float = Field(
+        24, ge=0, description="A generated batch (<workdir>/labeling/generated/*.jsonl: the refusals `interrogate` "
+        "writes) joins the inbox once it is this old (by its sidecar's 'created', else its file time): the next "
+        "week's run trains on it, while a rerun the same day, with nothing else changed, reuses this week's labels.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,10 +165,27 @@ def batch_meta(path: Path) -> dict:
     return {}
 
 
+def batch_created(path: Path) -> datetime:
+    """When a batch was made: its sidecar's "created" (ISO 8601; `<file>.meta.json`), else the file's modification
+    time (a copy that keeps file times, as `cp -p` and shutil.copytree do, keeps it)."""
+    sidecar = path.with_name(path.name + ".meta.json")
+    if sidecar.is_file():
+        try:
+            created = json.loads(sidecar.read_text(encoding="utf-8")).get("created")
+            if created:
+                found = datetime.fromisoformat(str(created))
+                return found if found.tzinfo else found.replace(tzinfo=UTC)
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, ValueError) as e:
+            raise ValueError(f"batch sidecar {sidecar}: unreadable 'created' ({e})") from e
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+
 def read_inbox(inbox_dir: Path, quarantine: Quarantine, stats: Counter, cfg: LabelsConfig,
-               default_version: str | None = None) -> Iterator[tuple[str, dict]]:
-    """Yield (kind, record) for every valid record of every batch under `inbox_dir` (see `inbox_files`); quarantine
-    the rest with file, line (or item of a whole-file JSON export) and reason.
+               default_version: str | None = None, files: list[Path] | None = None,
+               prefix: str = "") -> Iterator[tuple[str, dict]]:
+    """Yield (kind, record) for every valid record of every batch under `inbox_dir` (see `inbox_files`; `files`: only
+    these of its batches); quarantine the rest with file, line (or item of a whole-file JSON export) and reason. A
+    batch is named by its path under `inbox_dir`, after `prefix` ("generated/": the batches a stage wrote).
 
     Lines are read as bytes so that one badly encoded line costs one record, not the whole file. Each line, or item
     of a *.json list, is one source record: an OpenAI conversation or a prompt/chosen/rejected comparison as is, or
@@ -215,8 +236,8 @@ def read_inbox(inbox_dir: Path, quarantine: Quarantine, stats: Counter, cfg: Lab
         stats.update(kind for kind, _ in out)
         return out
 
-    for path in inbox_files(inbox_dir):
-        name = path.relative_to(inbox_dir).as_posix()
+    for path in inbox_files(inbox_dir) if files is None else files:
+        name = prefix + path.relative_to(inbox_dir).as_posix()
         batches[name] = {**batch_meta(path), "batch": name}
         if path.suffix == ".json":
             yield from _read_json_export(path, name, check, reject, stats)

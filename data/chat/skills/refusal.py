@@ -19,10 +19,16 @@ _GADGETS = ["engine", "protocol", "theorem", "festival", "algorithm", "dynasty",
 _REFUSAL_PHRASES = ["i don't know", "i do not know", "not sure", "no information", "no reliable information",
                     "don't have information", "do not have information", "not aware of", "never heard of",
                     "can't tell", "cannot tell", "can't answer", "cannot answer", "i'm unable to", "unknown to me",
-                    "couldn't find", "could not find"]
+                    "couldn't find", "could not find", "don't believe i know", "do not believe i know"]
 # statements of fact that a refusal about a made-up thing must not contain
 _ASSERTIONS = re.compile(r"\b(?:was born|was an?|is an?|were an?|invented|known for|famous|located|population of "
                          r"about|capital of \w+ is)\b|\b\d{3,}\b", re.IGNORECASE)
+
+
+def is_refusal(answer: str) -> bool:
+    """Whether `answer` says it does not know (a phrase of not knowing; curly apostrophes read as straight ones)."""
+    text = answer.lower().replace("\u2019", "'")
+    return any(p in text for p in _REFUSAL_PHRASES)
 
 
 def nonsense_word(rng: random.Random, syllables: int) -> str:
@@ -76,5 +82,4 @@ class Refusal(Skill):
         return made_up[d["kind"]], "hallucination"
 
     def check(self, item: Mapping[str, Any], answer: str) -> bool:
-        text = answer.lower().replace("\u2019", "'")
-        return any(p in text for p in _REFUSAL_PHRASES) and _ASSERTIONS.search(text) is None
+        return is_refusal(answer) and _ASSERTIONS.search(answer) is None
