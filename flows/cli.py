@@ -249,6 +249,21 @@ def _results(wd: Path, preset: str, overrides: list[str], built: dict[str, str])
     console.print(f"[bold]registry[/]   {assistant} ({held(cfg.register_base.model_name, cfg.register_base.alias)})")
 
 
+# Typer renders this with rich: a paragraph is one line, and "\[" keeps a bracket from being read as markup.
+_SERVE_HELP = "\n\n".join([
+    "Serve a model: OpenAI-compatible API (/v1), web chat (/), metrics (/metrics); every request and feedback kept.",
+    "Chats call the built-in tools (--tools; search needs the version's search index) inside the request and return "
+    "what was called as the message's tool_results; a client's own functions (`tools`) go back to it as tool_calls.",
+    "An assistant file (--assistant FILE, repeatable; YAML or JSON) serves the model under another model id with its "
+    "own instructions, tools and files; GET /v1/models lists it:",
+    "    id: docs-helper                      # the model id clients ask for",
+    "    instructions: You answer from our docs.   # its system message",
+    r"    tools: \[calculator, search]        # default: calculator, and search when it has files",
+    "    files: docs/                         # its .txt .md .html .jsonl files, relative to the assistant file",
+    "    model: assistant@production          # optional: the served model (the default)",
+])
+
+
 @app.command()
 def chat(
     preset: Preset = "tiny",
@@ -257,27 +272,53 @@ def chat(
     prompt: Annotated[str | None, typer.Option(help="Ask once and exit (no interactive loop).")] = None,
     max_new_tokens: int = 128,
     temperature: float = 0.0,
+    no_tools: Annotated[bool, typer.Option("--no-tools", help="No tools: a call the model writes stays text.")]
+    = False,
+    system: Annotated[str | None, typer.Option(help="The system message, in place of the model's own.")] = None,
+    no_system: Annotated[bool, typer.Option("--no-system", help="No system message, not even the model's own.")]
+    = False,
 ):
-    """Talk to the production assistant in the terminal (/reset clears the conversation, /quit leaves)."""
+    """Talk to the production assistant in the terminal, with its tools (the config's `tools`): each call is shown
+    with its result before the answer. /reset clears the conversation, /quit leaves."""
     wd = setup(workdir)
-    deploy = _config(preset, set or []).deploy
-    model, alias = deploy.model_name, deploy.alias
+    cfg = _config(preset, set or [])
+    if system is not None and no_system:
+        _fail("--system and --no-system: give one of them")
+    model, alias = cfg.deploy.model_name, cfg.deploy.alias
     from model.checkpoint import load_model
     from model.engine import Engine
+    from model.identity import load_identity, with_system_message
     from model.tokenizer import Tokenizer
 
     version = _registered(wd, f"{model}@{alias}")
     from tasks.core.model_registry import model_dir
 
     path = model_dir(version)
+    if no_system:
+        head: list[dict] = []
+    elif system is not None:
+        head = [{"role": "system", "content": system}]
+    else:
+        try:
+            head = with_system_message([], load_identity(path))
+        except ValueError as exc:
+            _fail(str(exc))
+    toolbox = None if no_tools else _chat_tools(cfg.tools, version)
     engine = Engine(load_model(path).eval(), Tokenizer.from_file(path / "tokenizer.json"))
+
+    def ask(messages: list[dict]):
+        use = engine.answer(messages, max_new_tokens=max_new_tokens, temperature=temperature, tools=toolbox)
+        for call in use.calls:
+            print(_call_line(call))  # print, not rich: "[calculator]" is not markup
+        return use
+
     if prompt is not None:
-        print(
-            engine.chat([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens, temperature=temperature)
-        )
+        print(ask([*head, {"role": "user", "content": prompt}]).text)
         return
-    console.print(f"[bold]{model} v{version.version}[/] (@{alias}) from {path}; /reset, /quit")
-    messages: list[dict] = []
+    tools = ", ".join(toolbox.names) if toolbox and toolbox.names else "none"
+    console.print(f"[bold]{model} v{version.version}[/] (@{alias}) from {path}; tools: {tools}; /reset, /quit",
+                  highlight=False)
+    messages = list(head)
     while True:
         try:
             text = input("you> ").strip()
@@ -286,23 +327,55 @@ def chat(
         if text in ("/quit", "/exit"):
             break
         if text == "/reset":
-            messages = []
+            messages = list(head)
             continue
         if not text:
             continue
         messages.append({"role": "user", "content": text})
-        reply = engine.chat(messages, max_new_tokens=max_new_tokens, temperature=temperature)
-        print(f"assistant> {reply}")
-        messages.append({"role": "assistant", "content": reply})
+        use = ask(messages)
+        print(f"assistant> {use.text}")
+        messages += use.messages  # the tool turns too: the next answer sees what was called and found
 
 
-@app.command()
+def _chat_tools(tools, version):
+    """The config's tools for the registered `version`; search over its yearly cycle's index (its `index_path` tag),
+    left out with a note when it has none or it does not load."""
+    index = (version.tags or {}).get("index_path")
+    if "search" in tools.enabled:
+        problem = None if index else "the model version has no index_path tag (deploy records the yearly index)"
+        if index:
+            try:
+                return tools.toolbox(index)
+            except (OSError, ValueError) as exc:
+                problem = f"its index does not load: {exc}"
+        console.print(f"note: search is off: {problem}", highlight=False, markup=False)
+        tools = tools.model_copy(update={"enabled": [n for n in tools.enabled if n != "search"]})
+    return tools.toolbox(None)
+
+
+def _call_line(call: dict) -> str:
+    """`[calculator] 4821 * 37 -> 178377`: a call's name, its argument (or arguments), its result."""
+    import json
+
+    arguments = call["arguments"]
+    if isinstance(arguments, dict) and len(arguments) == 1 and isinstance(next(iter(arguments.values())), str):
+        shown = next(iter(arguments.values()))
+    elif isinstance(arguments, dict):
+        shown = json.dumps(arguments, ensure_ascii=False)
+    else:
+        shown = str(arguments)
+    return f"[{call['name'] or 'call'}] {shown} -> {call['result']}"
+
+
+@app.command(help=_SERVE_HELP)
 def serve(
     model: Annotated[str, typer.Option(help="NAME@ALIAS (followed when it moves), NAME/VERSION, or a model folder.")]
     = "assistant@production",
     host: Annotated[str, typer.Option(help="Address to listen on; a non-loopback one needs API keys.")] = "127.0.0.1",
     port: int = 8000,
     workdir: Workdir = Path("work"),
+    preset: Preset = "tiny",
+    set: Sets = None,
     db: Annotated[str | None, typer.Option(help="Request store URL (sqlite:///... or postgresql+psycopg://...); "
                                            "default FACTORY_STORE_URL or <workdir>/serving/requests.db.")] = None,
     api_keys_file: Annotated[Path | None, typer.Option(help="File of `name: key` lines (also FACTORY_API_KEYS).")]
@@ -314,9 +387,25 @@ def serve(
     max_tokens: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for.")] = 1024,
     poll: Annotated[float, typer.Option(help="Seconds between checks of where the alias points (0: never).")] = 5.0,
     threads: Annotated[int, typer.Option(help="Torch CPU threads; 0: the cores but one.")] = 0,
+    tools: Annotated[str | None, typer.Option(help="Built-in tools the model may call, comma-separated "
+                                              "(calculator,search); default: the config's tools.enabled.")] = None,
+    no_tools: Annotated[bool, typer.Option("--no-tools", help="No built-in tools for the served model.")] = False,
+    index: Annotated[Path | None, typer.Option(help="Search index folder; default: the version's index_path tag.")]
+    = None,
+    assistant: Annotated[list[Path] | None, typer.Option(help="An assistant file (YAML or JSON, see above); "
+                                                         "repeatable.")] = None,
 ):
-    """Serve a model: OpenAI-compatible API (/v1), web chat (/), metrics (/metrics); every request and feedback kept."""
     wd = setup(workdir)
+    cfg = _config(preset, set or [])
+    if tools is not None and no_tools:
+        _fail("--tools and --no-tools: give one of them")
+    from model.tools import TOOL_NAMES
+
+    enabled = [] if no_tools else cfg.tools.enabled if tools is None else [t.strip() for t in tools.split(",")
+                                                                            if t.strip()]
+    unknown = [t for t in enabled if t not in TOOL_NAMES]
+    if unknown:
+        _fail(f"--tools: {unknown[0]!r} is not a tool (tools: {', '.join(TOOL_NAMES)})")
     from flows.serving import read_keys, run
     from serve.app import ServeSettings
 
@@ -324,8 +413,9 @@ def serve(
         admin = os.environ.get("FACTORY_ADMIN_KEY") or (
             admin_key_file.read_text().strip() if admin_key_file else None)
         settings = ServeSettings(api_keys=read_keys("FACTORY_API_KEYS", api_keys_file), admin_key=admin,
-                                 max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens)
-        run(wd, model, host, port, settings, db, poll, threads or None)
+                                 max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
+                                 tools=cfg.tools.model_copy(update={"enabled": enabled}))
+        run(wd, model, host, port, settings, db, poll, threads or None, assistant or [], index)
     except (ValueError, LookupError, OSError) as exc:
         _fail(str(exc))
 

@@ -1,6 +1,12 @@
 """The OpenAI-compatible HTTP server: chat and text completions (streamed or not), models, feedback, health,
 Prometheus metrics, the web chat page, and admin routes (reload, export). A thin layer: the engine batches, the store
-keeps every request and feedback."""
+keeps every request and feedback.
+
+Chat answers run the tool loop (serve/generation.py): the built-in tools the server offers (`ServeSettings.tools`;
+an assistant's own, serve/assistants.py) run inside the request, and what was called comes back as the message's
+`tool_results` and is kept in the request store's meta; a client's own functions (`tools`) are shown to the model
+in its system message, and a call to one ends the answer with finish_reason "tool_calls". A chat without a system
+message gets the model's own (its identity, model/identity.py), an assistant's its instructions."""
 
 from __future__ import annotations
 
@@ -26,10 +32,14 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.chat import render_prompt
-from model.engine import GenRequest
+from model.tools import ToolsConfig
 from serve import protocol
-from serve.engine import Served, TextStream, Worker, stop_ids
+from serve.assistants import Assistant
+from serve.engine import Served, Worker
+from serve.generation import Generation
+from serve.protocol import APIError
 from serve.store import Store
+from serve.tools import RequestTools, forced_ids, model_messages, request_tools, stored_messages, system_text
 
 log = logging.getLogger("factory.serve")
 STATIC = Path(__file__).parent / "static"
@@ -50,13 +60,9 @@ class ServeSettings(BaseModel):
     max_prompt_tokens: int | None = Field(None, ge=1, description="Longest prompt; default: the context minus one.")
     max_tokens: int = Field(1024, ge=1, description="Largest max_tokens a request may ask for.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request gives none.")
-
-
-class APIError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
+    tools: ToolsConfig = Field(default_factory=ToolsConfig,
+                               description="The built-in tools chats may call (enabled: the served model's; an "
+                                           "assistant names its own), their limits, and search passages.")
 
 
 class Metrics:
@@ -77,91 +83,15 @@ class Metrics:
         self.feedback = Counter("factory_feedback", "Ratings received, by rating.", ["rating"], registry=r)
 
 
-class Generation:
-    """One request's choices on one worker: submitted together, each with its own text stream."""
-
-    def __init__(self, worker: Worker, prompt: list[int], body: protocol.Sampling, max_tokens: int, chat: bool):
-        self.worker = worker
-        self.loop = asyncio.get_running_loop()
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.started = time.perf_counter()
-        self.first_token: float | None = None
-        self.texts = [TextStream(worker.tok, body.stops()) for _ in range(body.n)]
-        self.requests = [
-            GenRequest(list(prompt), max_tokens, body.temperature, body.top_p, body.top_k,
-                       None if body.seed is None else body.seed + i, stop_ids(worker.tok, chat),
-                       on_token=self._token(i), on_done=self._done(i))
-            for i in range(body.n)
-        ]
-        self.prompt_tokens = len(prompt)
-
-    def _token(self, i: int):
-        def on_token(req: GenRequest, token: int) -> None:
-            self.worker.post(self.loop, self.events.put_nowait, (i, token))
-        return on_token
-
-    def _done(self, i: int):
-        def on_done(req: GenRequest) -> None:
-            self.worker.post(self.loop, self.events.put_nowait, (i, None))
-        return on_done
-
-    def submit(self) -> None:
-        for req in self.requests:
-            self.worker.submit(req)
-
-    async def pieces(self) -> AsyncIterator[tuple[int, str, str | None]]:
-        """(choice, text piece, finish_reason or None) as tokens arrive; each choice ends with its finish reason."""
-        open_ = set(range(len(self.requests)))
-        while open_:
-            events = [await self.events.get()]
-            while not self.events.empty():  # a client that fell behind gets what piled up as one piece
-                events.append(self.events.get_nowait())
-            out: dict[int, list] = {}
-            for i, token in events:
-                if i not in open_:
-                    continue
-                req, text = self.requests[i], self.texts[i]
-                piece, reason = "", None
-                if token is None:
-                    open_.discard(i)
-                    if req.finish_reason == "error":
-                        raise APIError(500, f"generation failed: {req.error}", "engine_error")
-                    piece, reason = text.flush(), "stop" if text.stopped else req.finish_reason
-                else:
-                    if self.first_token is None:
-                        self.first_token = time.perf_counter()
-                    piece = text.push(token)
-                    if text.stopped:
-                        req.finish("stop")
-                        open_.discard(i)
-                        reason = "stop"
-                slot = out.setdefault(i, ["", None])
-                slot[0] += piece
-                slot[1] = reason or slot[1]
-            for i, (piece, reason) in out.items():
-                if piece or reason:
-                    yield i, piece, reason
-
-    def cancel(self) -> None:
-        for req in self.requests:
-            if req.finish_reason is None:
-                req.finish("cancelled")
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(len(t.ids) for t in self.texts)
-
-    @property
-    def ttft(self) -> float | None:
-        return None if self.first_token is None else self.first_token - self.started
-
-
-def create_app(served: Served, store: Store, settings: ServeSettings | None = None) -> FastAPI:
+def create_app(served: Served, store: Store, settings: ServeSettings | None = None,
+               assistants: dict[str, Assistant] | None = None) -> FastAPI:
     settings = settings or ServeSettings()
+    assistants = dict(assistants or {})
     app = FastAPI(title="LLM Factory", description="OpenAI-compatible API over the factory's models.")
     metrics = Metrics()
     recorder = ThreadPoolExecutor(1, thread_name_prefix="store")
     app.state.served, app.state.store, app.state.settings, app.state.metrics = served, store, settings, metrics
+    app.state.assistants = assistants
     keys = dict(settings.api_keys)
 
     @app.on_event("shutdown")
@@ -224,20 +154,24 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
             raise APIError(422, f"{where}: {e['msg']}" if where else e["msg"], "invalid_value", where or None) \
                 from None
 
-    def check_model(body: protocol.Sampling) -> Worker:
+    def check_model(body: protocol.Sampling) -> tuple[Worker, Assistant | None]:
+        """The worker that answers, and the assistant asked for (None: the served model itself)."""
         worker = served.current
+        if body.model in assistants:
+            return worker, assistants[body.model]
         name, alias = worker.source.name, worker.source.alias
         # the name, the version served now (name@3 or name/3) or the alias followed; a pinned older version is not
         # silently answered by the new one
         names = {name, f"{name}@{worker.version}", f"{name}/{worker.version}", f"{name}@{alias or worker.version}"}
         if body.model not in names:
-            raise APIError(404, f"model {body.model!r} is not served here; GET /v1/models lists {name!r} "
+            listed = ", ".join(repr(n) for n in [name, *assistants])
+            raise APIError(404, f"model {body.model!r} is not served here; GET /v1/models lists {listed} "
                            f"(version {worker.version})", "model_not_found", "model")
-        return worker
+        return worker, None
 
-    def limits(body: protocol.Sampling, prompt: list[int], worker: Worker) -> int:
+    def limits(body: protocol.Sampling, prompt: list[int], worker: Worker, forced: int = 0) -> int:
         longest = min(settings.max_prompt_tokens or worker.seq_len - 1, worker.seq_len - 1)
-        if len(prompt) > longest:
+        if len(prompt) + forced > longest:
             param = "messages" if isinstance(body, protocol.ChatRequest) else "prompt"
             raise APIError(400, f"the prompt is {len(prompt)} tokens; this model takes at most {longest}",
                            "context_length_exceeded", param)
@@ -253,8 +187,8 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
                            "queue_full", headers={"Retry-After": "1"})
         return asked
 
-    def record(gen: Generation, rid: str, route: str, body: protocol.Sampling, name: str, answers, status: int,
-               who: str, messages=None, prompt=None) -> dict:
+    def record(gen: Generation, rid: str, route: str, body: protocol.Sampling, status: int, who: str,
+               messages=None, prompt=None, extra: dict | None = None) -> dict:
         latency = time.perf_counter() - gen.started
         metrics.requests.labels(route, str(status)).inc()
         metrics.prompt_tokens.inc(gen.prompt_tokens)
@@ -262,33 +196,55 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
         metrics.latency.observe(latency)
         if gen.ttft is not None:
             metrics.ttft.observe(gen.ttft)
+        first = gen.choices[0]
         return {
             "id": rid, "created": time.time(), "endpoint": "chat" if messages is not None else "completions",
             "model": body.model, "model_version": gen.worker.version, "messages": messages, "prompt": prompt,
-            "answer": answers[0][0] if answers else "", "finish_reason": answers[0][1] if answers else None,
-            "sampling": {**body.settings(), "max_tokens": gen.requests[0].max_tokens},
+            "answer": first.text.text, "finish_reason": first.finish_reason or "cancelled",
+            "sampling": {**body.settings(), "max_tokens": gen.max_tokens},
             "prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.completion_tokens, "ttft_s": gen.ttft,
             "latency_s": latency, "status": status, "client": who,
-            "meta": meta(body, answers),
+            "meta": meta(body, gen, extra or {}),
         }
+
+    def chat_setup(body: protocol.ChatRequest, worker: Worker, assistant: Assistant | None):
+        """(the prompt, the request's tools, the ids every answer starts with, what the store keeps of them)."""
+        if assistant is not None:
+            builtin = assistant.builtin(worker.tools)
+        else:
+            builtin = [worker.tools[n] for n in settings.tools.enabled if n in worker.tools]
+        tools = request_tools(body, builtin, settings.tools.limits)
+        system = system_text(body.messages, worker.identity, assistant.instructions if assistant else None,
+                             tools.functions)
+        try:
+            prompt = render_prompt(worker.tok, model_messages(body.messages, system))  # typed markers stay text
+        except ValueError as exc:  # e.g. a system message that is not the first
+            raise APIError(422, str(exc), "invalid_value", "messages") from None
+        extra: dict = {}
+        if assistant is not None:
+            extra["assistant"] = assistant.id
+        if system is not None and not (body.messages[0].role == "system" and body.messages[0].content == system):
+            extra["system"] = system  # what the server put in the client's place
+        if tools.names:
+            extra["tools"] = tools.names
+        return prompt, tools, forced_ids(worker.tok, tools), extra
 
     async def complete(request: Request, chat: bool):
         who = client(request)
         body = await parse(request, protocol.ChatRequest if chat else protocol.CompletionRequest)
-        worker = check_model(body)
+        worker, assistant = check_model(body)
         route = "/v1/chat/completions" if chat else "/v1/completions"
+        tools: RequestTools | None = None
+        forced: list[int] = []
+        extra: dict = {}
         if chat:
-            messages = [m.model_dump(exclude_none=True, include={"role", "content"}) for m in body.messages]
-            try:
-                prompt = render_prompt(worker.tok, messages)  # typed role markers are encoded as text
-            except ValueError as exc:  # e.g. a system message that is not the first
-                raise APIError(422, str(exc), "invalid_value", "messages") from None
-            prompt_text = None
+            messages, prompt_text = stored_messages(body.messages), None
+            prompt, tools, forced, extra = chat_setup(body, worker, assistant)
         else:
             messages, prompt_text = None, body.prompt
             prompt = [worker.tok.bos_id] + worker.tok.encode(body.prompt)
-        max_tokens = limits(body, prompt, worker)
-        gen = Generation(worker, prompt, body, max_tokens, chat)
+        max_tokens = limits(body, prompt, worker, len(forced))
+        gen = Generation(worker, prompt, body, max_tokens, chat, tools, forced)
         try:
             gen.submit()
         except RuntimeError:  # the version was unloaded between the lookup and now (a reload)
@@ -298,58 +254,62 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
         metrics.queue.set(served.queued())
         rid = protocol.new_id("chatcmpl" if chat else "cmpl")
         created = protocol.now()
-        name = worker.source.name
+        name = body.model if assistant is not None else worker.source.name
         version = worker.version
 
-        def row(answers, status):
-            return record(gen, rid, route, body, name, answers, status, who, messages, prompt_text)
+        def row(status):
+            return record(gen, rid, route, body, status, who, messages, prompt_text, extra)
 
         if not body.stream:
-            texts = [""] * body.n
-            reasons: list[str | None] = [None] * body.n
             try:
-                async for i, piece, reason in gen.pieces():
-                    texts[i] += piece
-                    reasons[i] = reason or reasons[i]
+                async for _ in gen.pieces():
+                    pass
             finally:
-                if any(r is None for r in reasons):
+                if any(c.finish_reason is None for c in gen.choices):
                     gen.cancel()
-            answers = list(zip(texts, reasons, strict=True))
-            await asyncio.shield(asyncio.wrap_future(recorder.submit(store.record, row(answers, 200))))
-            make = protocol.chat_completion if chat else protocol.text_completion
-            return JSONResponse(make(rid, name, version, created, answers, gen.prompt_tokens, gen.completion_tokens))
+            await asyncio.shield(asyncio.wrap_future(recorder.submit(store.record, row(200))))
+            reasons = [c.finish_reason for c in gen.choices]
+            if chat:
+                return JSONResponse(protocol.chat_completion(rid, name, version, created,
+                                                             [c.message for c in gen.choices], reasons,
+                                                             gen.prompt_tokens, gen.completion_tokens))
+            return JSONResponse(protocol.text_completion(rid, name, version, created, gen.answers,
+                                                         gen.prompt_tokens, gen.completion_tokens))
 
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
+        def chunk(index: int, delta: dict, reason: str | None = None) -> str:
+            return sse(protocol.chat_chunk(rid, name, version, created, index, delta, reason))
+
         async def events() -> AsyncIterator[str]:
-            texts = [""] * body.n
-            reasons: list[str | None] = [None] * body.n
             finished, status = False, 499  # the client left, unless the engine failed
             try:
                 if chat:
                     for i in range(body.n):
-                        yield sse(protocol.chat_chunk(rid, name, version, created, i, {"role": "assistant",
-                                                                                      "content": ""}))
+                        yield chunk(i, {"role": "assistant", "content": ""})
                 # one JSON template per choice: a token's chunk is its text spliced in, not a new dict to encode
                 content = [piece_template(protocol.chat_chunk(rid, name, version, created, i, {"content": PIECE})
                                           if chat else protocol.text_chunk(rid, name, version, created, i, PIECE))
                            for i in range(body.n)]
-                async for i, piece, reason in gen.pieces():
-                    texts[i] += piece
-                    reasons[i] = reason or reasons[i]
-                    if piece:
-                        yield content[i](piece)
-                    if reason:
-                        yield sse(protocol.chat_chunk(rid, name, version, created, i, {}, reason)
-                                  if chat else protocol.text_chunk(rid, name, version, created, i, "", reason))
+                async for piece in gen.pieces():
+                    i = piece.index
+                    if piece.text:
+                        yield content[i](piece.text)
+                    if piece.tool_result is not None:
+                        yield chunk(i, {"tool_results": [piece.tool_result]})
+                    if piece.tool_call is not None:  # OpenAI's way: the call's index among the message's calls
+                        yield chunk(i, {"tool_calls": [{"index": len(gen.choices[i].tool_calls) - 1,
+                                                        **piece.tool_call}]})
+                    if piece.finish_reason:
+                        yield (chunk(i, {}, piece.finish_reason) if chat
+                               else sse(protocol.text_chunk(rid, name, version, created, i, "", piece.finish_reason)))
                 if include_usage:
                     yield sse({"id": rid, "object": "chat.completion.chunk" if chat else "text_completion",
                                "created": created, "model": name, "model_version": version, "choices": [],
                                "usage": protocol.usage(gen.prompt_tokens, gen.completion_tokens)})
                 finished = True
                 # recorded before the client sees the end, and shielded: a client leaving now does not undo it
-                await asyncio.shield(asyncio.wrap_future(
-                    recorder.submit(store.record, row(list(zip(texts, reasons, strict=True)), 200))))
+                await asyncio.shield(asyncio.wrap_future(recorder.submit(store.record, row(200))))
                 yield "data: [DONE]\n\n"
             except APIError as exc:
                 status = exc.status
@@ -357,8 +317,7 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
             finally:
                 if not finished:  # free the slots, keep what was said
                     gen.cancel()
-                    recorder.submit(store.record, row(list(zip(texts, [r or "cancelled" for r in reasons],
-                                                              strict=True)), status))
+                    recorder.submit(store.record, row(status))
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -375,8 +334,9 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
     async def models(request: Request):
         client(request)
         w = served.current
-        return {"object": "list", "data": [{"id": w.source.name, "object": "model", "created": 0,
-                                            "owned_by": "llm-factory", "version": w.version}]}
+        base = {"id": w.source.name, "object": "model", "created": 0, "owned_by": "llm-factory", "version": w.version}
+        return {"object": "list", "data": [base, *({**base, "id": a.id, "root": w.source.name, "assistant": True,
+                                                    "tools": list(a.tools)} for a in assistants.values())]}
 
     @app.post("/v1/feedback")
     async def feedback(request: Request):
@@ -440,15 +400,27 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
     return app
 
 
-def meta(body: protocol.Sampling, answers) -> dict:
-    """The request's `user` (generated users call themselves "simulated-..."), and every choice when n > 1."""
+def meta(body: protocol.Sampling, gen: Generation, extra: dict) -> dict:
+    """The request's `user` (generated users call themselves "simulated-..."), the assistant asked for, the system
+    message the server supplied, the tools on offer, what the answer called (built-in tools' results, calls to the
+    client's functions), the engine's own finish reason where the client was told another, and every choice when
+    n > 1."""
     out: dict = {}
     if body.user:
         out["user"] = body.user
         out["simulated"] = body.user.startswith("simulated-")
-    if len(answers) > 1:
-        out["choices"] = [{"text": t, "finish_reason": r} for t, r in answers]
+    out.update(extra)
+    out.update(_calls(gen.choices[0]))
+    if len(gen.choices) > 1:
+        out["choices"] = [{"text": c.text.text, "finish_reason": c.finish_reason or "cancelled", **_calls(c)}
+                          for c in gen.choices]
     return out
+
+
+def _calls(choice) -> dict:
+    found = {"tool_results": choice.tool_results, "tool_calls": choice.tool_calls,
+             "engine_finish_reason": choice.engine_reason}
+    return {k: v for k, v in found.items() if v}
 
 
 PIECE = "\x00piece\x00"  # where a template takes the text: no model output or JSON key contains it

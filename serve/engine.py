@@ -1,6 +1,7 @@
-"""The model behind the server: a worker thread per loaded version that steps the batch generator, a follower that
-loads the new version when the served alias moves (requests in flight finish on the old one), and the incremental
-detokenizer that turns tokens into text pieces, holding back what may be the start of a stop string."""
+"""The model behind the server: a worker thread per loaded version that steps the batch generator (with the version's
+built-in tools and identity beside it), a follower that loads the new version when the served alias moves (requests
+in flight finish on the old one), and the incremental detokenizer that turns tokens into text pieces, holding back
+what may be the start of a stop string."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import torch
 
 from model.engine import BatchGenerator, GenRequest
 from model.evaluate import load_assistant
+from model.identity import load_identity
 from model.tokenizer import Tokenizer
+from model.tools import TOOL_NAMES, Tool, ToolsConfig, make_toolbox
 
 log = logging.getLogger("factory.serve")
 
@@ -28,14 +31,21 @@ class ModelSource:
     version: str
     path: Path
     alias: str | None = None  # the alias it was found through (assistant@production), which clients may name too
+    index: Path | None = None  # the search index of its yearly cycle (the version's `index_path` tag)
 
 
 class Worker:
-    """One loaded model version and the thread that runs its batch: requests join at the next step."""
+    """One loaded model version and the thread that runs its batch: requests join at the next step. `tools` are the
+    built-in tools by name (search only where the version has an index), `identity` its system message, `notes`
+    what a person starting it should know (a tool left out, and why)."""
 
-    def __init__(self, source: ModelSource, max_batch: int, device: str | None = None):
+    def __init__(self, source: ModelSource, max_batch: int, device: str | None = None,
+                 tools: ToolsConfig | None = None):
         self.source = source
         self.version = source.version
+        self.identity = load_identity(source.path)
+        self.notes: list[str] = []
+        self.tools = self._tools(tools or ToolsConfig())
         model, self.tok = load_assistant(source.path, device=device)
         self.seq_len = model.config.seq_len
         self.gen = BatchGenerator(model, max_batch=max_batch)
@@ -48,6 +58,18 @@ class Worker:
         self._outbox: list[tuple] = []  # (event loop, function, argument) posted during a step, delivered after it
         self._thread = threading.Thread(target=self._loop, name=f"engine-v{self.version}", daemon=True)
         self._thread.start()
+
+    def _tools(self, config: ToolsConfig) -> dict[str, Tool]:
+        index = self.source.index
+        if index is not None:
+            try:
+                return make_toolbox(TOOL_NAMES, index, config.limits, config.search_k).tools
+            except (OSError, ValueError) as exc:  # keep serving without search; say why
+                self.notes.append(f"search is off for v{self.version}: its index {index} does not load: {exc}")
+        elif "search" in config.enabled:
+            self.notes.append(f"search is off for v{self.version}: it has no search index (deploy records the "
+                              "yearly cycle's index as the version's index_path tag; --index gives one)")
+        return make_toolbox(TOOL_NAMES, None, config.limits, config.search_k).tools
 
     def submit(self, req: GenRequest) -> None:
         with self._lock:
@@ -148,12 +170,13 @@ class Served:
     moves. `resolve()` returns a ModelSource (e.g. the registry's assistant@production)."""
 
     def __init__(self, resolve: Callable[[], ModelSource], max_batch: int = 32, poll_s: float = 5.0,
-                 device: str | None = None):
+                 device: str | None = None, tools: ToolsConfig | None = None):
         self.resolve = resolve
         self.max_batch = max_batch
         self.device = device
+        self.tools = tools
         self.poll_s = poll_s
-        self.current = Worker(resolve(), max_batch, device)
+        self.current = Worker(resolve(), max_batch, device, tools)
         self._old: list[Worker] = []
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -169,9 +192,11 @@ class Served:
         """Serve the version the reference points at now; True if it changed."""
         with self._lock:
             source = self.resolve()
-            if source.version == self.current.version and source.path == self.current.source.path:
+            if source == self.current.source:
                 return False
-            new = Worker(source, self.max_batch, self.device)
+            new = Worker(source, self.max_batch, self.device, self.tools)
+            for note in new.notes:
+                log.warning(note)
             old, self.current = self.current, new
             old.drain()
             self._old = self._unloading() + [old]

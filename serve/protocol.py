@@ -1,22 +1,106 @@
-"""The OpenAI protocol as pydantic models: what the server accepts and the shapes it answers with."""
+"""The OpenAI protocol as pydantic models: what the server accepts and the shapes it answers with.
+
+Beyond OpenAI's fields, an answer's message may carry `tool_results`: the calls the server ran itself (its built-in
+tools: calculator, search) while answering, each {"name", "arguments", "content"}; a streamed answer sends each one
+as a delta {"tool_results": [one]} when it has run."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionCall(BaseModel):
+    """A call an assistant message made: OpenAI sends `arguments` as a JSON string; an object is taken too."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=64)
+    arguments: str | dict[str, Any] = "{}"
+
+    def arguments_object(self) -> dict[str, Any] | str:
+        """The arguments as an object, as the model writes them; a string that is not a JSON object stays text."""
+        if isinstance(self.arguments, dict):
+            return self.arguments
+        try:
+            value = json.loads(self.arguments) if self.arguments.strip() else {}
+        except ValueError:
+            return self.arguments
+        return value if isinstance(value, dict) else self.arguments
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = Field(None, max_length=200)
+    type: Literal["function"] = "function"
+    function: FunctionCall
 
 
 class Message(BaseModel):
+    """A message of a chat request: content is text, or OpenAI's list of text parts (joined); only an assistant
+    message that calls tools may have none."""
+
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "user", "assistant"]
-    content: str = Field(max_length=200_000)
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = Field(None, max_length=200_000)
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, max_length=16)
+    tool_call_id: str | None = Field(None, max_length=200)
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        if any(not isinstance(p, dict) or p.get("type") != "text" or not isinstance(p.get("text"), str) for p in v):
+            raise ValueError('content parts: only {"type": "text", "text": "..."} parts are understood')
+        return "".join(p["text"] for p in v)
+
+    @model_validator(mode="after")
+    def _content_or_calls(self) -> Message:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError(f"only an assistant message has tool_calls, not a {self.role!r} one")
+        if self.content is None and not self.tool_calls:
+            raise ValueError("content is missing (only an assistant message with tool_calls may leave it null)")
+        return self
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = Field(None, max_length=4000)
+    parameters: dict[str, Any] | None = None
+
+
+class ToolDef(BaseModel):
+    """A function the client declares (`tools`): the model sees it in its system message, and a call to it ends
+    the answer with finish_reason "tool_calls" for the client to run."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"] = "function"
+    function: NamedFunction
 
 
 class Sampling(BaseModel):
@@ -56,13 +140,31 @@ class Sampling(BaseModel):
 
 class ChatRequest(Sampling):
     messages: list[Message] = Field(min_length=1)
+    tools: list[ToolDef] | None = Field(None, max_length=64)
+    # "auto" (the default): the model may call any tool on offer; "none": every tool is off (built-in ones too);
+    # "required" or {"type": "function", "function": {"name": ...}}: the answer starts with a call (to that one)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # accepted; an answer makes one call at a time
 
     @field_validator("messages")
     @classmethod
     def _ends_with_user(cls, v: list[Message]) -> list[Message]:
-        if v[-1].role != "user":
-            raise ValueError("messages: the last message must be the user's")
+        if v[-1].role not in ("user", "tool"):
+            raise ValueError("messages: the last message must be the user's (or a tool result)")
         return v
+
+    @model_validator(mode="after")
+    def _named_tools(self) -> ChatRequest:
+        names = [t.function.name for t in self.tools or []]
+        if len(set(names)) < len(names):
+            raise ValueError(f"tools: a function is declared twice ({', '.join(sorted(names))})")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in names:
+            raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not one of the "
+                             f"declared tools ({', '.join(names) or 'none'})")
+        return self
+
+    def client_functions(self) -> dict[str, FunctionDef]:
+        return {t.function.name: t.function for t in self.tools or []}
 
 
 class CompletionRequest(Sampling):
@@ -87,15 +189,32 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_completion(rid: str, model: str, version: str, created: int, answers: list[tuple[str, str]],
-                    prompt_tokens: int, completion_tokens: int) -> dict:
+def chat_completion(rid: str, model: str, version: str, created: int, messages: list[dict],
+                    reasons: list[str | None], prompt_tokens: int, completion_tokens: int) -> dict:
     return {
         "id": rid, "object": "chat.completion", "created": created, "model": model, "model_version": version,
         "system_fingerprint": f"{model}-v{version}",
-        "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": reason,
-                     "logprobs": None} for i, (text, reason) in enumerate(answers)],
+        "choices": [{"index": i, "message": message, "finish_reason": reason, "logprobs": None}
+                    for i, (message, reason) in enumerate(zip(messages, reasons, strict=True))],
         "usage": usage(prompt_tokens, completion_tokens),
     }
+
+
+def assistant_message(content: str, tool_calls: list[dict] | None = None,
+                      tool_results: list[dict] | None = None) -> dict:
+    """An answer's message: content null when it only calls tools, as OpenAI sends it."""
+    message: dict[str, Any] = {"role": "assistant", "content": content if content or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if tool_results:
+        message["tool_results"] = tool_results
+    return message
+
+
+def tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict:
+    """A call to a client's function in OpenAI's shape: the arguments as a JSON string."""
+    return {"id": call_id, "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
 
 
 def chat_chunk(rid: str, model: str, version: str, created: int, index: int, delta: dict,
@@ -122,6 +241,15 @@ def text_chunk(rid: str, model: str, version: str, created: int, index: int, tex
                finish_reason: str | None = None) -> dict:
     return {"id": rid, "object": "text_completion", "created": created, "model": model, "model_version": version,
             "choices": [{"index": index, "text": text, "finish_reason": finish_reason, "logprobs": None}]}
+
+
+class APIError(Exception):
+    """A request the server refuses or could not answer: the HTTP status and OpenAI's error body."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param, self.headers = status, message, code, param, headers
 
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",

@@ -39,6 +39,15 @@ def stalled(worker, steps: int = 0):
         permits.release(1_000_000)
 
 
+@pytest.fixture(scope="session")
+def tool_model_dir(tmp_path_factory) -> Path:
+    """The tiny assistant that has memorised tool-calling conversations (tests/serve/tool_model.py), trained once a
+    session (tests/flows uses the same folder)."""
+    from tests.serve.tool_model import make_tool_model
+
+    return make_tool_model(tmp_path_factory.getbasetemp() / "tool-model")
+
+
 @pytest.fixture
 def workdir(tmp_path, model_dirs) -> Path:
     """A workdir whose registry has assistant v1 (@production)."""
