@@ -27,9 +27,6 @@ import numpy as np
 
 from model.files import replace_dir
 
-# bm25s logs each step of a build at DEBUG through the root handlers; our stage reports what matters.
-logging.getLogger("bm25s").setLevel(logging.WARNING)
-
 FORMAT = "factory-search-index/1"
 META = "index.json"
 # Extensions dropped from the last path segment of a URL or file name to make a title.
@@ -75,9 +72,7 @@ def split_passages(text: str, passage_words: int = 50, overlap_words: int = 10) 
 
 def tokenize(texts: list[str]) -> list[list[str]]:
     """Lower-cased words of two or more letters or digits, English stopwords removed (bm25s' tokenizer)."""
-    import bm25s
-
-    return bm25s.tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
+    return _bm25s().tokenize(texts, stopwords="en", return_ids=False, show_progress=False)
 
 
 @dataclass
@@ -204,9 +199,7 @@ class SearchIndex:
                              f"{META} says {meta['documents']} and {meta['passages']}")
         bm25 = None
         if passages:
-            import bm25s
-
-            bm25 = bm25s.BM25.load(str(folder / "bm25"), show_progress=False)
+            bm25 = _bm25s().BM25.load(str(folder / "bm25"), show_progress=False)
         settings = {k: v for k, v in meta.items() if k not in ("format", "documents", "passages")}
         return cls([d["url"] for d in docs], [d["title"] for d in docs],
                    np.asarray([p["doc"] for p in passages], dtype=np.int64), [p["text"] for p in passages], bm25,
@@ -217,12 +210,19 @@ def _bm25(texts: list[str]) -> Any:
     """bm25s' BM25 (Lucene's scoring) over `texts`; None for no texts, which nothing matches."""
     if not texts:
         return None
-    import bm25s
-
+    bm25s = _bm25s()
     retriever = bm25s.BM25()
     # ids in order of first appearance: the vocabulary, and so the saved files, are the same on every build
     retriever.index(bm25s.tokenize(texts, stopwords="en", return_ids=True, show_progress=False), show_progress=False)
     return retriever
+
+
+def _bm25s() -> Any:
+    import bm25s
+
+    # bm25s sets its logger to DEBUG on import and logs each step of a build; the stage reports what matters
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
 
 
 def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
