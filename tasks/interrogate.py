@@ -1,6 +1,8 @@
-"""Stage `interrogate`: find what the assistant does not know and teach it to say so. It is asked about facts of its
-pretraining crawl ("What is <page topic>?", the page's first prose sentence the reference) and about invented people,
-countries and gadgets; each answer is right, refused, or wrong (confident, about an invented subject).
+"""Stage `interrogate`: find what the assistant does not know, and write refusals to teach where it answers anyway.
+
+It is asked about facts of its pretraining crawl ("What is <page topic>?", the page's first prose sentence the
+reference) and about invented people, countries and gadgets; each answer is right, refused, or wrong (confident,
+about an invented subject).
 
 Questions are split by a hash of each one into a teach part and a held-out part. For the teach questions it got wrong
 or invented an answer to, refusal conversations go as one batch into `<workdir>/labeling/generated/`, which next
