@@ -18,6 +18,8 @@ CASES = [
     (["chat", "--preset", "nope", "--prompt", "hi"], "preset 'nope'"),
     (["rollback", "--set", "deploy.bogus=1"], "deploy.bogus"),
     (["samples", "--preset", "nope"], "preset 'nope'"),
+    (["serve", "--tools", "calculator,browser"], "--tools: 'browser'"),
+    (["chat", "--system", "Be brief.", "--no-system", "--prompt", "hi"], "--system and --no-system"),
 ]
 
 
