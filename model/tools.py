@@ -19,8 +19,9 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ToolError(Exception):
-    """A call the tool refuses; the message is what the model reads after "error: "."""
+class ToolError(ValueError):
+    """A call the tool refuses; the message is what the model reads after "error: ". A tool may raise a plain
+    ValueError to the same effect (the search tool in data/search does, and so needs nothing from here)."""
 
 
 class Tool(Protocol):
@@ -255,7 +256,7 @@ class Toolbox:
         def target() -> None:
             try:
                 box["result"] = tool.run(arguments)
-            except ToolError as exc:
+            except ValueError as exc:  # ToolError included: a refusal the tool explains
                 box["result"] = f"error: {exc}"
             except Exception as exc:  # a failing tool must not end the answer: the model reads what went wrong
                 box["result"] = f"error: {tool.name} failed: {type(exc).__name__}: {exc}"

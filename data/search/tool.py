@@ -1,4 +1,5 @@
-"""The search tool (model/tools.py's Tool protocol) over a SearchIndex, and how its results read to the model.
+"""The search tool (model/tools.py's Tool protocol) over a SearchIndex, and how its results read to the model. A call
+it refuses raises ValueError, which the toolbox hands the model as an "error:" result.
 
 The tiny model reads a few hundred tokens at most and the toolbox cuts a result at ToolLimits.max_result_chars, so a
 result is compact: the best passage first and whole, each headed by its number, title and url."""
@@ -9,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from data.search.index import Passage, SearchIndex
-from model.tools import ToolError
 
 
 def format_results(passages: list[Passage]) -> str:
@@ -34,6 +34,6 @@ class SearchTool:
     def run(self, arguments: Mapping[str, Any]) -> str:
         query = arguments.get("query")
         if not isinstance(query, str) or not query.strip():
-            raise ToolError('search needs {"query": "<keywords>"}')
+            raise ValueError('search needs {"query": "<keywords>"}')
         passages = self.index.search(query, self.k)
         return format_results(passages) if passages else f"no results for {query.strip()!r}"

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from data.search import NotAnIndex, Passage, SearchIndex, SearchTool, format_results, split_passages
-from model.tools import ToolError, ToolLimits, make_toolbox
+from model.tools import ToolLimits, make_toolbox
 
 PAGES = [
     ("https://docs.python.org/3/library/json.html",
@@ -183,7 +183,7 @@ def test_the_tool_says_when_nothing_matches_and_refuses_a_missing_query(index):
     tool = SearchTool(index)
     assert tool.run({"query": "zyzzyva"}) == "no results for 'zyzzyva'"
     for arguments in ({}, {"query": ""}, {"query": "  "}, {"query": 3}):
-        with pytest.raises(ToolError, match="query"):
+        with pytest.raises(ValueError, match="query"):
             tool.run(arguments)
 
 
