@@ -81,6 +81,9 @@ class Metrics:
         self.model = Gauge("factory_model_version", "The model version served (value 1 on its labels).",
                            ["model", "version"], registry=r)
         self.feedback = Counter("factory_feedback", "Ratings received, by rating.", ["rating"], registry=r)
+        self.tool_calls = Counter("factory_tool_calls", "Calls the server ran for answers, by tool and outcome (ok, or "
+                                  "error: the tool refused it, failed, timed out or was past the limit).",
+                                  ["tool", "outcome"], registry=r)
 
 
 def create_app(served: Served, store: Store, settings: ServeSettings | None = None,
@@ -196,6 +199,9 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
         metrics.latency.observe(latency)
         if gen.ttft is not None:
             metrics.ttft.observe(gen.ttft)
+        for result in (r for c in gen.choices for r in c.tool_results):
+            outcome = "error" if result["content"].startswith("error:") else "ok"
+            metrics.tool_calls.labels(result["name"] or "unreadable", outcome).inc()
         first = gen.choices[0]
         return {
             "id": rid, "created": time.time(), "endpoint": "chat" if messages is not None else "completions",

@@ -181,9 +181,13 @@ class Generation:
         req = c.req
         if req.finish_reason == "error":
             raise APIError(500, f"generation failed: {req.error}", "engine_error")
-        if req.finish_reason != "tool_call" or c.text.stopped:
-            return c.end("stop" if c.text.stopped else req.finish_reason)
         tokens = [*c.prefix, *req.tokens]
+        if req.finish_reason != "tool_call" or c.text.stopped:
+            if c.in_call and not c.text.stopped:  # a call the model never closed is not a call: it stays text
+                start = max((i for i, t in enumerate(tokens) if t == self.call_start), default=0)
+                for token in tokens[start:]:
+                    c.text.push(token)
+            return c.end("stop" if c.text.stopped else req.finish_reason)
         call = self._client_call(tokens)
         if call is not None:
             c.tool_calls.append(call)

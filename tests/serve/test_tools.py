@@ -122,6 +122,26 @@ def test_the_request_store_keeps_what_was_called(server):
     assert row["answer"] == MULTIPLY_ANSWER
 
 
+def test_each_choice_runs_its_own_calls(server):
+    body = post(server, {"messages": ASK_MULTIPLY, "n": 2})
+    for choice in body["choices"]:
+        assert choice["message"]["tool_results"] == [MULTIPLY_CALL]
+        assert choice["message"]["content"] == MULTIPLY_ANSWER
+    choices = server.store.get(body["id"])["meta"]["choices"]
+    assert [c["tool_results"] for c in choices] == [[MULTIPLY_CALL]] * 2
+
+
+def test_metrics_count_the_tool_calls_by_tool_and_outcome(workdir, server):
+    def calls(outcome: str) -> float:
+        text = httpx.get(server.url + "/metrics").text
+        line = f'factory_tool_calls_total{{outcome="{outcome}",tool="calculator"}} '
+        return next((float(x.split()[-1]) for x in text.splitlines() if x.startswith(line)), 0.0)
+
+    before = calls("ok")
+    chat(server, ASK_MULTIPLY)
+    assert calls("ok") == before + 1
+
+
 def test_a_streamed_answer_sends_the_tool_result_as_a_delta_then_the_answer(server):
     chunks = stream(server, {"messages": ASK_MULTIPLY})
     deltas = [c["choices"][0]["delta"] for c in chunks if c.get("choices")]
@@ -246,14 +266,25 @@ def test_tool_choice_none_turns_every_tool_off(server, tok):
     assert getattr(off, "tool_results", None) is None and '"name": "calculator"' in off.content
 
 
-def test_tool_choice_naming_a_function_makes_the_answer_call_it(server):
-    greeting = [{"role": "user", "content": "Hello there"}]
-    free = chat(server, greeting, tools=[WEATHER]).choices[0]
+def test_a_greeting_is_answered_without_a_call_when_the_model_may_choose(server):
+    free = chat(server, [{"role": "user", "content": "Hello there"}], tools=[WEATHER]).choices[0]
     assert free.finish_reason == "stop" and free.message.tool_calls is None
-    forced = chat(server, greeting, tools=[WEATHER],
+
+
+def test_tool_choice_naming_a_function_makes_the_answer_a_call_to_it(server):
+    forced = chat(server, [{"role": "user", "content": "Hello there"}], tools=[WEATHER],
                   tool_choice={"type": "function", "function": {"name": "get_weather"}}).choices[0]
     assert forced.finish_reason == "tool_calls"
     assert forced.message.tool_calls[0].function.name == "get_weather"
+
+
+def test_tool_choice_required_starts_the_answer_with_a_call(server):
+    # on a greeting this model does not call by itself; made to start a call, it writes one (a call, or an error
+    # result for a call no tool takes) or leaves it unclosed, and a call never closed comes back as text
+    forced = chat(server, [{"role": "user", "content": "Hello there"}], tools=[WEATHER], tool_choice="required")
+    message = forced.choices[0].message
+    assert message.tool_calls or getattr(message, "tool_results", None) or \
+        message.content.startswith("<|tool_call_start|>"), message
 
 
 @pytest.mark.parametrize(("body", "named"), [

@@ -173,3 +173,50 @@ def test_a_server_with_api_keys_asks_for_one_and_answers_once_it_is_entered(tmp_
         answer.get_by_role("button", name="Good answer").click()
         expect(answer).to_contain_text("Marked good")
         assert [f["rating"] for f in app.state.store.get(rid)["feedback"]] == [1]
+
+
+def test_the_page_shows_the_tools_an_answer_called_and_sends_them_back_with_the_next_question(tmp_path, page,
+                                                                                                 tool_model_dir):
+    from tests.serve.tool_model import MULTIPLY, MULTIPLY_ANSWER
+
+    with chat_server(tmp_path, str(tool_model_dir)) as (url, app):
+        page.goto(url)
+        page.get_by_label("Temperature").fill("0")
+        answer = ask(page, MULTIPLY)
+        expect(answer.get_by_label("Tool calls")).to_have_text("[calculator] 4821 * 37 -> 178377")
+        expect(answer.locator(".text")).to_have_text(MULTIPLY_ANSWER)
+
+        second = ask(page, "And again?")
+        stored = app.state.store.get(second.get_attribute("data-response-id"))
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": "calculator", "arguments": '{"expression":"4821 * 37"}'}}
+        assert stored["messages"] == [
+            {"role": "user", "content": MULTIPLY}, {"role": "assistant", "tool_calls": [call]},
+            {"role": "tool", "content": "178377", "tool_call_id": "call_1"},
+            {"role": "assistant", "content": MULTIPLY_ANSWER}, {"role": "user", "content": "And again?"}]
+
+
+def test_the_page_offers_the_assistants_and_asks_the_one_picked(tmp_path, page, tool_model_dir):
+    from tests.serve.tool_model import DOCS_INSTRUCTIONS, RIVERS
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "rivers.md").write_text("Rivers in our notes: the Nile is the longest river.")
+    helper = tmp_path / "docs.yaml"
+    helper.write_text(f"id: docs-helper\ninstructions: {DOCS_INSTRUCTIONS}\nfiles: notes\n")
+    from flows.serving import build_app
+    from serve.app import ServeSettings
+
+    app = build_app(tmp_path, str(tool_model_dir), ServeSettings(), poll_s=0, assistants=[helper])
+    with running(app) as url:
+        page.goto(url)
+        choice = page.get_by_label("Model", exact=True)
+        expect(choice.locator("option")).to_have_text(["tool-model", "docs-helper"])
+        choice.select_option("docs-helper")
+        expect(page.locator("#model")).to_have_text("· docs-helper")
+        page.get_by_label("Temperature").fill("0")
+        answer = ask(page, RIVERS)
+        expect(answer.get_by_label("Tool calls")).to_contain_text("[search] rivers -> [1]")
+        stored = app.state.store.get(answer.get_attribute("data-response-id"))
+        assert (stored["model"], stored["meta"]["assistant"]) == ("docs-helper", "docs-helper")
+        page.reload()  # the pick is kept
+        expect(page.locator("#model")).to_have_text("· docs-helper")
