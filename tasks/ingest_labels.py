@@ -43,7 +43,7 @@ from data.chat.labels import (
 from data.samples import BUILTIN_SAMPLE
 from data.sources.fingerprint import describe, fingerprint
 from data.sources.quarantine import Quarantine
-from tasks.core.samples import inbox_dir
+from tasks.core.samples import generator_version, inbox_dir
 from tasks.core.stage import StageRun, stage
 
 
@@ -85,7 +85,8 @@ def _has_files(folder: Path) -> bool:
 
 def _external(cfg, workdir: Path, inputs: dict) -> dict:
     if cfg.labels.inbox == BUILTIN_SAMPLE:  # generated from the sample crawl's pages
-        found = {"sample_pages": cfg.crawl.sample_pages}
+        found = {"sample_pages": cfg.crawl.sample_pages, "identity": cfg.identity.data_key(),
+                 "generator": generator_version()}
     else:
         found = {"inbox": fingerprint([cfg.labels.inbox])}
     ready, _ = generated_batches(cfg.labels, workdir)
@@ -110,7 +111,7 @@ def _linked_items(answers: Path, queue: Path) -> str:
        external=_external)
 def ingest_labels(s: StageRun) -> dict:
     cfg = s.cfg.labels
-    inbox = inbox_dir(cfg, s.workdir, s.cfg.crawl.sample_pages)
+    inbox = inbox_dir(cfg, s.workdir, s.cfg.crawl.sample_pages, s.cfg.identity)
     if not inbox.is_dir():
         raise FileNotFoundError(f"labels.inbox {str(inbox)!r} is not a folder of JSONL files")
     stats: Counter = Counter()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from model.identity import copy_identity
+from model.identity import copy_identity, load_identity
 from model.preference_config import PreferenceConfig
 from tasks.core.posttrain import comparisons, eval_rows, first_and_kept, link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
@@ -65,7 +65,8 @@ def preference(s: StageRun) -> dict:
     reward = RewardModel.load(reward_dir, device) if (reward_dir / "config.json").exists() else None
     # held out: no prompt a user turn of the conversations or comparisons trained on
     training = [*read_jsonl(labels / "conversations_train.jsonl"), *train]
-    eval_items = held_out_items(cfg.eval_skills, cfg.eval_items, cfg.eval_seed, training)
+    eval_items = held_out_items(cfg.eval_skills, cfg.eval_items, cfg.eval_seed, training,
+                                identity=load_identity(sft_dir))
     on_log = loop_reporter(s, cfg.steps)
     s.log.info(f"preference: {cfg.method} on {len(train)} comparisons ({len(val)} held out), {cfg.steps} steps")
     if cfg.method == "dpo":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from data.chat.labels import read_jsonl, write_jsonl
 from data.chat.skills import build_skill, held_out_items, user_turns
-from model.identity import copy_identity
+from model.identity import IdentityConfig, copy_identity, load_identity
 from model.rl_config import RLConfig
 from tasks.core.posttrain import first_and_kept, link_copy, loop_reporter
 from tasks.core.stage import StageRun, stage
@@ -23,7 +23,8 @@ from tasks.evals import EvalsConfig
 HELD_OUT_SEED_OFFSET = 1_000_003
 
 
-def problems(cfg: RLConfig, evals: EvalsConfig, labels: Path) -> tuple[list[dict], list[dict]]:
+def problems(cfg: RLConfig, evals: EvalsConfig, labels: Path,
+             identity: IdentityConfig | None = None) -> tuple[list[dict], list[dict]]:
     """(training problems, held-out problems) as eval items ({"id", "skill", "messages", "reference", "answer"}).
 
     Held out: drawn first, none a user turn of the training labels (conversations and comparisons). Training: drawn
@@ -33,11 +34,14 @@ def problems(cfg: RLConfig, evals: EvalsConfig, labels: Path) -> tuple[list[dict
                 *read_jsonl(labels / f"comparisons_{split}.jsonl")]
 
     train_records, val_records = records("train"), records("val")
-    held = held_out_items(cfg.skills, cfg.eval_problems, cfg.seed + HELD_OUT_SEED_OFFSET, train_records)
-    scored = held_out_items(evals.skills, evals.items_per_task, evals.seed, train_records)  # the evals stage's items
+    held = held_out_items(cfg.skills, cfg.eval_problems, cfg.seed + HELD_OUT_SEED_OFFSET, train_records,
+                          identity=identity)
+    scored = held_out_items(evals.skills, evals.items_per_task, evals.seed, train_records,  # the evals stage's items
+                            identity=identity)
     exclude = {i["messages"][-1]["content"] for i in [*held, *scored]} | user_turns(val_records)
-    train = [ex.as_item() for name in cfg.skills for ex in build_skill(name).examples(cfg.train_problems, cfg.seed,
-                                                                                       exclude_prompts=exclude)]
+    train = [ex.as_item() for name in cfg.skills
+             for ex in build_skill(name, identity=identity).examples(cfg.train_problems, cfg.seed,
+                                                                     exclude_prompts=exclude)]
     return train, held
 
 
@@ -61,7 +65,7 @@ def rl(s: StageRun) -> dict:
         return {"metrics": {}, "info": {"skipped": True}}
 
     started = time.perf_counter()
-    train, held = problems(cfg, s.cfg.evals, s.inputs["ingest_labels"].path)
+    train, held = problems(cfg, s.cfg.evals, s.inputs["ingest_labels"].path, load_identity(start))
     write_jsonl(s.out / "held_out.jsonl", held)
     policy, tok = load_assistant(start, cfg.torch_device())
     reference = copy.deepcopy(policy)  # the KL anchor: the starting model, frozen

@@ -50,13 +50,20 @@ def sample_pages(warc: Path, limit: int = 200) -> list[dict]:
     return pages
 
 
+def generator_version() -> str:
+    """A hash of the label generator's code (its skills, tools and formats): an edit there makes a new sample inbox."""
+    from tasks.core.code import code_hash
+
+    return code_hash("data.samples.labels")[:8]
+
+
 def sample_inbox(workdir: Path, cfg: LabelsConfig, pages: int, identity: IdentityConfig | None = None) -> Path:
     """`<workdir>/samples/inbox-.../`: generated conversations and comparisons, as labelers would deliver them; with
     `identity`, its name and maker in the identity answers and its system message in a share of the conversations.
     The folder's name holds everything the files depend on, so a changed setting makes a new inbox."""
     from data.samples.labels import build_label_inbox
 
-    name = f"inbox-{cfg.sample_conversations}-{cfg.sample_comparisons}-{cfg.seed}-{pages}"
+    name = f"inbox-{cfg.sample_conversations}-{cfg.sample_comparisons}-{cfg.seed}-{pages}-{generator_version()}"
     if identity is not None:
         name += f"-{identity.data_key()}"
     path = sample_dir(workdir) / name

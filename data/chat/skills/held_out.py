@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from data.chat.skills.registry import build_skill
+from model.identity import IdentityConfig
 
 
 def user_turns(records: Iterable[Mapping[str, Any]]) -> set[str]:
@@ -27,11 +28,13 @@ def user_turns(records: Iterable[Mapping[str, Any]]) -> set[str]:
 
 
 def held_out_items(skills: Iterable[str], n: int, seed: int, training: Iterable[Mapping[str, Any]],
-                   pages: list[Mapping[str, Any]] | None = None) -> list[dict]:
+                   pages: list[Mapping[str, Any]] | None = None, identity: IdentityConfig | None = None) -> list[dict]:
     """Up to n eval items per skill ({"id", "skill", "messages", "reference", "answer"}) whose prompt equals no user
-    turn of the `training` records (compared case- and whitespace-insensitively)."""
+    turn of the `training` records (compared case- and whitespace-insensitively); `identity`: whose name the identity
+    items expect (the default assistant's without one)."""
     seen = user_turns(training)
-    return [ex.as_item() for name in skills for ex in build_skill(name, pages).examples(n, seed, exclude_prompts=seen)]
+    return [ex.as_item() for name in skills
+            for ex in build_skill(name, pages, identity).examples(n, seed, exclude_prompts=seen)]
 
 
 def items_hash(items: list[Mapping[str, Any]]) -> str:
