@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from data.chat.skills import check
 from model.chat import render_prompt
 from model.checkpoint import load_model
-from model.engine import BatchGenerator, Engine, GenRequest
+from model.engine import Engine, answer_batch
 from model.gpt import GPT
 from model.identity import IdentityConfig, with_system_message
 from model.tokenizer import Tokenizer
+from model.tools import Toolbox
 
 
 def _inputs_targets(batch: Sequence[torch.Tensor | None], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,28 +117,31 @@ def load_assistant(model_dir: str | os.PathLike, device: str | torch.device | No
 
 
 def run_items(
-    model: GPT, tok: Tokenizer, items: list[dict], max_new_tokens: int, system: IdentityConfig | None = None
+    model: GPT, tok: Tokenizer, items: list[dict], max_new_tokens: int, system: IdentityConfig | None = None,
+    tools: Toolbox | None = None,
 ) -> tuple[list[dict], dict[str, float]]:
     """Answer every eval item greedily and check the answer by its skill; returns (each item with "response" and
     "correct", {"score.<skill>": accuracy} in the order the skills first appear).
 
     `system`: an identity (the model's: load_identity) whose system message goes first in each item that has none,
     whatever its at_inference says (the caller decides); None: the items as they are. The results keep the items'
-    own messages."""
+    own messages. `tools`: the toolbox the answers may call (each result then holds its "calls"); the response is
+    the text after the last tool result; `max_new_tokens` bounds what the model writes in all."""
     asked = [with_system_message(item["messages"], system, always=True) for item in items]
     prompts = [render_prompt(tok, messages) for messages in asked]
     # Batched (greedy answers are the same batched or alone), except a prompt that leaves the answer less than
     # max_new_tokens of context: the single-sequence engine slides the window over it, as a chat would.
     fits = [len(p) + max_new_tokens <= model.config.seq_len for p in prompts]
-    stops = frozenset({tok.special_id("<|assistant_end|>"), tok.bos_id})
-    batched = iter(BatchGenerator(model, max_batch=32).run(
-        GenRequest(p, max_new_tokens, stop_ids=stops) for p, ok in zip(prompts, fits, strict=True) if ok))
+    batched = iter(answer_batch(model, tok, [p for p, ok in zip(prompts, fits, strict=True) if ok], max_new_tokens,
+                                tools))
     engine = Engine(model, tok)
     results = []
     for item, messages, ok in zip(items, asked, fits, strict=True):
-        response = (tok.decode(next(batched).tokens) if ok
-                    else engine.chat(messages, max_new_tokens=max_new_tokens))
-        results.append({**item, "response": response, "correct": check(item, response)})
+        use = next(batched) if ok else engine.answer(messages, max_new_tokens=max_new_tokens, tools=tools)
+        result = {**item, "response": use.text, "correct": check(item, use.text)}
+        if tools is not None:
+            result["calls"] = use.calls
+        results.append(result)
     scores = {}
     for skill in dict.fromkeys(r["skill"] for r in results):
         done = [r for r in results if r["skill"] == skill]

@@ -220,7 +220,7 @@ class ToolLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_calls: int = Field(3, ge=0, description="Tool calls per answer; a call past this gets an error result.")
     timeout_s: float = Field(5.0, gt=0, description="Seconds one call may take before it gets an error result.")
-    max_result_chars: int = Field(600, ge=16, description="A longer result is cut here (marked with '...').")
+    max_result_chars: int = Field(400, ge=16, description="A longer result is cut here (marked with '...').")
 
 
 @dataclass
@@ -281,6 +281,7 @@ class Toolbox:
 
 
 TOOL_NAMES = ("calculator", "search")
+SEARCH_K = 1  # passages per search: one ~50-word passage is ~100 tokens of a 256-token context
 
 
 class ToolsConfig(BaseModel):
@@ -289,7 +290,8 @@ class ToolsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: list[str] = Field(list(TOOL_NAMES), description="Tools on offer: calculator, search.")
     limits: ToolLimits = Field(default_factory=ToolLimits)
-    search_k: int = Field(2, ge=1, le=20, description="Passages the search tool returns.")
+    search_k: int = Field(SEARCH_K, ge=1, le=20, description="Passages the search tool returns (the label generator "
+                          "writes its search conversations with the default).")
 
     def toolbox(self, index: str | Path | None = None) -> Toolbox:
         return make_toolbox(self.enabled, index, self.limits, self.search_k)

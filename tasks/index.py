@@ -15,6 +15,7 @@ import time
 
 from pydantic import Field, model_validator
 
+from data.search.index import OVERLAP_WORDS, PASSAGE_WORDS
 from tasks.core.config import Section
 from tasks.core.stage import StageRun, stage
 
@@ -24,8 +25,9 @@ SAMPLE_ROWS = 20  # queries shown in the report's table
 class IndexConfig(Section):
     """The search index over the crawl: passage size and how retrieval is measured."""
 
-    passage_words: int = Field(50, ge=5, description="Words per passage; the tool returns whole passages.")
-    overlap_words: int = Field(10, ge=0, description="Words a passage shares with the one before it.")
+    passage_words: int = Field(PASSAGE_WORDS, ge=5, description="Words per passage; the tool returns whole passages "
+                               "(the label generator's search conversations use the default).")
+    overlap_words: int = Field(OVERLAP_WORDS, ge=0, description="Words a passage shares with the one before it.")
     eval_queries: int = Field(200, ge=0, description="Documents sampled to measure retrieval (0: no measure).")
     eval_k: int = Field(2, ge=1, le=20, description="Results a query may look at (tools.search_k uses 2).")
     snippet_words: int = Field(8, ge=1, description="Words of a document's middle that make its snippet query.")

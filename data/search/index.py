@@ -28,6 +28,8 @@ import numpy as np
 from model.files import replace_dir
 
 FORMAT = "factory-search-index/1"
+# ~40 words is ~60-100 tokens of crawl text: one passage, the question and the answer fit a 256-token context
+PASSAGE_WORDS, OVERLAP_WORDS = 40, 8
 META = "index.json"
 # Extensions dropped from the last path segment of a URL or file name to make a title.
 _PAGE_SUFFIXES = (".html", ".htm", ".md", ".txt", ".jsonl", ".php", ".asp", ".aspx", ".rst")
@@ -57,7 +59,7 @@ def title_from_url(url: str) -> str:
     return segment or parts.netloc or url
 
 
-def split_passages(text: str, passage_words: int = 50, overlap_words: int = 10) -> list[str]:
+def split_passages(text: str, passage_words: int = PASSAGE_WORDS, overlap_words: int = OVERLAP_WORDS) -> list[str]:
     """`text` as passages of `passage_words` words (whitespace-separated), each starting `passage_words -
     overlap_words` words after the one before: the first at the first word, the last reaching the last word."""
     if passage_words < 1 or not 0 <= overlap_words < passage_words:
@@ -88,8 +90,8 @@ class SearchIndex:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (input, why it is not in the index)
 
     @classmethod
-    def build(cls, docs: Iterable[Mapping[str, Any]], passage_words: int = 50,
-              overlap_words: int = 10) -> SearchIndex:
+    def build(cls, docs: Iterable[Mapping[str, Any]], passage_words: int = PASSAGE_WORDS,
+              overlap_words: int = OVERLAP_WORDS) -> SearchIndex:
         """An index of `docs` ({"url", "text", optional "title", optional "id"}), in their order: the same documents
         give the same index and the same results. A document without words is listed in `skipped`."""
         split_passages("", passage_words, overlap_words)  # checks the sizes before reading anything

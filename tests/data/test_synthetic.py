@@ -54,7 +54,7 @@ def test_mix_selects_skills():
 def test_comparisons_chosen_checks_true_and_rejected_false():
     comps = generate_comparisons(600, seed=0, pages=PAGES)
     # tool-using skills make no comparisons: their sides would be plain text
-    assert {c["meta"]["generator"] for c in comps} == set(DEFAULT_MIX) - {"calculator"}
+    assert {c["meta"]["generator"] for c in comps} == set(DEFAULT_MIX) - {"calculator", "crawl_qa"}
     assert len({c["prompt"] for c in comps}) > 550  # repeats only where a skill runs out of prompts (identity)
     for c in comps:
         assert validate_comparison(c, LabelsConfig()) is None and c["meta"]["generated"] is True

@@ -1,5 +1,6 @@
-"""Questions about crawled pages: 'What is <page topic>?' answered with the page's first prose sentence, so the
-assistant learns to answer from what the pipeline crawled."""
+"""Questions about crawled pages: 'What is <page topic>?'. The ideal answer looks the topic up with the search tool and
+answers with the first prose sentence of the passage found (the page's own, at the top of the results), so the
+assistant learns to answer from what the pipeline crawled rather than from a vague recollection of it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from data.chat.skills.base import Example, Skill
+from model.tools import SEARCH_K, Toolbox, format_call
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _ARTICLES = {"a", "an", "the"}
@@ -51,18 +53,34 @@ def f1_overlap(prediction: str, reference: str) -> float:
 
 
 class CrawlQA(Skill):
-    """Checked by word-overlap F1 >= 0.5 with the page's sentence. Built with the crawled pages ({title, text, url});
-    pages without a short title or a prose sentence are skipped, and with none left the skill is unavailable."""
+    """Checked by word-overlap F1 >= 0.5 with the reference sentence. Built with the crawled pages ({title, text, url})
+    and a search index over them (built from the pages unless given: the yearly `index` artifact, for the evals); a
+    page is asked about only when searching its topic puts the page first and that passage has a prose sentence, so
+    every ideal answer is there in the result it read. With no such page the skill is unavailable."""
 
     name = "crawl_qa"
     uses_pages = True
+    uses_tools = True
     MIN_F1 = 0.5
+    MAX_ANSWER_WORDS = 30  # with the question, the call and the result, the conversation fits a 256-token context
 
-    def __init__(self, pages: list[Mapping[str, Any]] | None = None):
-        self.usable: list[tuple[Mapping[str, Any], str, str]] = []  # (page, topic, first sentence)
-        for page in pages or []:
-            topic, sentence = page_topic(page), first_sentence(str(page.get("text") or ""))
-            if topic and sentence:
+    def __init__(self, pages: list[Mapping[str, Any]] | None = None, index: Any = None, k: int = SEARCH_K):
+        from data.search import SearchIndex, SearchTool
+
+        pages = [p for p in pages or [] if page_topic(p)]
+        self.index = index if index is not None or not pages else SearchIndex.build(pages)
+        # results as the engine hands them over, cut at the default limit
+        self.tools = Toolbox.of([SearchTool(self.index, k)] if self.index is not None else [])
+        self.usable: list[tuple[Mapping[str, Any], str, str]] = []  # (page, topic, the sentence the search shows)
+        seen: set[str] = set()
+        for page in pages:
+            topic = page_topic(page)
+            if topic.lower() in seen:  # two pages with one title: the question would be ambiguous
+                continue
+            seen.add(topic.lower())
+            found = self.index.search(topic, 1)
+            sentence = first_sentence(found[0].text) if found and found[0].url == page.get("url") else None
+            if sentence and len(sentence.split()) <= self.MAX_ANSWER_WORDS:
                 self.usable.append((page, topic, sentence))
 
     @property
@@ -75,6 +93,10 @@ class CrawlQA(Skill):
         page, topic, sentence = rng.choice(self.usable)
         prompt = rng.choice([f"What is {topic}?", f"In one sentence, what is '{topic}' about?",
                              f"Briefly explain {topic}."])
+        call = {"id": "call_1", "type": "function", "function": {"name": "search", "arguments": {"query": topic}}}
+        reply = [{"role": "assistant", "content": "", "tool_calls": [call]},
+                 {"role": "tool", "content": self.tools.call(format_call("search", {"query": topic}))[1]},
+                 {"role": "assistant", "content": sentence}]
         # the wrong answer for comparisons: another page's opening, if it is clearly a different answer
         other = None
         for _ in range(10):
@@ -82,7 +104,7 @@ class CrawlQA(Skill):
             if f1_overlap(candidate, sentence) < self.MIN_F1:
                 other = candidate
                 break
-        return Example(self.name, prompt, sentence, sentence, {"url": page.get("url"), "other": other})
+        return Example(self.name, prompt, sentence, sentence, {"url": page.get("url"), "other": other}, reply=reply)
 
     def wrong_answer(self, example: Example, rng: random.Random) -> tuple[str, str]:
         if example.details.get("other"):
