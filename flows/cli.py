@@ -629,7 +629,7 @@ def samples(workdir: Workdir = Path("work"), preset: Preset = "tiny", set: Sets 
 
     cfg = _config(preset, set or [])
     warc = sample_warc(wd, cfg.crawl.sample_pages)
-    inbox = sample_inbox(wd, cfg.labels, cfg.crawl.sample_pages)
+    inbox = sample_inbox(wd, cfg.labels, cfg.crawl.sample_pages, cfg.identity)
     console.print(f"crawl: {warc} ({warc.stat().st_size / 1e6:.1f} MB)\nlabeling inbox: {inbox}")
 
 

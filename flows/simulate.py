@@ -185,12 +185,13 @@ def flag_reason(item: dict) -> str:
 
 
 @contextmanager
-def local_server(wd: Path, ref: str, store_url: str, poll_s: float, users: int) -> Iterator[str]:
+def local_server(wd: Path, ref: str, store_url: str, poll_s: float, users: int, tools=None) -> Iterator[str]:
     """`factory serve` for `ref` in a thread, on a free 127.0.0.1 port, writing to `store_url`; yields its URL."""
     from flows.serving import build_app, running
     from serve.app import ServeSettings
 
-    with running(build_app(wd, ref, ServeSettings(max_queue=max(64, users)), store_url, poll_s)) as url:
+    settings = ServeSettings(max_queue=max(64, users), **({"tools": tools} if tools else {}))
+    with running(build_app(wd, ref, settings, store_url, poll_s)) as url:
         yield url
 
 
@@ -291,14 +292,15 @@ def label(queue: list[dict], exchanges: list[Exchange], number: int) -> list[dic
     return answers
 
 
-def wrong_answers(model_dir: Path, items: list[dict], max_new_tokens: int) -> set[str]:
-    """The ids of the `items` the model in `model_dir` answers wrong (greedy, checked by each item's skill)."""
-    from model.evaluate import load_assistant, run_items
+def wrong_answers(model_dir: Path, items: list[dict], cfg) -> set[str]:
+    """The ids of the `items` the model in `model_dir` answers wrong (greedy, checked by each item's skill), answered
+    as the evals stage answers: with the calculator and the model's system message (the users ask nothing that needs
+    search)."""
+    from tasks.evals import answer_items
 
     if not items:
         return set()
-    model, tok = load_assistant(model_dir)
-    results, _ = run_items(model, tok, items, max_new_tokens)
+    results, _ = answer_items(model_dir, items, cfg, None)
     return {r["id"] for r in results if not r["correct"]}
 
 
@@ -387,7 +389,8 @@ class Simulation:
         if self.settings.url:
             yield self.settings.url.rstrip("/")
             return
-        with local_server(self.wd, self.ref, self.store, self.settings.poll_s, self.settings.users) as url:
+        with local_server(self.wd, self.ref, self.store, self.settings.poll_s, self.settings.users,
+                          self.cfg.tools) as url:
             yield url
 
     def production(self):
@@ -508,9 +511,8 @@ class Simulation:
         """Failure rates on the flagged prompts (when asked, production offline, the new model; and the new model on
         those whose answer it was trained on, not held for validation) and on the held-out items (production, the new
         model), and whether they meet the goals."""
-        max_new = self.cfg.evals.max_new_tokens
-        old = wrong_answers(old_model, [*flagged, *self.held_out], max_new)
-        new = wrong_answers(new_model, [*flagged, *self.held_out], max_new)
+        old = wrong_answers(old_model, [*flagged, *self.held_out], self.cfg)
+        new = wrong_answers(new_model, [*flagged, *self.held_out], self.cfg)
         collected = {
             "before": rates(flagged, {i["id"] for i in flagged}),  # flagged: wrong when asked
             "before_offline": rates(flagged, old),

@@ -28,9 +28,9 @@ def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from model.evaluate import load_assistant, run_items
     from tasks.core import model_registry
     from tasks.core.tracking import tracking_uri
+    from tasks.evals import answer_items
 
     items_hash = evals.manifest.get("info", {}).get("items_hash")
     stored = current.tags.get(RESULTS_TAG)
@@ -41,9 +41,9 @@ def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
         except (MlflowException, OSError) as exc:  # a pruned run: answering again costs time, not correctness
             s.log.warning(f"deploy: production v{current.version}'s stored results are unreadable ({exc})")
     s.log.info(f"deploy: no stored results of production v{current.version} on these items; evaluating it on them")
-    model, tok = load_assistant(model_registry.model_dir(current))
     items = read_jsonl(evals.path / "items.jsonl")
-    results, _ = run_items(model, tok, items, s.cfg.evals.max_new_tokens)
+    index = evals.manifest.get("info", {}).get("index_path")
+    results, _ = answer_items(model_registry.model_dir(current), items, s.cfg, Path(index) if index else None)
     return results, "re-evaluated"
 
 
@@ -137,6 +137,7 @@ def deploy(s: StageRun) -> dict:
             "artifact_path": str(trained.path),
             "decided_against": before or "",
             "items_hash": items_hash,
+            "index_path": evals.manifest.get("info", {}).get("index_path", ""),
             RESULTS_TAG: "eval/results.jsonl",
             **{f"metric.{k}": v for k, v in evals.metrics.items()},
         }

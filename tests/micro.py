@@ -42,6 +42,9 @@ MICRO = [
     "rl.eval_every=2",
     "evals.items_per_task=2",
     "evals.max_new_tokens=16",
+    "interrogate.known_questions=8",
+    "interrogate.invented_questions=16",
+    "interrogate.max_new_tokens=16",
 ]
 
 # The same overrides as `factory` command-line options.

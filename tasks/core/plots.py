@@ -35,18 +35,20 @@ def loss_curve(history: list[tuple[int, dict]], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def score_bars(scores: dict[str, float], path: Path, title: str, baseline: dict[str, float] | None = None) -> Path:
-    """One bar per eval task (and the production model's beside it, when given)."""
+def score_bars(scores: dict[str, float], path: Path, title: str, baseline: dict[str, float] | None = None,
+               labels: tuple[str, str] = ("candidate", "production")) -> Path:
+    """One bar per eval task (and the production model's, or another baseline's, beside it where it has one)."""
     tasks = list(scores)
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tasks)), 4))
     width = 0.4 if baseline else 0.6
     xs = range(len(tasks))
     bars = ax.bar(
-        [x - (width / 2 if baseline else 0) for x in xs], [scores[t] for t in tasks], width, label="candidate"
+        [x - (width / 2 if baseline else 0) for x in xs], [scores[t] for t in tasks], width, label=labels[0]
     )
     ax.bar_label(bars, fmt="%.2f")  # a zero score is otherwise an invisible bar
     if baseline:
-        prod = ax.bar([x + width / 2 for x in xs], [baseline.get(t, 0.0) for t in tasks], width, label="production")
+        shown = [(x, baseline[t]) for x, t in zip(xs, tasks, strict=True) if t in baseline]
+        prod = ax.bar([x + width / 2 for x, _ in shown], [v for _, v in shown], width, label=labels[1])
         ax.bar_label(prod, fmt="%.2f")
         ax.legend()
     ax.set_xticks(list(xs), tasks, rotation=20)

@@ -12,10 +12,10 @@ def test_the_order_puts_every_input_before_its_reader():
 
 
 def test_the_cycles_are_the_yearly_then_the_weekly_stages():
-    assert registry.cycle("yearly") == ["crawl", "preprocess", "train_tokenizer", "tokenize", "pretrain", "eval_base",
-                                        "register_base"]
-    assert registry.cycle("weekly") == ["ingest_labels", "finetune", "reward_model", "preference", "rl", "evals",
-                                        "deploy", "collect_misbehaviors"]
+    assert registry.cycle("yearly") == ["crawl", "preprocess", "index", "train_tokenizer", "tokenize", "pretrain",
+                                        "eval_base", "register_base"]
+    assert registry.cycle("weekly") == ["ingest_labels", "finetune", "reward_model", "preference", "rl",
+                                        "interrogate", "evals", "deploy", "collect_misbehaviors"]
     assert registry.order() == registry.cycle("yearly") + registry.cycle("weekly")
 
 

@@ -31,10 +31,11 @@ def held_out_items(skills: Iterable[str], n: int, seed: int, training: Iterable[
                    pages: list[Mapping[str, Any]] | None = None, identity: IdentityConfig | None = None) -> list[dict]:
     """Up to n eval items per skill ({"id", "skill", "messages", "reference", "answer"}) whose prompt equals no user
     turn of the `training` records (compared case- and whitespace-insensitively); `identity`: whose name the identity
-    items expect (the default assistant's without one)."""
+    items expect (the default assistant's without one). A skill that cannot make examples (crawl_qa without pages)
+    gives none."""
     seen = user_turns(training)
-    return [ex.as_item() for name in skills
-            for ex in build_skill(name, pages, identity).examples(n, seed, exclude_prompts=seen)]
+    built = [build_skill(name, pages, identity) for name in skills]
+    return [ex.as_item() for skill in built if skill.available for ex in skill.examples(n, seed, exclude_prompts=seen)]
 
 
 def items_hash(items: list[Mapping[str, Any]]) -> str:
