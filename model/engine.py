@@ -357,7 +357,10 @@ class ToolUse:
         content = self.tok.decode(tokens[:max(start, 0)])
         call_text = self.tok.decode(tokens[start + 1:-1])
         refused = self.tools.over_limit(len(self.calls))
-        call, result = (None, refused) if refused else self.tools.call(call_text)
+        if refused:  # named in the record, not run
+            call, result = self.tools.parse(call_text), refused
+        else:
+            call, result = self.tools.call(call_text)
         name = call.name if call else None
         arguments = call.arguments if call else call_text
         self.calls.append({"name": name, "arguments": arguments, "result": result})

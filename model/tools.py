@@ -238,6 +238,14 @@ class Toolbox:
     def names(self) -> list[str]:
         return list(self.tools)
 
+    @staticmethod
+    def parse(text: str) -> ToolCall | None:
+        """The call in `text`, or None if it is malformed."""
+        try:
+            return parse_call(text)
+        except ToolError:
+            return None
+
     def call(self, text: str) -> tuple[ToolCall | None, str]:
         """(the parsed call or None, the result text the model reads): a tool's answer, or "error: ..."."""
         try:

@@ -136,6 +136,7 @@ def test_tool_use_stops_a_model_that_keeps_calling_past_the_limit(tok):
         assert ids[-1] == tok.special_id("<|assistant_start|>")
     assert results == ["2", "2", "error: no more tool calls in this answer (at most 2)"]
     assert use.finish_reason == "tool_calls_exceeded" and len(use.calls) == 4
+    assert [c["name"] for c in use.calls] == ["calculator"] * 4  # refused calls are named, not run
 
 
 def test_without_tools_a_call_is_plain_text_and_nothing_runs(tok):
