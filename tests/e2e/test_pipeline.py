@@ -90,6 +90,12 @@ def test_pipeline_builds_every_stage_with_reconciled_counts(built):
     assert {"pass@1_before", "pass@1_after", "pass@k_before", "pass@k_after"} <= set(made["rl"]["metrics"])
     assert made["rl"]["inputs"]["preference"]["key"] == made["preference"]["key"]
     assert made["evals"]["inputs"]["rl"]["key"] == made["rl"]["key"]
+    # tools and knowledge: the index, the interrogation, and evals' ablations beside the scores as served
+    assert made["index"]["counts"]["documents"] == made["preprocess"]["counts"]["kept"]
+    assert "hallucination_rate" in made["interrogate"]["metrics"]
+    assert {"score.calculator_large", "score.calculator_large_no_tools", "score.identity_system",
+            "score.identity_no_system", "hallucination_rate"} <= set(made["evals"]["metrics"])
+    assert made["evals"]["inputs"]["index"]["key"] == made["index"]["key"]
     assert list((wd / "labeling/queue").glob("queue-*.jsonl"))
     # every stage's key covers its code, and the manifest says which code that was
     assert all(len(m["code"]) == 16 for m in made.values())
@@ -127,6 +133,8 @@ def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(built):
         "preference-win-rate": "table",
         "rl-pass-rates": "table",
         "rl-curves": "markdown",
+        "index-queries": "table",
+        "interrogate-rates": "table",
         "evals-scores": "table",
         "evals-score-chart": "markdown",
         "deploy-gate": "table",
@@ -165,7 +173,7 @@ def test_forced_pretrain_rebuilds_it_and_downstream_but_nothing_upstream(built, 
     before = built[1]
     state = yearly_cycle(preset="tiny", workdir=str(workdir), overrides=MICRO, force=["pretrain"], return_state=True)
     states, yearly = task_states(state), registry.cycle("yearly")
-    assert [n for n in yearly if states[n] == "Cached"] == ["crawl", "preprocess", "train_tokenizer", "tokenize"]
+    assert [n for n in yearly if states[n] == "Cached"] == ["crawl", "preprocess", "index", "train_tokenizer", "tokenize"]
     assert [n for n in yearly if states[n] == "Completed"] == ["pretrain", "eval_base", "register_base"]
     after = returned(state)
     assert after["tokenize"]["build_id"] == before["tokenize"]["build_id"]
@@ -196,7 +204,7 @@ def test_forced_stage_rebuilds_everything_after_it_and_nothing_before(workdir):
     states = task_states(state)
     after = ["train_tokenizer", *registry.downstream("train_tokenizer")]
     assert {n for n, s in states.items() if s == "Completed"} == set(after)
-    assert {n for n, s in states.items() if s == "Cached"} == {"crawl", "preprocess", "ingest_labels"}
+    assert {n for n, s in states.items() if s == "Cached"} == {"crawl", "preprocess", "index", "ingest_labels"}
 
 
 def production(wd: Path) -> str:
@@ -234,7 +242,9 @@ def test_a_retrained_model_that_answers_the_same_passes_the_real_gate_and_rollba
     states, decision = task_states(state), decision_of(workdir, state)
     assert states["ingest_labels"] == "Cached" and states["finetune"] == "Completed"
     # the default tolerance (0.05) at alpha 0.05 on 20 paired items per skill
-    assert decision["passed"] and decision["alpha"] == 0.05 and {r["n"] for r in decision["rows"]} == {20}
+    # 20 paired items per skill, but the micro crawl has fewer pages for crawl_qa to ask about
+    assert decision["passed"] and decision["alpha"] == 0.05
+    assert {r["n"] for r in decision["rows"] if r["task"] != "crawl_qa"} == {20}
     assert {r["difference"] for r in decision["rows"]} == {0.0}
     assert decision["production_scores"] == "re-evaluated"  # production was scored on other items: answered again
     assert {r["task"] for r in decision["rows"]} == set(load_config("tiny").evals.skills)
