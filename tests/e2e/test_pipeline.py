@@ -212,15 +212,20 @@ def production(wd: Path) -> str:
 
 
 def chat_reply(wd: Path, prompt: str) -> str:
-    """What the model behind assistant@production answers, computed without the CLI."""
+    """What the model behind assistant@production answers, computed without the CLI: with its own system message and
+    the configured tools (search over the index its version was evaluated with)."""
     from model.checkpoint import load_model
     from model.engine import Engine
+    from model.identity import load_identity, with_system_message
     from model.tokenizer import Tokenizer
     from tasks.core.model_registry import model_dir
 
-    path = model_dir(mlflow_client(wd).get_model_version_by_alias("assistant", "production"))
+    version = mlflow_client(wd).get_model_version_by_alias("assistant", "production")
+    path = model_dir(version)
     engine = Engine(load_model(path).eval(), Tokenizer.from_file(path / "tokenizer.json"))
-    return engine.chat([{"role": "user", "content": prompt}], max_new_tokens=8)
+    messages = with_system_message([{"role": "user", "content": prompt}], load_identity(path))
+    tools = load_config("tiny", MICRO).tools.toolbox(version.tags.get("index_path") or None)
+    return engine.answer(messages, max_new_tokens=8, tools=tools).text
 
 
 # Enough items per skill for the gate's statistics to decide (MICRO's 2 are "too few to tell"). Retraining with
@@ -253,7 +258,8 @@ def test_a_retrained_model_that_answers_the_same_passes_the_real_gate_and_rollba
     assert f"v{deployed} -> v{before}" in cli(workdir, "rollback")
     assert production(workdir) == before
     reply = cli(workdir, "chat", "--prompt", "Who made you?", "--max-new-tokens", "8")
-    assert reply.strip() == chat_reply(workdir, "Who made you?").strip()
+    expected = chat_reply(workdir, "Who made you?").strip()
+    assert expected and reply.rstrip().endswith(expected)  # after any tool calls it shows
 
 
 def test_a_real_drop_fails_the_gate_and_production_stays(workdir):
