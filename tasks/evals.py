@@ -69,10 +69,10 @@ def eval_items(cfg: EvalsConfig, labels: Path, index_dir: Path | None, identity=
 
 
 def answer_items(model_dir: Path, items: list[dict], cfg, index_dir: Path | None, tools: bool = True,
-                 system: bool | None = None) -> tuple[list[dict], dict[str, float]]:
+                 system: bool | None = None, max_new_tokens: int | None = None) -> tuple[list[dict], dict[str, float]]:
     """The model in `model_dir` answers `items` as it is served: with the configured tools (search over `index_dir`)
     and its own system message when its identity says so. `tools=False` offers no tool; `system` forces the system
-    message on (True) or off (False)."""
+    message on (True) or off (False); `max_new_tokens` defaults to evals'."""
     from model.evaluate import load_assistant, run_items
     from model.identity import load_identity
     from model.tools import Toolbox
@@ -81,7 +81,8 @@ def answer_items(model_dir: Path, items: list[dict], cfg, index_dir: Path | None
     identity = load_identity(model_dir)
     use_system = identity is not None and (identity.at_inference if system is None else system)
     box = cfg.tools.toolbox(index_dir) if tools else Toolbox()
-    return run_items(model, tok, items, cfg.evals.max_new_tokens, system=identity if use_system else None, tools=box)
+    return run_items(model, tok, items, max_new_tokens or cfg.evals.max_new_tokens,
+                     system=identity if use_system else None, tools=box)
 
 
 def _index_dir(s: StageRun) -> Path:

@@ -1,8 +1,8 @@
 """Stage `interrogate`: find what the assistant does not know, and write refusals to teach where it answers anyway.
 
-It is asked about facts of its pretraining crawl ("What is <page topic>?", the page's first prose sentence the
-reference) and about invented people, countries and gadgets; each answer is right, refused, or wrong (confident,
-about an invented subject).
+It is asked, as it is served (its tools, search over the crawl among them, and its system message), about facts of
+its pretraining crawl ("What is <page topic>?", the page's first prose sentence the reference) and about invented
+people, countries and gadgets; each answer is right, refused, or wrong (confident, about an invented subject).
 
 Questions are split by a hash of each one into a teach part and a held-out part. For the teach questions it got wrong
 or invented an answer to, refusal conversations go as one batch into `<workdir>/labeling/generated/`, which next
@@ -45,6 +45,7 @@ from data.chat.interrogate import (
 from data.chat.labels import read_jsonl, write_jsonl
 from data.chat.skills import user_turns
 from model.files import atomic_write_json
+from model.tools import ToolsConfig
 from tasks.core.artifacts import ArtifactStore, now_iso
 from tasks.core.config import Section
 from tasks.core.stage import StageRun, key_fields, stage
@@ -62,7 +63,8 @@ class InterrogateConfig(Section):
                                     "(the refusal skill's).")
     held_out_fraction: float = Field(0.5, gt=0, lt=1, description="Share of the questions held out (measured, never "
                                      "taught), chosen by a hash of each question, so it keeps its part every round.")
-    max_new_tokens: int = Field(48, ge=1, description="Longest answer generated per question (greedy).")
+    max_new_tokens: int = Field(96, ge=1, description="Longest answer generated per question (greedy), tool calls "
+                                "included.")
     samples_per_class: int = Field(3, ge=0, description="Sample answers shown per kind and class in the report.")
     seed: int = Field(0, description="Draws the invented questions, the crawl pages asked about and the split.")
 
@@ -86,13 +88,12 @@ def previous_round(workdir: Path, questions: str, model_build_id: str) -> tuple[
     return latest.path, latest.manifest
 
 
-@stage("interrogate", cycle="weekly", inputs=("rl", "preprocess", "ingest_labels"),
-       config={"interrogate": InterrogateConfig}, main_metric="hallucination_rate")
+@stage("interrogate", cycle="weekly", inputs=("rl", "preprocess", "ingest_labels", "index"),
+       config={"interrogate": InterrogateConfig, "tools": ToolsConfig}, main_metric="hallucination_rate")
 def interrogate(s: StageRun) -> dict:
     # torch-using imports inside: declaring the stage stays fast (`factory` checks its input first)
     from data.tokens.documents import read_documents
-    from model.evaluate import load_assistant, run_items
-    from model.identity import load_identity
+    from tasks.evals import answer_items
 
     cfg: InterrogateConfig = s.cfg.interrogate
     labels = s.inputs["ingest_labels"].path
@@ -110,11 +111,10 @@ def interrogate(s: StageRun) -> dict:
         s.log.warning(f"interrogate: {len(known)} of {cfg.known_questions} known questions from {len(train_docs)} "
                       f"train shards ({dict(known_stats)})")
 
-    model_dir = s.inputs["rl"].path / "model"
-    model, tok = load_assistant(model_dir)
-    identity = load_identity(model_dir)  # asked as it is served: with its system message, if it is given one
-    answered, _ = run_items(model, tok, questions, cfg.max_new_tokens,
-                            system=identity if identity is not None and identity.at_inference else None)
+    # asked as it is served: its tools (search over the crawl), its system message if it is given one; what it
+    # cannot find out either is what it should say it does not know
+    answered, _ = answer_items(s.inputs["rl"].path / "model", questions, s.cfg, s.inputs["index"].path / "index",
+                               max_new_tokens=cfg.max_new_tokens)
     results = [{**{k: v for k, v in r.items() if k != "correct"}, "class": classify(r, r["response"])}
                for r in answered]
     write_jsonl(s.out / "answers.jsonl", results)

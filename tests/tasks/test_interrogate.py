@@ -11,6 +11,7 @@ from prefect.states import State
 
 from data.chat.labels import read_jsonl, write_jsonl
 from data.chat.skills import Refusal
+from data.search import SearchIndex
 from data.tokens.documents import ShardWriter
 from flows.cycles import stage
 from tasks.core.artifacts import Artifact
@@ -58,8 +59,12 @@ def upstream(tmp_path_factory) -> dict[str, Artifact]:
             for q in (TRAINED, "Hello there")]
     write_jsonl(labels / "conversations_train.jsonl", chat)
     write_jsonl(labels / "comparisons_train.jsonl", [{"prompt": "Say hi", "chosen": "Hi!", "rejected": "No."}])
+    # the search index over the same pages, which the assistant is asked with, as it is served
+    SearchIndex.build([{"url": f"https://docs.example/{t}.html", "text": f"The page {t} describes it."}
+                       for t in TOPICS]).save(root / "index" / "index")
     return {"preprocess": Artifact("preprocess", "p", root / "preprocess", {"build_id": "preprocess-1"}),
             "ingest_labels": Artifact("ingest_labels", "l", labels, {"build_id": "labels-1"}),
+            "index": Artifact("index", "i", root / "index", {"build_id": "index-1"}),
             "rl": rl_artifact(root, 0)}
 
 

@@ -19,7 +19,8 @@ class Calculator(Skill):
 
     name = "calculator"
     uses_tools = True
-    DIGITS = (3, 4)  # the first operand's digits; the second has one or two fewer (at least 2)
+    DIGITS = (3, 5)  # the first operand's digits
+    OTHER_DIGITS = (2, 5)  # the second's, at most the first's
 
     def _operand(self, rng: random.Random, digits: int) -> int:
         return rng.randint(10 ** (digits - 1), 10 ** digits - 1)
@@ -28,7 +29,7 @@ class Calculator(Skill):
         name = rng.choice(NAMES)
         obj = rng.choice(OBJECTS)
         digits = rng.randint(*self.DIGITS)
-        a, b = self._operand(rng, digits), self._operand(rng, max(2, digits - rng.randint(1, 2)))
+        a, b = self._operand(rng, digits), self._operand(rng, min(digits, rng.randint(*self.OTHER_DIGITS)))
         op = rng.choice(["*", "*", "+", "-", "/"])
         if op == "*":
             prompts = [f"What is {a} times {b}?", f"What is {a} * {b}?", f"Multiply {a} by {b}.",
@@ -37,6 +38,7 @@ class Calculator(Skill):
             prompts = [f"What is {a} + {b}?", f"Add {a} and {b}.", f"What is {a} plus {b}?",
                        f"{name} has {a} {obj} and gets {b} more. How many {obj} does {name} have now?"]
         elif op == "-":
+            a, b = max(a, b), min(a, b)  # nobody gives away more than they have
             prompts = [f"What is {a} - {b}?", f"Subtract {b} from {a}.", f"What is {a} minus {b}?",
                        f"{name} had {a} {obj} and gave away {b}. How many {obj} are left?"]
         else:
@@ -45,7 +47,7 @@ class Calculator(Skill):
                        f"{name} shares {a} {obj} equally among {b} friends. How many {obj} does each friend get?"]
         expression = f"{a} {op} {b}"
         result = CalculatorTool().run({"expression": expression})
-        answer = f"{expression} = {result}.\nAnswer: {result}"
+        answer = f"Answer: {result}"  # the working is the call: the answer only copies the result it read
         reply = [{"role": "assistant", "content": "", "tool_calls": [
                      {"id": "call_1", "type": "function",
                       "function": {"name": "calculator", "arguments": {"expression": expression}}}]},
@@ -56,14 +58,16 @@ class Calculator(Skill):
 
     def wrong_answer(self, example: Example, rng: random.Random) -> tuple[str, str]:
         wrong = example.reference + rng.choice([-10, -1, 1, 10])
-        return f"{example.details['expression']} = {wrong}.\nAnswer: {wrong}", "wrong_result"
+        return f"Answer: {wrong}", "wrong_result"
 
     def check(self, item: Mapping[str, Any], answer: str) -> bool:
         return last_int(answer) == int(item["reference"])
 
 
 class CalculatorLarge(Calculator):
-    """The calculator skill with numbers larger than any `calculator` example: an eval set, not in the training mix."""
+    """The calculator skill with numbers larger than any `calculator` example (a first operand of 6 digits, where
+    training stops at 5): an eval set, not in the training mix."""
 
     name = "calculator_large"
-    DIGITS = (5, 6)
+    DIGITS = (6, 6)
+    OTHER_DIGITS = (2, 4)  # results as long as the longest in training (10 digits)

@@ -11,8 +11,8 @@ from data.chat.skills.base import Example, Skill, normalize_prompt
 from data.chat.skills.registry import SKILLS, build_skill
 from model.identity import IdentityConfig
 
-DEFAULT_MIX = {"arithmetic": 0.2, "letter_count": 0.15, "spelling": 0.15, "identity": 0.1, "refusal": 0.15,
-               "crawl_qa": 0.2, "calculator": 0.15}
+DEFAULT_MIX = {"arithmetic": 0.1, "letter_count": 0.1, "spelling": 0.1, "identity": 0.1, "refusal": 0.1,
+               "crawl_qa": 0.15, "calculator": 0.35}
 
 
 class SkillMix:
