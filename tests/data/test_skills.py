@@ -8,6 +8,7 @@ import pytest
 
 from data.chat.skills import (
     ASSISTANT_NAME,
+    DEFAULT_MIX,
     SKILL_NAMES,
     SKILLS,
     SkillMix,
@@ -186,3 +187,39 @@ def test_the_mix_builds_its_identity_skill_with_the_identity_it_is_given():
     drawn = SkillMix({"identity": 1.0}, identity=ADA).examples(20, seed=0)
     assert {ex.reference for ex in drawn} == {"Ada"}
     assert {ex.reference for ex in SkillMix({"identity": 1.0}).examples(20, seed=0)} == {ASSISTANT_NAME}
+
+
+def test_calculator_answers_call_the_tool_and_state_the_result_it_returns():
+    from model.tools import Calculator as Tool
+
+    for ex in build_skill("calculator").examples(50, seed=0):
+        call, result, final = ex.turns
+        expression = call["tool_calls"][0]["function"]["arguments"]["expression"]
+        assert result == {"role": "tool", "content": Tool().run({"expression": expression})}
+        assert final["content"] == f"Answer: {result['content']}" == ex.answer
+        assert check(ex.as_item(), ex.answer) and not check(ex.as_item(), f"Answer: {ex.reference + 1}")
+
+
+def test_calculator_large_asks_about_numbers_above_every_training_operand():
+    def first_operand(ex) -> int:  # the quotient for a division: what the model must find
+        a, op, b = ex.details["expression"].split()
+        return int(a) // int(b) if op == "/" else int(a)
+
+    def operands(ex) -> list[int]:
+        a, op, b = ex.details["expression"].split()
+        return [int(a) // int(b), int(b)] if op == "/" else [int(a), int(b)]
+
+    training = build_skill("calculator").examples(2000, seed=1)
+    large = build_skill("calculator_large").examples(200, seed=1)
+    assert max(n for ex in training for n in operands(ex)) < min(first_operand(ex) for ex in large)
+    assert "calculator_large" not in DEFAULT_MIX and build_skill("calculator_large").uses_tools
+
+
+def test_crawl_qa_answers_with_a_sentence_of_the_search_result_it_read():
+    skill = build_skill("crawl_qa", PAGES)
+    assert skill.available and skill.uses_tools
+    for ex in skill.examples(5, seed=0):
+        call, result, final = ex.turns
+        assert call["tool_calls"][0]["function"] == {"name": "search", "arguments": {"query": ex.details["topic"]}}
+        assert result["role"] == "tool" and final["content"] in result["content"] and final["content"] == ex.answer
+        assert ex.details["url"] in result["content"]

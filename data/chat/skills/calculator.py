@@ -21,15 +21,19 @@ class Calculator(Skill):
     uses_tools = True
     DIGITS = (3, 5)  # the first operand's digits
     OTHER_DIGITS = (2, 5)  # the second's, at most the first's
+    LIMIT = 50_000  # every operand is below it; calculator_large's first operands are above
 
     def _operand(self, rng: random.Random, digits: int) -> int:
-        return rng.randint(10 ** (digits - 1), 10 ** digits - 1)
+        return rng.randint(10 ** (digits - 1), min(10 ** digits, self.LIMIT) - 1)
+
+    def _first(self, rng: random.Random) -> int:
+        return self._operand(rng, rng.randint(*self.DIGITS))
 
     def example(self, rng: random.Random) -> Example:
         name = rng.choice(NAMES)
         obj = rng.choice(OBJECTS)
-        digits = rng.randint(*self.DIGITS)
-        a, b = self._operand(rng, digits), self._operand(rng, min(digits, rng.randint(*self.OTHER_DIGITS)))
+        a = self._first(rng)
+        b = self._operand(rng, min(len(str(a)), rng.randint(*self.OTHER_DIGITS)))
         op = rng.choice(["*", "*", "+", "-", "/"])
         if op == "*":
             prompts = [f"What is {a} times {b}?", f"What is {a} * {b}?", f"Multiply {a} by {b}.",
@@ -65,9 +69,12 @@ class Calculator(Skill):
 
 
 class CalculatorLarge(Calculator):
-    """The calculator skill with numbers larger than any `calculator` example (a first operand of 6 digits, where
-    training stops at 5): an eval set, not in the training mix."""
+    """The calculator skill with a first operand larger than any `calculator` trains on (50,000 to 99,999): an eval
+    set, not in the training mix. The numbers have as many digits (and tokens) as the largest in training, so it
+    measures using the tool on values never seen, not reading longer numbers than it ever copied."""
 
     name = "calculator_large"
-    DIGITS = (6, 6)
-    OTHER_DIGITS = (2, 4)  # results as long as the longest in training (10 digits)
+    OTHER_DIGITS = (2, 4)
+
+    def _first(self, rng: random.Random) -> int:
+        return rng.randint(self.LIMIT, 99_999)

@@ -104,7 +104,8 @@ class CrawlQA(Skill):
             if f1_overlap(candidate, sentence) < self.MIN_F1:
                 other = candidate
                 break
-        return Example(self.name, prompt, sentence, sentence, {"url": page.get("url"), "other": other}, reply=reply)
+        return Example(self.name, prompt, sentence, sentence, {"url": page.get("url"), "topic": topic, "other": other},
+                       reply=reply)
 
     def wrong_answer(self, example: Example, rng: random.Random) -> tuple[str, str]:
         if example.details.get("other"):
