@@ -100,8 +100,11 @@ def interrogate(s: StageRun) -> dict:
     trained_on = user_turns([*read_jsonl(labels / "conversations_train.jsonl"),
                              *read_jsonl(labels / "comparisons_train.jsonl")])
     train_docs = sorted((s.inputs["preprocess"].path / "documents").glob("train-*.parquet"))
+    from data.search import SearchIndex
+
+    index_dir = s.inputs["index"].path / "index"
     known, known_stats = known_questions(read_documents(train_docs, ["id", "url", "text"]), cfg.known_questions,
-                                         cfg.seed, trained_on)
+                                         cfg.seed, trained_on, SearchIndex.load(index_dir))
     invented, invented_stats = invented_questions(cfg.invented_questions, cfg.seed, trained_on)
     questions = [{**q, "part": part_of(q, cfg.held_out_fraction, cfg.seed)} for q in [*known, *invented]]
     if not any(q["part"] == HELD_OUT and q["kind"] == INVENTED for q in questions):
@@ -113,7 +116,7 @@ def interrogate(s: StageRun) -> dict:
 
     # asked as it is served: its tools (search over the crawl), its system message if it is given one; what it
     # cannot find out either is what it should say it does not know
-    answered, _ = answer_items(s.inputs["rl"].path / "model", questions, s.cfg, s.inputs["index"].path / "index",
+    answered, _ = answer_items(s.inputs["rl"].path / "model", questions, s.cfg, index_dir,
                                max_new_tokens=cfg.max_new_tokens)
     results = [{**{k: v for k, v in r.items() if k != "correct"}, "class": classify(r, r["response"])}
                for r in answered]

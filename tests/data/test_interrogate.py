@@ -95,6 +95,33 @@ def test_only_teach_questions_answered_wrongly_or_confidently_are_taught():
     assert needs_teaching(result(k, TEACH, WRONG)) and needs_teaching(result(i, TEACH, CONFIDENT))
     assert not needs_teaching(result(k, TEACH, RIGHT)) and not needs_teaching(result(k, TEACH, REFUSED))
     assert not needs_teaching(result(i, HELD_OUT, CONFIDENT)) and not needs_teaching(result(k, HELD_OUT, WRONG))
+    # a page its search finds, answered wrongly, is a slip in reading the result: no refusal for it
+    assert not needs_teaching({**result(k, TEACH, WRONG), "searchable": True})
+
+
+def test_a_refusal_follows_the_calls_the_model_made_and_what_they_returned():
+    calls = [{"name": "search", "arguments": {"query": "json"}, "result": "no results for 'json'"}]
+    rec = refusal_conversation({**known(), "part": TEACH, "class": WRONG, "response": "It is a town.",
+                                "calls": calls}, "abc123")
+    user, call, found, reply = rec["messages"]
+    assert call["tool_calls"][0]["function"] == {"name": "search", "arguments": {"query": "json"}}
+    assert found == {"role": "tool", "content": "no results for 'json'"}
+    assert reply["content"].startswith("I'm sorry, I don't believe I know")
+    assert validate_conversation(rec, LabelsConfig()) is None
+
+
+def test_a_known_question_expects_the_sentence_its_search_shows_where_search_finds_the_page():
+    from data.search import SearchIndex
+
+    docs = [{"id": "a", "url": "https://x.example/alpha.html",
+             "text": "Alpha menu. " + "Filler words about nothing much here. " * 12
+                     + "Alpha is a tool for measuring the tides in small harbours."},
+            {"id": "b", "url": "https://x.example/beta.html", "text": "Beta is a library that parses old calendars."}]
+    index = SearchIndex.build([{**docs[0], "text": "Alpha is a tool for measuring the tides in small harbours."}])
+    found, _ = known_questions(docs, 10, 0, index=index)
+    by_topic = {q["subject"]: q for q in found}
+    assert by_topic["alpha"]["searchable"] and by_topic["alpha"]["reference"].startswith("Alpha is a tool")
+    assert not by_topic["beta"]["searchable"]  # not in the index: the page's own opening
 
 
 @pytest.mark.parametrize("subject", ["json", "Velmor Quandish", "the Brizel compass", "pep-0008", "Dishora"])
