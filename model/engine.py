@@ -108,6 +108,10 @@ class Engine:
         use = ToolUse(self.tok, tools, render_prompt(self.tok, messages), max_new_tokens)
         ids: list[int] | None = use.ids
         while ids is not None:
+            if use.calls and len(ids) >= self.model.config.seq_len:
+                # a tool result filled the context: stop as the batch runner does, rather than slide the question out
+                ids = use.feed([], "length")
+                break
             new: list[int] = []
             segment_seed = None if seed is None else seed + len(use.calls)
             for token in generate_stream(self.model, ids, use.budget, temperature, top_k, self._chat_stop_ids(),
@@ -354,7 +358,12 @@ class ToolUse:
             self.finish_reason = finish_reason
             return None
         start = max((i for i, t in enumerate(tokens) if t == self._start), default=-1)
-        content = self.tok.decode(tokens[:max(start, 0)])
+        if start < 0:  # an end marker without a start: no call was written, the segment is text
+            self.text = self.tok.decode(tokens)
+            self.messages.append({"role": "assistant", "content": self.text})
+            self.finish_reason = "stop"
+            return None
+        content = self.tok.decode(tokens[:start])
         call_text = self.tok.decode(tokens[start + 1:-1])
         refused = self.tools.over_limit(len(self.calls))
         if refused:  # named in the record, not run

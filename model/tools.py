@@ -94,6 +94,10 @@ class Calculator:
         return format_number(self.evaluate(expression))
 
     def evaluate(self, expression: str) -> int | float:
+        # the parse state lives on a fresh instance: one calculator serves concurrent calls (the server's threads)
+        return type(self)()._evaluate(expression)
+
+    def _evaluate(self, expression: str) -> int | float:
         if len(expression) > self.MAX_CHARS:
             raise ToolError(f"the expression is over {self.MAX_CHARS} characters")
         self._tokens = self._tokenize(expression)
@@ -168,7 +172,7 @@ class Calculator:
             exponent = self._unary(self._deeper(depth))  # right-associative: 2^3^2 = 2^9
             if abs(exponent) > self.MAX_EXPONENT:
                 raise ToolError(f"exponent {exponent} is too large (at most {self.MAX_EXPONENT})")
-            if base != 0 and abs(exponent) * math.log10(max(abs(base), 1e-300)) > self.MAX_DIGITS:
+            if base != 0 and exponent * math.log10(max(abs(base), 1e-300)) > self.MAX_DIGITS:
                 raise ToolError(f"{base} ^ {exponent} is too large (results stay below 10^{self.MAX_DIGITS})")
             if base == 0 and exponent < 0:
                 raise ToolError("division by zero")

@@ -32,7 +32,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model.chat import render_prompt
-from model.tools import ToolsConfig
+from model.tools import TOOL_NAMES, ToolsConfig
 from serve import protocol
 from serve.assistants import Assistant
 from serve.engine import Served, Worker
@@ -201,7 +201,9 @@ def create_app(served: Served, store: Store, settings: ServeSettings | None = No
             metrics.ttft.observe(gen.ttft)
         for result in (r for c in gen.choices for r in c.tool_results):
             outcome = "error" if result["content"].startswith("error:") else "ok"
-            metrics.tool_calls.labels(result["name"] or "unreadable", outcome).inc()
+            # a name the model made up is not a label: a user could grow the series without bound
+            known = result["name"] in TOOL_NAMES or result["name"] in (gen.tools.functions if gen.tools else ())
+            metrics.tool_calls.labels(result["name"] if known else "other", outcome).inc()
         first = gen.choices[0]
         return {
             "id": rid, "created": time.time(), "endpoint": "chat" if messages is not None else "completions",

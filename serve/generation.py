@@ -94,7 +94,8 @@ class Generation:
     def _request(self, c: Choice, ids: list[int], max_tokens: int) -> GenRequest:
         body = self.body
         # each segment samples from its own seed (n <= 8 choices), so a call does not replay the draws before it
-        seed = None if body.seed is None else body.seed + c.index + 8 * len(c.tool_results)
+        calls = len(c.use.calls) if c.use is not None else 0  # feed has counted the call this segment follows
+        seed = None if body.seed is None else body.seed + c.index + 8 * calls
         return GenRequest(ids, max_tokens, body.temperature, body.top_p, body.top_k, seed, self.stop,
                           c.use.pause_ids if c.use is not None else frozenset(),
                           on_token=self._token(c.index), on_done=self._done(c.index))
@@ -209,7 +210,12 @@ class Generation:
         return protocol.tool_call(f"call_{uuid.uuid4().hex[:24]}", call.name, call.arguments)
 
     async def _run_tool(self, c: Choice, tokens: list[int]) -> None:
-        ids = await asyncio.to_thread(c.use.feed, tokens, "tool_call")
+        try:
+            ids = await asyncio.to_thread(c.use.feed, tokens, "tool_call")
+        except Exception as exc:  # never leave the choice waiting for an event that will not come
+            c.req.error = f"the tool call failed: {type(exc).__name__}: {exc}"
+            self.events.put_nowait((c.index, ({"name": None, "arguments": {}, "content": f"error: {exc}"}, "error")))
+            return
         call = c.use.calls[-1]
         result = {**_named(call["name"], call["arguments"]), "content": call["result"]}
         ended = None

@@ -16,6 +16,7 @@ import time
 from pydantic import Field, model_validator
 
 from data.search.index import OVERLAP_WORDS, PASSAGE_WORDS
+from model.tools import SEARCH_K
 from tasks.core.config import Section
 from tasks.core.stage import StageRun, stage
 
@@ -29,7 +30,8 @@ class IndexConfig(Section):
                                "(the label generator's search conversations use the default).")
     overlap_words: int = Field(OVERLAP_WORDS, ge=0, description="Words a passage shares with the one before it.")
     eval_queries: int = Field(200, ge=0, description="Documents sampled to measure retrieval (0: no measure).")
-    eval_k: int = Field(2, ge=1, le=20, description="Results a query may look at (tools.search_k uses 2).")
+    eval_k: int = Field(SEARCH_K, ge=1, le=20, description="Results a query may look at (as many as the search tool "
+                        "returns by default: tools.search_k).")
     snippet_words: int = Field(8, ge=1, description="Words of a document's middle that make its snippet query.")
     seed: int = Field(0, description="Picks the documents sampled for the measure.")
 

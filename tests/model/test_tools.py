@@ -152,3 +152,24 @@ def test_a_call_that_uses_the_last_token_ends_the_answer_as_length(tok):
     use = ToolUse(tok, Toolbox.of([Calculator()]), [tok.bos_id], max_new_tokens=len(call))
     assert use.feed(call, "tool_call") is None
     assert use.finish_reason == "length" and use.calls[0]["result"] == "2"
+
+
+def test_one_calculator_answers_concurrent_calls_each_with_its_own_result():
+    from concurrent.futures import ThreadPoolExecutor
+
+    calc = Calculator()
+    expressions = [f"{n} * {n + 1} + ({n} - 3) ^ 2" for n in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda e: calc.run({"expression": e}), expressions))
+    assert results == [str(n * (n + 1) + (n - 3) ** 2) for n in range(200)]
+
+
+def test_tiny_powers_are_not_refused_as_too_large():
+    assert Calculator().run({"expression": "2 ^ -20"}) == "9.536743164e-07"
+
+
+def test_an_end_marker_without_a_start_leaves_the_segment_as_text(tok):
+    use = ToolUse(tok, Toolbox.of([Calculator()]), [tok.bos_id], max_new_tokens=50)
+    tokens = [*tok.encode("Answer: 2"), tok.special_id("<|tool_call_end|>")]
+    assert use.feed(tokens, "tool_call") is None
+    assert use.calls == [] and use.text.startswith("Answer: 2")
