@@ -32,9 +32,12 @@ def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
     from tasks.core.tracking import tracking_uri
     from tasks.evals import answer_items
 
-    items_hash = evals.manifest.get("info", {}).get("items_hash")
+    info = evals.manifest.get("info", {})
+    items_hash, setup = info.get("items_hash"), info.get("answer_setup")
     stored = current.tags.get(RESULTS_TAG)
-    if items_hash and current.tags.get("items_hash") == items_hash and stored:
+    # the same items, answered the same way (tools, index, token budget): otherwise production answers again
+    if items_hash and current.tags.get("items_hash") == items_hash and current.tags.get("answer_setup") == setup \
+            and stored:
         try:
             path = download_artifacts(run_id=current.run_id, artifact_path=stored, tracking_uri=tracking_uri(s.workdir))
             return read_jsonl(Path(path)), "stored"
@@ -138,6 +141,7 @@ def deploy(s: StageRun) -> dict:
             "decided_against": before or "",
             "items_hash": items_hash,
             "index_path": evals.manifest.get("info", {}).get("index_path", ""),
+            "answer_setup": evals.manifest.get("info", {}).get("answer_setup", ""),
             RESULTS_TAG: "eval/results.jsonl",
             **{f"metric.{k}": v for k, v in evals.metrics.items()},
         }

@@ -85,6 +85,17 @@ def answer_items(model_dir: Path, items: list[dict], cfg, index_dir: Path | None
                      system=identity if use_system else None, tools=box)
 
 
+def answer_setup(s: StageRun) -> str:
+    """What the answers depend on besides the model and the items: the tools, the index they search, the token budget.
+    Production's stored results pair with the candidate's only when it is the same."""
+    import hashlib
+    import json
+
+    setup = {"tools": s.cfg.tools.model_dump(mode="json"), "index": s.inputs["index"].build_id,
+             "max_new_tokens": s.cfg.evals.max_new_tokens}
+    return hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def _index_dir(s: StageRun) -> Path:
     return s.inputs["index"].path / "index"
 
@@ -155,5 +166,5 @@ def evals(s: StageRun) -> dict:
         "counts": {"items": len(results), "failures": sum(not r["correct"] for r in results),
                    "tool_calls": sum(len(r.get("calls", [])) for r in results)},
         "metrics": metrics,
-        "info": {"items_hash": items_hash(items), "index_path": str(_index_dir(s))},
+        "info": {"items_hash": items_hash(items), "index_path": str(_index_dir(s)), "answer_setup": answer_setup(s)},
     }
