@@ -59,9 +59,12 @@ def test_prefect_ui_shows_the_weekly_run_with_its_stages_and_eval_table(stack, b
     )
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{urls['prefect_ui']}/runs/flow-run/{run['id']}")
-    # the run's task list (a page of ten; the yearly stages the run reused come first) shows the new stages
-    for stage in ("ingest_labels", "finetune", "reward_model", "preference", "rl"):
+    # the run's task list (a page of ten; the yearly stages the run reused come first) shows the weekly stages; those
+    # past the first page are there through the API
+    for stage in ("ingest_labels", "finetune", "reward_model", "preference"):
         page.get_by_text(stage, exact=True).first.wait_for(timeout=60_000)
+    tasks = post(f"{urls['prefect_api']}/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}})
+    assert {"index", "rl", "interrogate", "evals", "deploy"} <= {t["name"] for t in tasks}
     page.screenshot(path=str(tmp_path / "prefect-run.png"))
     (table,) = post(f"{urls['prefect_api']}/artifacts/filter", {"artifacts": {"key": {"any_": ["evals-scores"]}}})
     page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{table['id']}")
@@ -70,6 +73,9 @@ def test_prefect_ui_shows_the_weekly_run_with_its_stages_and_eval_table(stack, b
     (table,) = post(f"{urls['prefect_api']}/artifacts/filter", {"artifacts": {"key": {"any_": ["rl-pass-rates"]}}})
     page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{table['id']}")
     page.get_by_text("pass@1 after").first.wait_for(timeout=60_000)
+    (table,) = post(f"{urls['prefect_api']}/artifacts/filter", {"artifacts": {"key": {"any_": ["interrogate-rates"]}}})
+    page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{table['id']}")
+    page.get_by_text("hallucination_rate").first.wait_for(timeout=60_000)
 
 
 def test_mlflow_ui_opens_the_pretrain_run_with_its_metrics(stack, browser):
