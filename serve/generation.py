@@ -183,6 +183,9 @@ class Generation:
         if req.finish_reason == "error":
             raise APIError(500, f"generation failed: {req.error}", "engine_error")
         tokens = [*c.prefix, *req.tokens]
+        if req.finish_reason == "tool_call" and not c.in_call:
+            # an end marker without a start: no call was written, the text (marker included) is the answer
+            return c.end("stop")
         if req.finish_reason != "tool_call" or c.text.stopped:
             if c.in_call and not c.text.stopped:  # a call the model never closed is not a call: it stays text
                 start = max((i for i, t in enumerate(tokens) if t == self.call_start), default=0)
@@ -212,11 +215,11 @@ class Generation:
     async def _run_tool(self, c: Choice, tokens: list[int]) -> None:
         try:
             ids = await asyncio.to_thread(c.use.feed, tokens, "tool_call")
+            call = c.use.calls[-1]
         except Exception as exc:  # never leave the choice waiting for an event that will not come
             c.req.error = f"the tool call failed: {type(exc).__name__}: {exc}"
             self.events.put_nowait((c.index, ({"name": None, "arguments": {}, "content": f"error: {exc}"}, "error")))
             return
-        call = c.use.calls[-1]
         result = {**_named(call["name"], call["arguments"]), "content": call["result"]}
         ended = None
         if ids is None:

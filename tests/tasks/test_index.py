@@ -6,6 +6,7 @@ import pytest
 from data.search import SearchIndex, title_from_url
 from data.tokens.documents import read_documents
 from flows.cycles import stage
+from model.tools import SEARCH_K
 from tasks.core.artifacts import ArtifactStore
 from tasks.core.config import ConfigError, load_config
 from tests.micro import MICRO
@@ -33,7 +34,7 @@ def test_every_kept_document_is_indexed_in_passages(built):
 def test_retrieval_is_measured_on_the_sampled_pages(built):
     artifact, _ = built
     m, c = artifact.metrics, artifact.counts
-    assert c["eval_queries"] == min(200, c["documents"]) and c["eval_k"] == 2
+    assert c["eval_queries"] == min(200, c["documents"]) and c["eval_k"] == SEARCH_K  # what the tool returns
     assert 0.5 <= m["title_recall_at_k"] <= 1 and 0 < m["snippet_recall_at_k"] <= 1
     assert m["seconds"] > 0 and artifact.manifest["main_metric"] == "title_recall_at_k"
 
