@@ -18,6 +18,7 @@ MICRO = [
     "eval_base.sample_tokens=8",
     "labels.sample_conversations=200",
     "labels.sample_comparisons=40",
+    "identity.at_inference=false",  # its system message would fill half of the micro model's 64-token context
     "finetune.steps=10",
     "finetune.batch_size=4",
     "finetune.warmup_steps=2",

@@ -39,7 +39,7 @@ def test_the_report_has_failure_rates_before_and_after_on_the_collected_and_held
     assert collected["after"]["items"] == round_["traffic"]["wrong"]
     assert 0 <= collected["after"]["failure_rate"] <= 1
     assert collected["after_trained"]["items"] <= round_["ingest_labels"]["answers_train"]
-    assert held["before"]["items"] == held["after"]["items"] == report["held_out_items"] == 20  # 4 x 5 skills
+    assert held["before"]["items"] == held["after"]["items"] == report["held_out_items"] == 24  # 4 x 6 skills
     assert held["change"] == pytest.approx(held["after"]["failure_rate"] - held["before"]["failure_rate"])
     assert set(round_["goal"]) == {"collected_failure_halved", "held_out_within_tolerance"}
 
