@@ -19,7 +19,7 @@ from tests.models import make_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ADA = ["identity.name=Ada", "identity.maker=Acme Labs"]
+ADA = ["identity.name=Ada", "identity.maker=Acme Labs", "identity.at_inference=true"]  # MICRO turns it off
 SHORT = ["finetune.steps=2", "finetune.eval_every=2", "finetune.ckpt_every=2", "finetune.warmup_steps=0",
          "reward_model.enabled=false", "rl.skills=[\"letter_count\"]"]
 
