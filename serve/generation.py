@@ -47,6 +47,7 @@ class Choice:
     prefix: list[int] = field(default_factory=list)  # tokens the running segment starts with, not sampled
     req: GenRequest | None = None
     in_call: bool = False  # between <|tool_call_start|> and the pause: not text to show
+    unsent: str = ""  # the text of a call never closed, shown when the choice ends
     sampled: int = 0
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -148,7 +149,7 @@ class Generation:
                 ended = self._segment_done(c)
                 if ended is not None:
                     open_.discard(i)
-                    pending[i] = pending.get(i, "") + c.text.flush()
+                    pending[i] = pending.get(i, "") + c.unsent + c.text.flush()
                     emit(i, finish_reason=ended, tool_call=c.tool_calls[-1] if ended == "tool_calls" else None)
             else:  # a built-in call has run: (its result, the reason the answer ended, or None: it goes on)
                 result, ended = event
@@ -189,8 +190,8 @@ class Generation:
         if req.finish_reason != "tool_call" or c.text.stopped:
             if c.in_call and not c.text.stopped:  # a call the model never closed is not a call: it stays text
                 start = max((i for i, t in enumerate(tokens) if t == self.call_start), default=0)
-                for token in tokens[start:]:
-                    c.text.push(token)
+                c.in_call = False
+                c.unsent = "".join(c.text.push(token) for token in tokens[start:])
             return c.end("stop" if c.text.stopped else req.finish_reason)
         call = self._client_call(tokens)
         if call is not None:

@@ -234,7 +234,7 @@ def chat_reply(wd: Path, prompt: str) -> str:
 # is a different model, which on these tiny models loses a skill outright.
 GATED = ["evals.items_per_task=20", "deploy.min_items=20"]
 SAME_MODEL = ["finetune.log_every=1"]
-OTHER_SEED = ["finetune.seed=7"]
+LONGER_FINETUNE = ["finetune.steps=400", "finetune.batch_size=8"]
 
 
 def decision_of(wd: Path, state) -> dict:
@@ -264,9 +264,13 @@ def test_a_retrained_model_that_answers_the_same_passes_the_real_gate_and_rollba
 
 
 def test_a_real_drop_fails_the_gate_and_production_stays(workdir):
+    # a longer finetune learns what ten steps do not (the refusals, its name) and is deployed; the built ten-step
+    # model then comes back as the candidate and loses those skills against it
+    weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, *GATED, *LONGER_FINETUNE])
     before = production(workdir)
-    state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, *GATED, *OTHER_SEED],
-                         return_state=True)
+    assert before != "1"
+    state = weekly_cycle(preset="tiny", workdir=str(workdir), overrides=[*MICRO, *GATED], return_state=True)
+    assert task_states(state)["finetune"] == "Cached"
     decision = decision_of(workdir, state)
     failed = [r for r in decision["rows"] if r["verdict"] == "fail"]
     assert not decision["passed"] and failed and decision["production_after"] == before

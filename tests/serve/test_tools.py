@@ -287,6 +287,17 @@ def test_tool_choice_required_starts_the_answer_with_a_call(server):
         message.content.startswith("<|tool_call_start|>"), message
 
 
+def test_a_call_never_closed_streams_as_the_text_the_answer_stores(server):
+    # made to start a call with too few tokens to close it: the call is text, and the stream must send all of it
+    body = {"messages": [{"role": "user", "content": "Hello there"}], "tool_choice": "required", "max_tokens": 3}
+    whole = post(server, body)["choices"][0]["message"]["content"]
+    assert whole.startswith("<|tool_call_start|>") and len(whole) > len("<|tool_call_start|>")
+    chunks = stream(server, body)
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert streamed == whole
+    assert server.store.get(chunks[0]["id"])["answer"] == whole
+
+
 @pytest.mark.parametrize(("body", "named"), [
     ({"messages": ASK_WEATHER, "tool_choice": {"type": "function", "function": {"name": "nope"}}, "tools": [WEATHER]},
      "'nope'"),
