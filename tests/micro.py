@@ -43,6 +43,7 @@ MICRO = [
     "rl.eval_every=2",
     "evals.items_per_task=2",
     "evals.max_new_tokens=16",
+    "evals.redteam_max_new_tokens=16",
     "interrogate.known_questions=8",
     "interrogate.invented_questions=16",
     "interrogate.max_new_tokens=16",

