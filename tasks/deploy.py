@@ -12,11 +12,12 @@ otherwise it answers them again here."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 
 from data.chat.labels import read_jsonl, write_jsonl
-from data.evals.redteam import gate_results
+from data.evals.redteam import gate_results, rescored
 from model.files import atomic_write_json
 from model.gate import FAIL, TOO_FEW, DeployConfig, TaskVerdict, gate, passed, per_task
 from tasks.core.stage import StageRun, stage
@@ -77,7 +78,7 @@ def production_redteam(s: StageRun, current, evals) -> tuple[list[dict], str]:
     prompts, setup = info.get("redteam_prompts_hash"), info.get("answer_setup")
     if prompts and current.tags.get("redteam_prompts_hash") == prompts and current.tags.get("answer_setup") == setup \
             and current.tags.get(REDTEAM_TAG) and (stored := _stored(s, current, REDTEAM_TAG)) is not None:
-        return stored, "stored"
+        return rescored(stored), "stored"  # the answers as given, scored as the candidate's are
     s.log.info(f"deploy: no stored red-team answers of production v{current.version}; asking it the prompts")
     folder = model_registry.model_dir(current)
     model, tok = load_assistant(folder)
@@ -151,8 +152,64 @@ def _table_row(v: TaskVerdict) -> dict:
     }
 
 
-@stage("deploy", cycle="weekly", inputs=("evals", "rl"), config={"deploy": DeployConfig}, main_metric="deployed",
-       external=_external)
+def arena_matches(s: StageRun, production: list[dict], production_attacks: list[dict] | None) -> list[dict]:
+    """Candidate ("a") against production ("b") on the same prompts: the skill items judged by their checks, the
+    red team's benign twins (open questions) by this week's reward model, unless the candidate was trained against
+    that very model (preference.method rlhf), which would make it judge in its own favour. A reward model that
+    fails to judge costs its matches, never the deploy."""
+    from data.evals.redteam import conversation
+    from model.arena import check_matches, reward_matches
+
+    evals = s.inputs["evals"]
+    found = check_matches("candidate", "production", read_jsonl(evals.path / "results.jsonl"), production)
+    reward_dir = s.inputs["reward_model"].path / "reward"
+    if not (production_attacks and (evals.path / "redteam.jsonl").exists() and reward_dir.is_dir()):
+        return found
+    pref = s.cfg.preference
+    if pref.enabled and pref.method == "rlhf":
+        s.log.info("deploy: arena: the candidate was tuned against this week's reward model; it does not judge")
+        return found
+    try:
+        from model.preference import RewardModel, encode_answer
+
+        judge = RewardModel.load(reward_dir)
+        seq_len = judge.trunk.config.seq_len
+        theirs = {r["id"]: r["response"] for r in production_attacks if r["expect"] == "answer"}
+        open_ = [(f"redteam/{r['id']}", conversation(r), r["response"], theirs[r["id"]])
+                 for r in read_jsonl(evals.path / "redteam.jsonl") if r["expect"] == "answer" and r["id"] in theirs]
+        # an answer too long for the judge's context cannot be scored: its match is left out
+        open_ = [m for m in open_ if all(encode_answer(judge.tok, m[1], a, seq_len) for a in m[2:])]
+        judged = reward_matches("candidate", "production", open_, judge.score)
+    except (OSError, ValueError, RuntimeError) as exc:
+        s.log.warning(f"deploy: arena: the reward model could not judge ({type(exc).__name__}: {exc}); its matches "
+                      "are left out")
+        return found
+    judge_id = f"reward_model/{s.inputs['reward_model'].key}"
+    return found + [{**m, "judge": judge_id} for m in judged]
+
+
+def record_matches(s: StageRun, matches: list[dict], candidate: str, production: str) -> list[dict]:
+    """This decision's matches, under the players' names, into the workdir's arena ledger (those of an earlier run of
+    the same decision replaced); returns the whole ledger."""
+    ledger = arena_ledger(s.workdir)
+    history = read_jsonl(ledger) if ledger.exists() else []
+    # a rerun's matches take the place of the earlier ones, so the oldest model stays first (the rating anchor)
+    at = next((i for i, m in enumerate(history) if m.get("decision") == s.key), len(history))
+    named = {"candidate": candidate, "production": production}
+    mine = [{**m, "a": named[m["a"]], "b": named[m["b"]], "decision": s.key} for m in matches]
+    history = [m for m in history[:at] if m.get("decision") != s.key] + mine + \
+        [m for m in history[at:] if m.get("decision") != s.key]
+    write_jsonl(ledger, history)
+    return history
+
+
+def arena_ledger(workdir: Path) -> Path:
+    """Every deploy decision's matches, the history the leaderboard is fitted on."""
+    return Path(workdir) / "arena" / "matches.jsonl"
+
+
+@stage("deploy", cycle="weekly", inputs=("evals", "rl", "reward_model"), config={"deploy": DeployConfig},
+       main_metric="deployed", external=_external)
 def deploy(s: StageRun) -> dict:
     from tasks.core import model_registry
     from tasks.core.plots import score_bars
@@ -168,13 +225,16 @@ def deploy(s: StageRun) -> dict:
     current = model_registry.alias_version(c, cfg.model_name, cfg.alias)
     if current is not None and _is_build(current, trained):
         return _already_production(s, current)
-    production, source, redteam_source = [], "none", "none"
+    production, source, redteam_source, answers = [], "none", "none", None
+    matches: list[dict] = []
     if current is not None:  # what production answered, beside the decision that compared against it
         production, source = production_results(s, current, evals)
         write_jsonl(s.out / "production_results.jsonl", production)
         if attacks.exists():
             answers, redteam_source = production_redteam(s, current, evals)
             write_jsonl(s.out / "production_redteam.jsonl", answers)
+        matches = arena_matches(s, production, answers)
+        if answers is not None:
             production = production + gate_results(answers)
     verdicts = gate(per_task(candidate), None if current is None else per_task(production), cfg)
     ok = passed(verdicts)
@@ -201,6 +261,7 @@ def deploy(s: StageRun) -> dict:
             "decided_against": before or "",
             "items_hash": items_hash,
             "index_path": evals.manifest.get("info", {}).get("index_path", ""),
+            "evals_path": str(evals.path),  # the report card reads the per-item results there
             "answer_setup": evals.manifest.get("info", {}).get("answer_setup", ""),
             RESULTS_TAG: "eval/results.jsonl",
             **({REDTEAM_TAG: "eval/redteam.jsonl",
@@ -211,7 +272,6 @@ def deploy(s: StageRun) -> dict:
         tags["trained_in_run"] = trained.manifest.get("mlflow_run_id", "")
         tags["prefect_flow_run_id"] = s.flow_run_id
         version = model_registry.register(c, cfg.model_name, trained.path / "model", s.mlflow.run_id, tags)
-        model_registry.move_alias(c, cfg.model_name, cfg.alias, version)
         decision["production_after"] = version
         verdict = f"deployed {cfg.model_name} v{version} to @{cfg.alias}" + (
             "" if current else " (first production model)"
@@ -225,7 +285,14 @@ def deploy(s: StageRun) -> dict:
         where = f"stays at v{before}" if before else "stays empty"
         verdict = f"gate failed, {cfg.model_name}@{cfg.alias} {where}: {failing}"
     decision["verdict"] = verdict
+    arena_metrics = {}
+    if matches:
+        name = f"{cfg.model_name} v"
+        me = f"{name}{decision['production_after']}" if ok else f"rejected {trained.key}"
+        arena_metrics = arena(s, decision, matches, me, f"{name}{before}")
     atomic_write_json(s.out / "decision.json", decision)
+    if ok:  # the last side effect: a failure before it leaves production where it was
+        model_registry.move_alias(c, cfg.model_name, cfg.alias, decision["production_after"])
     chart = score_bars(
         {v.task: v.candidate for v in verdicts},
         s.out / "gate.png",
@@ -242,5 +309,46 @@ def deploy(s: StageRun) -> dict:
             "failed": sum(v.verdict == FAIL for v in verdicts),
             "too_few_items": sum(v.verdict == TOO_FEW for v in verdicts),
         },
-        "metrics": {"deployed": int(ok), "production_version": int(decision["production_after"] or 0)},
+        "metrics": {"deployed": int(ok), "production_version": int(decision["production_after"] or 0),
+                    **arena_metrics},
     }
+
+
+def arena(s: StageRun, decision: dict, matches: list[dict], candidate: str, production: str) -> dict[str, float]:
+    """This decision's matches into the ledger, the leaderboard into the decision and the Prefect table
+    `deploy-arena`; returns the metrics. A failure here is logged and costs the arena, not the deploy.
+
+    The leaderboard is fitted on the matches judged by exact checks only. A reward model judges each week's pair
+    apart (`reward_score`): it is retrained every week from that week's SFT model, and such a judge favours its own
+    lineage (measured: two weeks' reward models each preferred their own week's model on the same open prompts), so
+    its verdicts from different weeks do not belong in one rating."""
+    from model.arena import leaderboard
+
+    def score(found: list[dict]) -> float | None:
+        return sum({"a": 1.0, "b": 0.0, "tie": 0.5}[m["winner"]] for m in found) / len(found) if found else None
+
+    checked = [m for m in matches if m["judge"] == "check"]
+    judged = [m for m in matches if m["judge"] != "check"]
+    write_jsonl(s.out / "arena_matches.jsonl", matches)
+    decision["arena"] = {"matches": len(matches), "by_judge": dict(Counter(m["judge"] for m in matches)),
+                         "candidate_score": score(checked), "reward_score": score(judged)}
+    metrics = {k: v for k, v in (("arena_score", score(checked)), ("arena_reward_score", score(judged)))
+               if v is not None} | {"arena_matches": len(matches)}
+    try:
+        history = record_matches(s, matches, candidate, production)
+        ranked = [m for m in history if m["judge"] == "check"]
+        board = leaderboard(ranked, anchor=_first_player(ranked)) if ranked else []
+    except (OSError, ValueError) as exc:
+        s.log.warning(f"deploy: arena: the leaderboard could not be updated ({type(exc).__name__}: {exc})")
+        return metrics
+    decision["arena"]["leaderboard"] = board
+    s.table("arena", board, f"arena: Bradley-Terry ratings (Elo scale) of every model that met in a deploy, from the "
+            f"matches exact checks judged, with 95% bootstrap intervals; this candidate scored "
+            f"{_shown(score(checked))} of {len(checked)} such matches against production (reward model: "
+            f"{_shown(score(judged))} of {len(judged)})")
+    return metrics
+
+
+def _first_player(history: list[dict]) -> str:
+    """The oldest model in the ledger (the anchor at 1000): production of its first decision."""
+    return history[0]["b"]

