@@ -95,9 +95,9 @@ def run_harness_suite(model_dir: Path, tasks: list[str], limit: int | None = Non
             if metric.endswith("_stderr") or metric == "alias" or not isinstance(value, (int, float)):
                 continue
             metrics[f"harness.{task}.{metric.replace(',', '/')}"] = float(value)  # MLflow refuses commas
+            items = out["n_samples"].get(task, {}).get("effective")
             rows.append({"task": task, "metric": metric, "value": round(float(value), 4),
-                         "stderr": values.get(f"{metric}_stderr"), "items": out["n_samples"].get(task, {}).get(
-                             "effective")})
+                         "stderr": _rounded(values.get(f"{metric}_stderr")), "items": items})
     records = [{"task": task, **sample} for task, samples in out["samples"].items() for sample in samples]
     return SuiteResult("harness", metrics, rows, records,
                        {"tasks": list(tasks), "lm_eval_version": out["lm_eval_version"], "n_shot": out["n_shot"]})
@@ -168,3 +168,7 @@ def run_capability(model: GPT, tok: Tokenizer, val_tokens=None, val_docs: list[d
     if not rows:
         raise ValueError("capability: nothing to measure: no val tokens, no val documents and no chat items")
     return SuiteResult("capability", metrics, rows, records)
+
+
+def _rounded(value):
+    return round(value, 4) if isinstance(value, float) else value
