@@ -319,9 +319,10 @@ def arena(s: StageRun, decision: dict, matches: list[dict], candidate: str, prod
     `deploy-arena`; returns the metrics. A failure here is logged and costs the arena, not the deploy.
 
     The leaderboard is fitted on the matches judged by exact checks only. A reward model judges each week's pair
-    apart (`reward_score`): it is retrained every week from that week's SFT model, and such a judge favours its own
-    lineage (measured: two weeks' reward models each preferred their own week's model on the same open prompts), so
-    its verdicts from different weeks do not belong in one rating."""
+    apart (`reward_score`): it is retrained every week from that week's SFT model, and two weeks' judges need not
+    agree (measured on the micro settings: on the same two models and the same open prompts, one week's reward model
+    preferred the first 139 to 5, the next week's the second 128 to 16), so verdicts from different weeks do not
+    belong in one rating."""
     from model.arena import leaderboard
 
     def score(found: list[dict]) -> float | None:
