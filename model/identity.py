@@ -85,3 +85,9 @@ def with_system_message(messages: list[dict[str, Any]], identity: IdentityConfig
     if identity is None or not (identity.at_inference or always) or (messages and messages[0].get("role") == "system"):
         return list(messages)
     return [{"role": "system", "content": identity.system_text()}, *messages]
+
+
+def served(identity: IdentityConfig | None) -> IdentityConfig | None:
+    """The identity whose system message a served chat starts with: None when there is none or it is not used at
+    inference (`at_inference: false`)."""
+    return identity if identity is not None and identity.at_inference else None

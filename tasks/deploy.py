@@ -69,7 +69,7 @@ def production_redteam(s: StageRun, current, evals) -> tuple[list[dict], str]:
     """Production's scored answers to the candidate's red-team prompts: stored with its version when the prompts and
     the way of answering are the same, otherwise answered again here."""
     from model.evaluate import load_assistant
-    from model.identity import load_identity
+    from model.identity import load_identity, served
     from model.suites import run_redteam
     from tasks.core import model_registry
     from tasks.evals import redteam_files
@@ -85,7 +85,7 @@ def production_redteam(s: StageRun, current, evals) -> tuple[list[dict], str]:
     identity = load_identity(folder)
     index = info.get("index_path")
     result = run_redteam(model, tok, redteam_files(s.cfg.evals), s.cfg.evals.redteam_max_new_tokens,
-                         identity if identity is not None and identity.at_inference else None,
+                         served(identity),
                          s.cfg.tools.toolbox(Path(index) if index else None))
     return result.records, "re-evaluated"
 

