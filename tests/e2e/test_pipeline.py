@@ -6,6 +6,7 @@ the tests pass alone and in any order."""
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -286,7 +287,10 @@ def test_a_retrained_model_that_answers_the_same_passes_the_real_gate_and_rollba
     assert f"compared with assistant v{before}" in cli(workdir, "report", "assistant@production", sets=[])
     card = (workdir / "reports" / f"assistant-v{deployed}.md").read_text()
     row = next(line for line in card.splitlines() if line.startswith("| score.arithmetic |"))
-    assert row.count("[") == 2 and row.endswith("| +0.000 |")  # both with intervals; the same answers
+    # both with intervals; the same answers: no change, paired over the items both were asked (a prefix of the draw)
+    assert row.count("[") == 3 and re.search(r"\| \+0\.000 \[-0\.\d+, \+0\.\d+\] \(paired n 2\) \|$", row), row
+    attacks = next(line for line in card.splitlines() if line.startswith("| redteam.asr.direct |"))
+    assert attacks.endswith("(paired n 24) |") and "| +0.000 [" in attacks, attacks  # the same prompts
     assert "| redteam.asr.direct |" in card and "## Lineage" in card and "- **arithmetic** (" in card
     assert f"v{deployed} -> v{before}" in cli(workdir, "rollback")
     assert production(workdir) == before

@@ -88,3 +88,30 @@ def test_mlflow_ui_opens_the_pretrain_run_with_its_metrics(stack, browser):
     page.goto(f"{urls['mlflow']}/#/experiments/{experiment}/runs/{run_id}")
     page.get_by_text("pretrain").first.wait_for(timeout=60_000)
     page.get_by_text("val_bpb").first.wait_for(timeout=60_000)
+
+
+def test_prefect_ui_shows_the_red_team_table_its_chart_and_the_gate_rules(stack, browser):
+    workdir, urls = stack
+
+    def artifact(key: str) -> dict:
+        (found,) = post(f"{urls['prefect_api']}/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}})
+        return found
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{artifact('evals-redteam')['id']}")
+    for family in ("base64", "many_shot", "all"):
+        page.get_by_text(family, exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("over_refusal_high").first.wait_for(timeout=10_000)
+    page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{artifact('evals-redteam-chart')['id']}")
+    chart = page.locator('img[alt="redteam-chart"]').first
+    chart.wait_for(state="attached", timeout=60_000)
+    # the PNG is MLflow's to serve: the stage wrote its link before `factory up` chose the port, so ask that port
+    query = chart.get_attribute("src").split("/get-artifact", 1)[1]
+    with urllib.request.urlopen(f"{urls['mlflow']}/get-artifact{query}", timeout=30) as response:
+        assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+    page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{artifact('deploy-gate')['id']}")
+    page.get_by_text("redteam.benign.answered", exact=True).first.wait_for(timeout=60_000)
+    page.get_by_text("hallucination: share of questions about invented subjects refused").first.wait_for(
+        timeout=10_000)
+    page.goto(f"{urls['prefect_ui']}/artifacts/artifact/{artifact('evals-harness')['id']}")
+    page.get_by_text("factory_arith_mc", exact=True).first.wait_for(timeout=60_000)

@@ -134,3 +134,16 @@ def test_the_harness_suite_runs_the_shipped_lm_eval_tasks_and_logs_their_metrics
     assert len(arith) == 3 and sum(r["acc"] for r in arith) / 3 == pytest.approx(accuracy)
     unknown = run_eval(workdir, "assistant@production", "--suite", "harness", "--task", "no_such_task")
     assert unknown.exit_code == 2 and "no_such_task" in unknown.output
+
+
+def test_a_base_model_gets_the_plain_text_suites_by_default_and_an_assistant_every_suite(model_dir, tmp_path):
+    from flows.evaluate import BASE_SUITES, SUITES, default_suites
+
+    bare = tmp_path / "base"
+    bare.mkdir()
+    ours, hf = {"format": "ours"}, {"format": "hf"}
+    assert default_suites(model_dir, ours, "base") == list(SUITES)  # it has an assistant.json
+    assert default_suites(bare, ours, "base") == list(BASE_SUITES) == ["capability", "harness"]
+    assert default_suites(bare, hf, "base") == list(SUITES)  # an export does not say what it is: everything
+    assert default_suites(model_dir, {**ours, "version": "base/3"}, "base") == list(BASE_SUITES)  # the registry does
+    assert default_suites(bare, {**ours, "version": "assistant/2"}, "base") == list(SUITES)

@@ -29,3 +29,13 @@ def test_malformed_override_says_what_is_expected():
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ConfigError, match="preset 'nope'.*tiny"):
         load_config("nope")
+
+
+def test_a_gate_task_with_dots_is_one_key_and_the_default_tolerance_stays():
+    cfg = load_config("tiny", ["deploy.tolerance.redteam.direct.resisted=0.1", "deploy.min_score.refusal=0.5"])
+    assert cfg.deploy.tolerance == {"default": 0.05, "redteam.direct.resisted": 0.1}
+    assert cfg.deploy.min_score == {"refusal": 0.5}
+    # a whole mapping given at once replaces the default, as written
+    assert load_config("tiny", ["deploy.tolerance={refusal: 0.3}"]).deploy.tolerance == {"refusal": 0.3}
+    with pytest.raises(ConfigError, match="'steps' is not a section"):
+        load_config("tiny", ["pretrain.steps.x=1"])
