@@ -181,7 +181,7 @@ def evaluate_model(
     identity = load_identity(folder) if about["format"] == "ours" else None
     system = served(identity)
     toolbox, note = served_toolbox(cfg.tools, about.get("index_path"))
-    if note:
+    if note and (set(suites) - set(BASE_SUITES) or about.get("evals_path")):  # something asked as served
         log.warning(f"eval {model}: {note}")
     run = Run.start(wd, "evals", f"eval {about.get('version', about['ref'])}",
                     tags={"model": about["ref"], "model_version": about.get("version", ""), "model_path": str(folder)})
