@@ -13,10 +13,9 @@ Fields that only say how to run (processes, a cluster) carry `json_schema_extra=
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from data.cleaning.extract import ExtractOptions
 from data.cleaning.filters import (
     C4Options,
     C4Step,
@@ -38,8 +37,9 @@ from data.cleaning.poison import PoisonConfig
 from model.config import RUNTIME  # the marker of a field that says how to run, not what to make
 
 __all__ = [
-    "RUNTIME", "C4Options", "FineWebOptions", "GopherQualityOptions", "GopherRepetitionOptions", "LanguageOptions",
-    "MinHashConfig", "PIIOptions", "PoisonConfig", "PreprocessConfig", "URLOptions", "runtime_fields",
+    "RUNTIME", "C4Options", "ExtractOptions", "FineWebOptions", "GopherQualityOptions", "GopherRepetitionOptions",
+    "LanguageOptions", "MinHashConfig", "PIIOptions", "PoisonConfig", "PreprocessConfig", "URLOptions",
+    "runtime_fields",
 ]
 
 
@@ -59,8 +59,8 @@ class PreprocessConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: URLStep = Field(URLOptions(), description="URL block-list (domains, banned words). " + _STEP)
-    favor: Literal["precision", "balanced", "recall"] = Field(
-        "precision", description="trafilatura's trade-off when extracting (FineWeb: precision).")
+    extract: ExtractOptions = Field(ExtractOptions(), description="HTML -> text: {engine: resiliparse | "
+                                    "trafilatura, and the engine's options} (data/cleaning/extract.py).")
     language: LanguageStep = Field(
         LanguageOptions(),
         description="Language ID (py3langid, inside its package): {languages, min_score, max_chars}. " + _STEP)

@@ -30,7 +30,7 @@ import numpy as np
 
 from data.cleaning.base import Filter
 from data.cleaning.config import PreprocessConfig
-from data.cleaning.extract import html_to_text
+from data.cleaning.extract import ExtractOptions, html_to_text
 from data.cleaning.filters import FILTER_KEYS as FILTER_KEYS  # re-exported: tests read it here
 from data.cleaning.filters import build_filters
 from data.cleaning.minhash import HashedWords, MinHashConfig, MinHasher, duplicates_by_key, hash64, near_duplicates
@@ -149,18 +149,18 @@ class Report:
 
 
 class Extract(Filter):
-    """HTML -> main text with trafilatura (text/plain documents pass through stripped)."""
+    """HTML -> main text with the configured engine (text/plain documents pass through stripped)."""
 
     name = "extract"
 
-    def __init__(self, favor: str):
-        self.favor = favor
+    def __init__(self, options: ExtractOptions):
+        self.options = options
 
     def apply(self, doc: Document) -> Document | str:
         if "html" not in doc["meta"].get("content_type", "text/html"):
             text = doc["text"].strip()
         else:
-            text = html_to_text(doc["text"], doc["url"], favor=self.favor) or ""
+            text = html_to_text(doc["text"], doc["url"], options=self.options) or ""
         return {**doc, "text": text} if text else "no_text"
 
 
@@ -168,7 +168,7 @@ def steps_for(cfg: PreprocessConfig) -> list[Filter]:
     """URL filter, extraction, then the quality filters, in FineWeb's order."""
     filters = build_filters(cfg)
     url = [f for f in filters if f.name == "url"]
-    return url + [Extract(cfg.favor)] + [f for f in filters if f.name != "url"]
+    return url + [Extract(cfg.extract)] + [f for f in filters if f.name != "url"]
 
 
 def _minhash(cfg: PreprocessConfig) -> MinHashConfig | None:

@@ -49,10 +49,10 @@ def read_folder(folder: Path, skipped: list[tuple[str, str]]) -> Iterator[dict[s
 
 
 def _text(content: bytes, html: bool, url: str) -> str | None:
-    from data.cleaning.extract import decode, html_to_text
+    from data.cleaning.extract import ExtractOptions, decode, html_to_text
 
-    if html:  # recall: a user's pages are their content, not a crawl's boilerplate to cut
-        return html_to_text(content, url=url, favor="recall")
+    if html:  # a user's pages are their content, not a crawl's boilerplate to cut: the whole page
+        return html_to_text(content, url=url, options=ExtractOptions(main_content=False))
     return decode(content).strip() or None
 
 

@@ -40,7 +40,7 @@ def error_locs(err: ValidationError) -> list[str]:
 
 def test_the_field_names_are_the_stage_sections():
     assert list(PreprocessConfig.model_fields) == [
-        "url", "favor", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "min_words", "max_chars",
+        "url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "min_words", "max_chars",
         "exact_dedup", "minhash", "poison", "pii", "val_fraction", "seed", "workers", "dask_address"]
 
 
@@ -72,7 +72,8 @@ def test_a_step_is_true_false_or_a_dict_of_options(value, expected):
     ({"poison": {"triggers": {"bad": "(unclosed"}}}, "preprocess.poison.triggers"),
     ({"min_words": True}, "preprocess.min_words"),
     ({"val_fraction": 1.5}, "preprocess.val_fraction"),
-    ({"favor": "speed"}, "preprocess.favor"),
+    ({"extract": {"favor": "speed"}}, "preprocess.extract.favor"),
+    ({"extract": {"engine": "lynx"}}, "preprocess.extract.engine"),
     ({"gopher_qualty": True}, "preprocess.gopher_qualty"),
 ])
 def test_a_bad_option_fails_at_validation_naming_its_field(preprocess, where):
@@ -101,7 +102,7 @@ def test_the_tiny_preset_changes_what_it_says_and_keeps_fineweb_for_the_rest():
     assert cfg.language == LanguageOptions(min_score=0.3)
     assert cfg.gopher_quality == GopherQualityOptions(min_alpha_words_ratio=0.4)
     assert cfg.gopher_repetition.dup_n_grams[0] == (5, 0.25) and cfg.gopher_repetition.top_n_grams[0] == (2, 0.2)
-    assert cfg.c4 == C4Options(curly_bracket=False) and cfg.favor == "recall"
+    assert cfg.c4 == C4Options(curly_bracket=False) and cfg.extract.favor == "recall"
 
 
 def test_the_dumped_config_reads_back_the_same_and_pickles():

@@ -28,7 +28,7 @@ from datatrove.pipeline.filters import (  # noqa: E402
 from datatrove.utils.word_tokenizers import WordTokenizer  # noqa: E402
 
 from data.cleaning.config import PreprocessConfig  # noqa: E402
-from data.cleaning.extract import raw_to_document  # noqa: E402
+from data.cleaning.extract import ExtractOptions, raw_to_document  # noqa: E402
 from data.cleaning.filters import (  # noqa: E402
     C4Options,
     C4Quality,
@@ -115,8 +115,9 @@ def texts(tmp_path_factory) -> list[str]:
     pages = []
     with Quarantine(folder / "quarantine.jsonl") as quarantine:
         for raw in read_sources([str(warc)], quarantine, Counter()):
-            for favor in ("precision", "recall"):  # FineWeb's extraction and the tiny preset's
-                if (doc := raw_to_document(raw, favor=favor)) is not None:
+            for options in (ExtractOptions(engine="trafilatura"), ExtractOptions(engine="trafilatura", favor="recall"),
+                            ExtractOptions()):  # FineWeb's extraction, with recall, and Resiliparse's (the default)
+                if (doc := raw_to_document(raw, options)) is not None:
                     pages.append(doc["text"])
     pages = list(dict.fromkeys(pages))
     return list(dict.fromkeys([v for i, page in enumerate(pages) for v in (variants(page) if i % 2 else [page])]))

@@ -240,13 +240,14 @@ def test_hf_source_streams_a_local_dataset_folder_through_datasets(tmp_path, mon
     assert bad["source"] == f"hf:{folder}" and "row 2" in bad["reason"]
 
 
-def test_html_to_text_keeps_the_article_and_drops_navigation():
-    from data.cleaning.extract import html_to_text
+@pytest.mark.parametrize("engine", ["resiliparse", "trafilatura"])
+def test_html_to_text_keeps_the_article_and_drops_navigation(engine):
+    from data.cleaning.extract import ExtractOptions, html_to_text
 
     page = (f"<html><body><nav><a href='/'>Home</a> | <a href='/blog'>Blog</a> | <a href='/login'>Log in</a></nav>"
             f"<article><h1>pathlib</h1>{ARTICLE}<table><tr><td>Path.cwd()</td><td>current directory</td></tr>"
             f"</table></article><footer>Copyright 2024 Example Corp. All rights reserved.</footer></body></html>")
-    text = html_to_text(page.encode(), url="https://example.org/pathlib")
+    text = html_to_text(page.encode(), url="https://example.org/pathlib", options=ExtractOptions(engine=engine))
     assert "pure paths" in text and "Path is most likely what you need" in text
     assert "Path.cwd() | current directory" in text  # tables are kept, as cells
     assert "Log in" not in text and "All rights reserved" not in text
@@ -263,7 +264,7 @@ def test_html_is_decoded_with_the_declared_charset_and_falls_back_to_utf8():
 
 
 def test_raw_to_document_passes_plain_text_through_and_keeps_reader_meta():
-    from data.cleaning.extract import raw_to_document
+    from data.cleaning.extract import ExtractOptions, raw_to_document
     from data.sources.readers import RawDocument
 
     raw = RawDocument(id="r1", url="https://x.org", content=b"  plain text  ", content_type="text/plain",
@@ -273,7 +274,7 @@ def test_raw_to_document_passes_plain_text_through_and_keeps_reader_meta():
     empty = RawDocument(id="r2", url="", content=b"<html></html>", content_type="text/html", source="s", meta={})
     assert raw_to_document(empty) is None
     with pytest.raises(ValueError, match="favor"):
-        raw_to_document(empty, favor="speed")
+        raw_to_document(empty, ExtractOptions(favor="speed"))
 
 
 # --- robust to the web: damaged files, wrong charsets, binary and huge bodies, bad files among good ones -------
