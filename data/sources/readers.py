@@ -23,7 +23,7 @@ import re
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -368,17 +368,21 @@ class _QuietArchiveIterator(ArchiveIterator):
     INC_RECORD = ""
 
 
-def _iter_warc_records(path: str, name: str, doc_type: str, quarantine: Quarantine,
-                       stats: Counter) -> Iterator[tuple[Any, int]]:
+def _iter_warc_records(path: str, name: str, doc_type: str, quarantine: Quarantine, stats: Counter, start: int = 0,
+                       skip_through: int = -1, stop_after: int | None = None) -> Generator[tuple[Any, int], None,
+                                                                                          int | None]:
     """Yield (warcio record, offset) for every readable `doc_type` record of the local file `path`, reported as
     `name`; other types are counted as skipped.
+
+    From offset `start`; records at or before `skip_through` are passed over uncounted (another reader has read
+    them); with `stop_after`, the first record past that offset is left unread and its offset returned (None: the
+    file ended), so the fast reader can take over from it.
 
     Damage does not lose the rest of the file: on a record that ends early (warcio stops at a corrupt gzip member
     as if the file ended) or data warcio cannot parse, skip to the next gzip member / WARC header and go on.
     Each damaged stretch is quarantined once and counted as one read record; a damaged `doc_type` record is
     quarantined by the caller, which sees its missing bytes.
     """
-    start: int | None = 0
     gzipped = _file_name(name).endswith(".gz")
     while start is not None:
         with open(path, "rb") as fh:
@@ -391,6 +395,11 @@ def _iter_warc_records(path: str, name: str, doc_type: str, quarantine: Quaranti
                     # iterator.offset is this record's start until warcio reads past it (get_record_offset() would
                     # consume the record to find its length).
                     offset = iterator.offset
+                    if stop_after is not None and offset > stop_after:
+                        return offset
+                    if offset <= skip_through:
+                        _drain(record)
+                        continue
                     # warcio reads a record without Content-Length to the end of the file (or gzip member),
                     # silently swallowing the records after it; it takes an invalid one as 0 (record.length).
                     length = "" if record.length else record.rec_headers.get_header("Content-Length") or ""
@@ -434,6 +443,7 @@ def _iter_warc_records(path: str, name: str, doc_type: str, quarantine: Quaranti
                 resume_after = error_offset
         # Always move forward, even when warcio reports an offset before where this pass started.
         start = None if resume_after is None else _next_record_start(path, max(resume_after, start) + 1, gzipped)
+    return None
 
 
 def _data_after(path: str, offset: int) -> bool:
@@ -530,12 +540,143 @@ def split_content_type(value: str | None) -> tuple[str, str | None]:
 
 
 def _read_warc(source: str, quarantine: Quarantine, stats: Counter, max_page_bytes: int) -> Iterator[RawDocument]:
+    """FastWARC reads the file; each record it cannot vouch for (damage, a header or payload to quarantine, an
+    encoded payload) and the rest after its last record go to warcio, whose damage handling and reasons are the
+    promises this reader keeps (stats["warcio_fallback_<why>"] counts the hand-overs)."""
     with _local_file(source) as path:
-        for record, offset in _iter_warc_records(path, source, "response", quarantine, stats):
-            stats["read"] += 1
-            doc = _response_to_raw(record, source, offset, quarantine, stats, max_page_bytes)
+        offset: int | None = 0
+        while offset is not None:
+            last, handed, why = yield from _fast_pass(path, source, offset, stats, max_page_bytes)
+            if why is not None:
+                stats["warcio_fallback"] += 1
+                stats[f"warcio_fallback_{why}"] += 1
+            # warcio: the record handed over, or what follows the last record read (damage, or nothing at the end)
+            offset = yield from _warcio_pass(path, source, handed if handed is not None else max(last, offset),
+                                             last, handed if handed is not None else max(last, offset),
+                                             quarantine, stats, max_page_bytes)
+
+
+def read_warc_with_warcio(source: str, quarantine: Quarantine, stats: Counter,
+                          max_page_bytes: int = MAX_PAGE_BYTES) -> Iterator[RawDocument]:
+    """The whole file with warcio alone: what the FastWARC reader must give, record for record (tests, bench)."""
+    with _local_file(source) as path:
+        yield from _warcio_pass(path, source, 0, -1, None, quarantine, stats, max_page_bytes)
+
+
+def _warcio_pass(path: str, name: str, start: int, skip_through: int, stop_after: int | None, quarantine: Quarantine,
+                 stats: Counter, max_page_bytes: int) -> Generator[RawDocument, None, int | None]:
+    """warcio from `start` through the record at `stop_after` (and any damage after it; None: to the end): returns
+    where the next record starts, or None at the end of the file."""
+    records = _iter_warc_records(path, name, "response", quarantine, stats, start, skip_through, stop_after)
+    while True:
+        try:
+            record, offset = next(records)
+        except StopIteration as end:
+            return end.value
+        stats["read"] += 1
+        doc = _response_to_raw(record, name, offset, quarantine, stats, max_page_bytes)
+        if doc is not None:
+            yield doc
+
+
+class _HandOver(Exception):
+    """A record the fast reader leaves to warcio, and why."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
+def _fast_pass(path: str, name: str, start: int, stats: Counter,
+               max_page_bytes: int) -> Generator[RawDocument, None, tuple[int, int | None, str | None]]:
+    """FastWARC from `start` while every record is plainly fine. Returns (offset of the last record it dealt with,
+    or -1; offset of the record it handed over, or None when it stopped between records; why it stopped, or None
+    when the file ended cleanly)."""
+    from fastwarc.warc import ArchiveIterator
+
+    last = -1
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        iterator = iter(ArchiveIterator(fh, parse_http=True, auto_decode="none"))
+        while True:
+            try:
+                record = next(iterator)
+            except StopIteration:
+                return last, None, None
+            except Exception as err:  # noqa: BLE001 - OSError on a corrupt member or header: warcio resyncs
+                raise_if_transient(err, name)
+                return last, None, "unreadable"
+            offset = record.stream_pos
+            try:
+                doc = _fast_record(record, name, offset, stats, max_page_bytes)
+            except _HandOver as handover:
+                return last, offset, handover.why
+            last = offset
             if doc is not None:
                 yield doc
+
+
+def _fast_record(record: Any, name: str, offset: int, stats: Counter, max_page_bytes: int) -> RawDocument | None:
+    """What warcio's path makes of a record (a document, a filtered or skipped count), for records that need none of
+    its repairs; _HandOver for anything else, before a count is touched."""
+    headers = record.headers
+    length = headers.get("Content-Length") or ""
+    if not length.strip().isdigit():
+        raise _HandOver("record_header")
+    rec_type = (headers.get("WARC-Type") or "").strip().lower()
+    if rec_type != "response":
+        if _read_all(record.reader, 0) != record.content_length:
+            raise _HandOver("truncated")
+        stats[f"skipped_{rec_type or 'unknown'}"] += 1
+        return None
+    http = record.http_headers
+    status_line = (http.status_line or "") if http is not None else ""
+    protocol, _, rest = status_line.partition(" ")
+    status = rest.split(" ", 1)[0]
+    if http is None or not _HTTP_STATUS_LINE.match(protocol) or not re.fullmatch(r"\d{3}", status):
+        raise _HandOver("http_header")
+    if http.get("Transfer-Encoding") or http.get("Content-Encoding"):
+        raise _HandOver("encoded_payload")  # warcio decodes chunked and compressed payloads
+    mime, charset = split_content_type(http.get("Content-Type"))
+    head = record.reader.read(_BINARY_SNIFF_BYTES)
+    keep = status == "200" and mime in TEXT_CONTENT_TYPES and not _looks_binary(head, charset)
+    body = head + record.reader.read(max(0, max_page_bytes + 1 - len(head))) if keep else head
+    size = _read_all(record.reader, len(body))
+    if size != record.content_length:
+        raise _HandOver("truncated")
+    if status != "200":
+        outcome = "filtered_status"
+    elif mime not in TEXT_CONTENT_TYPES:
+        outcome = "filtered_content_type"
+    elif not keep:
+        outcome = "filtered_binary"
+    elif len(body) > max_page_bytes:
+        outcome = "filtered_too_large"
+    else:
+        outcome = None
+    truncated = headers.get("WARC-Truncated")
+    declared = (http.get("Content-Length") or "").strip()
+    if outcome is None and declared and not truncated and declared.isdigit() and int(declared) != len(body):
+        raise _HandOver("http_length")  # warcio's path quarantines it with its reason
+    stats["read"] += 1
+    if outcome is not None:
+        stats[outcome] += 1
+        return None
+    url = headers.get("WARC-Target-URI") or ""
+    meta = {"warc_date": headers.get("WARC-Date"), "warc_record_id": headers.get("WARC-Record-ID"),
+            "http_status": int(status), "charset": charset, "warc_file": name, "warc_offset": offset}
+    if truncated:
+        meta["warc_truncated"] = truncated
+    rid = headers.get("WARC-Record-ID")
+    return RawDocument(id=rid.strip("<>") if rid else f"{Path(name).name}@{offset}", url=url, content=body,
+                       content_type=mime, source=name, meta=meta)
+
+
+def _read_all(reader: Any, already: int) -> int:
+    """`already` plus what is left to read of a FastWARC payload."""
+    while chunk := reader.read(_READ_CHUNK):
+        already += len(chunk)
+    return already
 
 
 def _response_to_raw(record: Any, name: str, offset: int, quarantine: Quarantine, stats: Counter,

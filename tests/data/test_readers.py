@@ -556,3 +556,85 @@ def test_a_weighted_mix_draws_by_weight_deterministically_until_a_source_runs_ou
     assert [i for i in ids if i.startswith("a")] == [f"a{i}" for i in range(1500)]  # each source read in order
     assert reconciles(stats)
     assert mix(0)[0] == ids and mix(1)[0] != ids
+
+
+# --- the FastWARC reader gives what warcio alone gives, on every damaged file above ------------------------------
+
+def _encoded(url: str, body: bytes, gz: bool = True) -> bytes:
+    """A response stored as sent: gzip content-encoding and chunked transfer (warcio decodes both)."""
+    packed = gzip.compress(body)
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed), packed)
+    buf = io.BytesIO()
+    writer = WARCWriter(buf, gzip=gz)
+    headers = StatusAndHeaders("200 OK", [("Content-Type", "text/html"), ("Content-Encoding", "gzip"),
+                                          ("Transfer-Encoding", "chunked")], protocol="HTTP/1.1")
+    writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(chunked), length=len(chunked),
+                                                  http_headers=headers))
+    return buf.getvalue()
+
+
+def damaged_files(folder, sample_path):
+    """Each damage the tests above read, as files: the sample (its broken records), cut, zeroed, cut members,
+    broken headers (gzip and plain), binary, huge and non-HTML bodies, an encoded payload, a 404."""
+    folder.mkdir()
+    data = sample_path.read_bytes()
+    files = {"sample.warc.gz": data, "cut.warc.gz": data[: int(len(data) * 0.6)]}
+    zeroed = bytearray(data)
+    zeroed[len(data) // 2: len(data) // 2 + 64] = b"\x00" * 64
+    files["zeroed.warc.gz"] = bytes(zeroed)
+    for seed in range(12):
+        members = [warc_member(f"https://example.org/{seed}/{i}", page(i)) for i in range(5)]
+        members[2] = members[2][: len(members[2]) // 2]
+        files[f"cut-member-{seed}.warc.gz"] = b"".join(members)
+    for gz in (False, True):
+        members = [warc_member(f"https://example.org/{i}", page(i), gz=gz) for i in range(3)]
+        broken = [b"WARC/1.0\r\nWARC-Type: response\r\nContent-Length: banana\r\n\r\ngarbage\r\n\r\n",
+                  b"WARC/1.0\r\nthis is no header line\r\n\r\n"]
+        broken = [gzip.compress(b) for b in broken] if gz else broken
+        name = "broken.warc.gz" if gz else "broken.warc"
+        files[name] = members[0] + broken[0] + members[1] + broken[1] + members[2]
+        plain = b"".join(warc_member(f"https://example.org/p{i}", page(i) * 50, gz=gz) for i in range(3))
+        files["cut-body.warc" + (".gz" if gz else "")] = plain[: len(plain) - 700]
+    files["encoded.warc.gz"] = (warc_member("https://example.org/a", page(1)) + _encoded("https://example.org/b", page(2))
+                                + warc_member("https://example.org/c", page(3)))
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    rng = random.Random(0)
+    write_warc(folder / "mixed.warc.gz", [
+        ("https://example.org/png", "200 OK", "text/html", b"\x89PNG\r\n\x1a\n" + rng.randbytes(3000)),
+        ("https://example.org/huge", "200 OK", "text/html", b"<p>" + rng.randbytes(40_000).hex().encode()),
+        ("https://example.org/pdf", "200 OK", "application/pdf", b"%PDF-1.7\n"),
+        ("https://example.org/none", "200 OK", None, page(0)),
+        ("https://example.org/gone", "404 Not Found", "text/html", page(4)),
+        ("https://example.org/page", "200 OK", "text/html", page(5)),
+    ])
+    return sorted(folder.iterdir())
+
+
+def test_the_fastwarc_reader_gives_what_warcio_gives_on_every_damaged_file(sample, tmp_path):
+    from data.sources.readers import read_warc_with_warcio
+
+    path, _ = sample
+    handed_over = Counter()
+    for warc in damaged_files(tmp_path / "files", path):
+        results = []
+        for name, read in (("fast", None), ("warcio", read_warc_with_warcio)):
+            stats = Counter()
+            with Quarantine(tmp_path / f"{warc.name}-{name}.jsonl") as quarantine:
+                if read is None:
+                    docs = list(read_sources([str(warc)], quarantine, stats, max_page_bytes=50_000))
+                else:
+                    docs = list(read(str(warc), quarantine, stats, 50_000))
+                    stats.update(files=1, yielded=len(docs), docs_source_0=len(docs))  # read_sources' own counts
+            lines = (tmp_path / f"{warc.name}-{name}.jsonl").read_text()
+            results.append(([d.__dict__ for d in docs], stats, lines))
+        (fast, fast_stats, fast_lines), (slow, slow_stats, slow_lines) = results
+        handed_over += {k: v for k, v in fast_stats.items() if k.startswith("warcio_fallback_")}
+        assert fast == slow, warc.name
+        assert fast_lines == slow_lines, warc.name  # the same records quarantined, for the same reasons
+        assert {k: v for k, v in fast_stats.items() if not k.startswith("warcio_fallback")} == slow_stats, warc.name
+        assert reconciles(fast_stats)
+    # every kind of damage reached warcio, and nothing else did: the clean records were FastWARC's
+    assert set(handed_over) == {"warcio_fallback_" + why for why in
+                                ("unreadable", "record_header", "http_header", "http_length", "truncated",
+                                 "encoded_payload")}, handed_over
