@@ -14,9 +14,15 @@ LocalPipelineExecutor with tasks = workers = --workers:
     stage D  JsonlReader(filtered) -> MinhashDedupFilter -> JsonlWriter(output)
 Its wall clock covers building the steps and all four stages (process pools included). datatrove parallelises over
 input files, so it reads the same records split (untimed, at gzip-member boundaries) into --workers shard files.
-Ours: tasks.preprocess.preprocess_warc(the same shard files, workers=--workers): the crawl stage's reading, then the
-preprocess pipeline. docs/s = response records read / wall seconds;
-per core = docs/s / workers.
+Ours: tasks.preprocess.preprocess_warc(the same shard files, workers=--workers): the crawl stage's reading (FastWARC,
+warcio for damaged records), then the preprocess pipeline, once per --engines extraction engine (Resiliparse, the
+default, and trafilatura as datatrove runs it). docs/s = response records read / wall seconds; per core = docs/s /
+workers. The ratio is ours with the default engine over datatrove.
+
+Quality, untimed, on the sample crawl's pages and on each --crawl WARC (each URL once): per page, the share of
+trafilatura's words (favor_precision, FineWeb's) the other engine keeps, median and p10; the share of pages whose
+keep/drop decision after FineWeb's filters changes between the engines; the three pages (of 50+ trafilatura words)
+they disagree on most.
 
 Fixed costs included on the datatrove side: process pools per stage, and each stage-A task loading URLFilter's
 block lists (~4.6M domains, seconds per task): on a small crawl they weigh, --copies amortises them.
@@ -50,8 +56,9 @@ Workarounds on the datatrove side (this machine reaches no hub and has no NLTK/f
 - Trafilatura runs each task's extraction in a sandbox process with a per-document timeout (1 s, its default, as
   FineWeb ran it): a loaded machine turns slow pages into timeouts, which drop them; the funnel line counts them.
 
-Usage: python bench/preprocess.py [--pages 600] [--copies 1] [--workers 2] [--rounds 1] [--workdir DIR]
+Usage: python bench/preprocess.py [--pages 600] [--copies 4] [--workers 2] [--rounds 1] [--workdir DIR]
        [--words auto|spacy|split] [--reader auto|datatrove|http] [--extract-timeout 1] [--baseline-only]
+       [--engines resiliparse,trafilatura] [--crawl OTHER.warc.gz ...]
 Rounds alternate who goes first (untimed cleanup between runs); medians are compared.
 Last line: `ratio: X.XX` (ours docs/s / datatrove docs/s).
 """
@@ -377,15 +384,70 @@ def datatrove_funnel(workdir: Path) -> str:
 # --- ours -----------------------------------------------------------------------------------------------------------
 
 
-def run_ours(shards: Path, workdir: Path, workers: int) -> tuple[int, int]:
-    """(response records read, documents kept) of our crawl reading + preprocess on the same WARC files as
-    datatrove (FineWeb's default thresholds on both sides)."""
+def run_ours(shards: Path, workdir: Path, workers: int, engine: str) -> tuple[int, int, str]:
+    """(response records read, documents kept, the funnel) of our crawl reading + preprocess on the same WARC files
+    as datatrove (FineWeb's default thresholds on both sides), extracting with `engine`."""
+    from data.cleaning.config import ExtractOptions, PreprocessConfig
     from tasks.preprocess import preprocess_warc
 
-    report = preprocess_warc(sorted(shards.glob("*.warc.gz")), workdir / "ours", workers=workers)
+    cfg = PreprocessConfig(extract=ExtractOptions(engine=engine))
+    report = preprocess_warc(sorted(shards.glob("*.warc.gz")), workdir / "ours", workers=workers, cfg=cfg)
     steps = report["report"].steps
-    print("  ours: " + " -> ".join(f"{name} {step['docs_out']}" for name, step in steps.items()), flush=True)
-    return report["records"], report["kept"]
+    funnel = " -> ".join(f"{name} {step['docs_out']}" for name, step in steps.items())
+    print(f"  ours ({engine}): {funnel}", flush=True)
+    return report["records"], report["kept"], funnel
+
+
+# --- extraction quality: each engine against trafilatura, page by page ----------------------------------------------
+
+
+def word_share(kept: str, reference: str) -> float:
+    """The share of `reference`'s words (counted with repeats) that `kept` has too."""
+    from collections import Counter
+
+    ref = Counter(reference.split())
+    return sum((ref & Counter(kept.split())).values()) / max(1, sum(ref.values()))
+
+
+def quality(crawls: list[Path], engine: str) -> None:
+    """Per page of each crawl (each URL once): the share of trafilatura's words `engine` keeps (median, p10), the
+    share of pages whose keep/drop decision after FineWeb's filters changes, and the three biggest disagreements."""
+    from collections import Counter
+
+    from data.cleaning.config import ExtractOptions, PreprocessConfig
+    from data.cleaning.extract import raw_to_document
+    from data.cleaning.filters import apply_filters, build_filters
+    from data.sources.quarantine import Quarantine
+    from data.sources.readers import read_sources
+
+    filters = build_filters(PreprocessConfig())
+    ours, theirs = ExtractOptions(engine=engine), ExtractOptions(engine="trafilatura")
+    for crawl in crawls:
+        pages, seen = [], set()
+        with tempfile.TemporaryDirectory() as tmp, Quarantine(Path(tmp) / "q.jsonl") as quarantine:
+            for raw in read_sources([str(crawl)], quarantine, Counter()):
+                if raw.url in seen or raw.content_type == "text/plain":
+                    continue
+                seen.add(raw.url)
+                a, b = raw_to_document(raw, ours), raw_to_document(raw, theirs)
+                kept = [bool(list(apply_filters([d], filters, Counter()))) if d else False for d in (a, b)]
+                pages.append({"url": raw.url, "ours": a["text"] if a else "", "theirs": b["text"] if b else "",
+                              "kept": kept})
+        scored = [p | {"share": word_share(p["ours"], p["theirs"])} for p in pages if p["theirs"].split()]
+        shares = sorted(p["share"] for p in scored)
+        changed = sum(p["kept"][0] != p["kept"][1] for p in pages)
+        words = [len(p["ours"].split()) / max(1, len(p["theirs"].split())) for p in scored]
+        print(f"quality on {crawl.name} ({len(pages)} HTML pages, {len(scored)} with trafilatura text): {engine} keeps "
+              f"a median {statistics.median(shares):.1%} (p10 {shares[len(shares) // 10]:.1%}) of trafilatura's "
+              f"words, output {statistics.median(words):.2f}x its words (median); keep/drop after FineWeb's filters "
+              f"changes on {changed} pages ({changed / max(1, len(pages)):.1%}): kept by {engine} only "
+              f"{sum(p['kept'] == [True, False] for p in pages)}, by trafilatura only "
+              f"{sum(p['kept'] == [False, True] for p in pages)}", flush=True)
+        for p in sorted([p for p in scored if len(p["theirs"].split()) >= 50], key=lambda p: p["share"])[:3]:
+            missing = Counter(p["theirs"].split()) - Counter(p["ours"].split())
+            print(f"  biggest disagreement: {p['url']}: {p['share']:.0%} of trafilatura's "
+                  f"{len(p['theirs'].split())} words ({engine}: {len(p['ours'].split())}); missing e.g. "
+                  f"{' '.join(list(missing)[:12])!r}", flush=True)
 
 
 def warm_up_ours() -> None:
@@ -415,6 +477,10 @@ def main() -> None:
     parser.add_argument("--extract-timeout", type=float, default=1.0,
                         help="datatrove's Trafilatura per-document timeout (s), its default")
     parser.add_argument("--baseline-only", action="store_true", help="run datatrove only (no ratio)")
+    parser.add_argument("--engines", default="resiliparse,trafilatura",
+                        help="our extraction engines to time (the ratio is the default engine's, resiliparse)")
+    parser.add_argument("--crawl", type=Path, action="append", default=[],
+                        help="another WARC to measure extraction quality on, besides the sample crawl (repeatable)")
     parser.add_argument("--datatrove-child", type=Path, help=argparse.SUPPRESS)  # shards: run_datatrove's child
     args = parser.parse_args()
     if args.datatrove_child:
@@ -422,6 +488,14 @@ def main() -> None:
     if min(args.pages, args.copies, args.workers, args.rounds) < 1:
         parser.error("--pages, --copies, --workers and --rounds must be >= 1")
     words, reader = resolve_choices(args)
+    from data.cleaning.extract import ENGINES, ExtractOptions
+
+    engines = [e for e in args.engines.split(",") if e]
+    default = ExtractOptions().engine
+    if unknown := [e for e in engines if e not in ENGINES]:
+        parser.error(f"--engines: unknown {unknown}; known: {list(ENGINES)}")
+    if default not in engines and not args.baseline_only:
+        parser.error(f"--engines must include the default engine, {default}: the ratio is its")
 
     with contextlib.ExitStack() as stack:
         if args.workdir is None:
@@ -442,16 +516,19 @@ def main() -> None:
             kept, seconds = run_datatrove(shards, workdir, args.workers, words, reader, args.extract_timeout)
             return responses / seconds, kept
 
-        def ours() -> tuple[float, int]:
+        funnels: dict[str, str] = {}
+
+        def ours(engine: str) -> tuple[float, int]:
             shutil.rmtree(workdir / "ours", ignore_errors=True)
             start = time.perf_counter()
-            read, kept = run_ours(shards, workdir, args.workers)
+            read, kept, funnels[engine] = run_ours(shards, workdir, args.workers, engine)
             seconds = time.perf_counter() - start
             if read != responses:
                 print(f"  note: ours read {read} records, the WARC has {responses} response records")
             return responses / seconds, kept
 
-        runs = [("datatrove", datatrove)] + ([] if args.baseline_only else [("ours", ours)])
+        runs = [("datatrove", datatrove)] + ([] if args.baseline_only else
+                                             [(f"ours ({e})", lambda e=e: ours(e)) for e in engines])
         rates: dict[str, list[float]] = {name: [] for name, _ in runs}
         kept: dict[str, int] = {}
         for r in range(args.rounds):
@@ -462,12 +539,17 @@ def main() -> None:
                                               for name, _ in runs), flush=True)
 
         print(f"datatrove, last run: {datatrove_funnel(workdir)}")
+        for engine, funnel in funnels.items():
+            print(f"ours ({engine}), last run: {funnel}")
         for name, _ in runs:
             rate = statistics.median(rates[name])
             print(f"{name}: {rate:,.1f} docs/s, {rate / args.workers:,.1f} docs/s per core, "
                   f"{kept[name]} of {responses} documents kept")
         if not args.baseline_only:
-            print(f"ratio: {statistics.median(rates['ours']) / statistics.median(rates['datatrove']):.2f}")
+            for engine in [e for e in engines if e != "trafilatura"]:
+                quality([workdir / f"sample-{args.pages}.warc.gz", *args.crawl], engine)
+            ours_rate = statistics.median(rates[f"ours ({default})"])
+            print(f"ratio: {ours_rate / statistics.median(rates['datatrove']):.2f}")
 
 
 if __name__ == "__main__":
