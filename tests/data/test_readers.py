@@ -254,6 +254,22 @@ def test_html_to_text_keeps_the_article_and_drops_navigation(engine):
     assert html_to_text(b"   ") is None and html_to_text("<html><body></body></html>") is None
 
 
+def test_resiliparse_options_change_what_it_keeps():
+    from data.cleaning.extract import ExtractOptions, html_to_text
+
+    page = (f"<html><body><nav><a href='/'>Home</a> | <a href='/blog'>Blog</a> | <a href='/login'>Log in</a></nav>"
+            f"<main><h1>pathlib</h1>{ARTICLE}<img src='x.png' alt='a diagram of the path classes'>"
+            f"<ul><li>PurePath</li><li>Path</li></ul></main></body></html>")
+    default = html_to_text(page, options=ExtractOptions())
+    assert "pure paths" in default and "Log in" not in default  # main content only
+    assert "Log in" in html_to_text(page, options=ExtractOptions(main_content=False))
+    assert "a diagram of the path classes" in default
+    assert "a diagram" not in html_to_text(page, options=ExtractOptions(alt_texts=False))
+    everything = ExtractOptions(main_content=False)  # (its main-content rules drop a list this short)
+    assert "\u2022 PurePath" in html_to_text(page, options=everything)
+    assert "\u2022" not in html_to_text(page, options=everything.model_copy(update={"list_bullets": False}))
+
+
 def test_html_is_decoded_with_the_declared_charset_and_falls_back_to_utf8():
     from data.cleaning.extract import decode
 
@@ -595,8 +611,9 @@ def damaged_files(folder, sample_path):
         files[name] = members[0] + broken[0] + members[1] + broken[1] + members[2]
         plain = b"".join(warc_member(f"https://example.org/p{i}", page(i) * 50, gz=gz) for i in range(3))
         files["cut-body.warc" + (".gz" if gz else "")] = plain[: len(plain) - 700]
-    files["encoded.warc.gz"] = (warc_member("https://example.org/a", page(1)) + _encoded("https://example.org/b", page(2))
-                                + warc_member("https://example.org/c", page(3)))
+    files["encoded.warc.gz"] = b"".join([warc_member("https://example.org/a", page(1)),
+                                         _encoded("https://example.org/b", page(2)),
+                                         warc_member("https://example.org/c", page(3))])
     for name, content in files.items():
         (folder / name).write_bytes(content)
     rng = random.Random(0)
