@@ -550,10 +550,10 @@ def _read_warc(source: str, quarantine: Quarantine, stats: Counter, max_page_byt
             if why is not None:
                 stats["warcio_fallback"] += 1
                 stats[f"warcio_fallback_{why}"] += 1
-            # warcio: the record handed over, or what follows the last record read (damage, or nothing at the end)
-            offset = yield from _warcio_pass(path, source, handed if handed is not None else max(last, offset),
-                                             last, handed if handed is not None else max(last, offset),
-                                             quarantine, stats, max_page_bytes)
+            # warcio: the record handed over, or from the last record read on (damage, or nothing at the end)
+            resume = handed if handed is not None else max(last, offset)
+            offset = yield from _warcio_pass(path, source, start=resume, skip_through=last, stop_after=resume,
+                                             quarantine=quarantine, stats=stats, max_page_bytes=max_page_bytes)
 
 
 def read_warc_with_warcio(source: str, quarantine: Quarantine, stats: Counter,
@@ -623,7 +623,7 @@ def _fast_record(record: Any, name: str, offset: int, stats: Counter, max_page_b
     length = headers.get("Content-Length") or ""
     if not length.strip().isdigit():
         raise _HandOver("record_header")
-    rec_type = (headers.get("WARC-Type") or "").strip().lower()
+    rec_type = (headers.get("WARC-Type") or "").strip()  # as warcio names it: skipped_<type> counts agree
     if rec_type != "response":
         if _read_all(record.reader, 0) != record.content_length:
             raise _HandOver("truncated")
