@@ -12,7 +12,7 @@ from __future__ import annotations
 import codecs
 import logging
 import re
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import charset_normalizer
 import trafilatura
@@ -26,7 +26,8 @@ from data.tokens.documents import Document
 # trafilatura logs every page it finds nothing in; at crawl scale that is noise, our stats count it instead.
 logging.getLogger("trafilatura").setLevel(logging.ERROR)
 
-ENGINES = ("resiliparse", "trafilatura")
+Engine = Literal["resiliparse", "trafilatura"]
+ENGINES: tuple[str, ...] = get_args(Engine)
 
 
 class ExtractOptions(BaseModel):
@@ -35,7 +36,7 @@ class ExtractOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    engine: Literal["resiliparse", "trafilatura"] = Field(
+    engine: Engine = Field(
         "resiliparse", description="resiliparse: ~25x faster, DCLM's extractor; trafilatura: FineWeb's.")
     favor: Literal["precision", "balanced", "recall"] = Field(
         "precision", description="trafilatura: its trade-off (FineWeb: precision; recall keeps more of tables).")
