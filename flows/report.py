@@ -9,6 +9,7 @@ from pathlib import Path
 
 from data.chat.labels import read_jsonl
 from data.evals.redteam import summarize, wilson
+from model.gate import paired_difference, per_task
 
 
 def measured(evals_dir: Path | None, tags: dict) -> dict[str, dict]:
@@ -51,9 +52,8 @@ def per_item(evals_dir: Path | None) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     if evals_dir is None:
         return out
-    if (evals_dir / "results.jsonl").is_file():
-        for i, r in enumerate(read_jsonl(evals_dir / "results.jsonl")):
-            out.setdefault(f"score.{r['skill']}", {})[str(r.get("id", f"#{i}"))] = float(bool(r["correct"]))
+    if (evals_dir / "results.jsonl").is_file():  # keyed as the gate keys them
+        out |= {f"score.{skill}": scores for skill, scores in per_task(read_jsonl(evals_dir / "results.jsonl")).items()}
     if (evals_dir / "redteam.jsonl").is_file():
         for r in read_jsonl(evals_dir / "redteam.jsonl"):
             if r.get("attack_success") is not None:
@@ -67,8 +67,6 @@ def per_item(evals_dir: Path | None) -> dict[str, dict[str, float]]:
 def change(a: dict | None, b: dict | None, mine: dict[str, float] | None, theirs: dict[str, float] | None) -> str:
     """This model's value minus the other's: paired over the items both were asked, with its 95% interval (Tango's
     score interval, as the gate computes it), when they share any; otherwise the plain difference, marked unpaired."""
-    from model.gate import paired_difference
-
     shared = sorted(set(mine or {}) & set(theirs or {}))
     if shared:
         diff, low, high, _ = paired_difference([mine[k] for k in shared], [theirs[k] for k in shared], alpha=0.025)

@@ -23,7 +23,7 @@ import re
 import tempfile
 import zlib
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -662,14 +662,7 @@ def _fast_record(record: Any, name: str, offset: int, stats: Counter, max_page_b
     if outcome is not None:
         stats[outcome] += 1
         return None
-    url = headers.get("WARC-Target-URI") or ""
-    meta = {"warc_date": headers.get("WARC-Date"), "warc_record_id": headers.get("WARC-Record-ID"),
-            "http_status": int(status), "charset": charset, "warc_file": name, "warc_offset": offset}
-    if truncated:
-        meta["warc_truncated"] = truncated
-    rid = headers.get("WARC-Record-ID")
-    return RawDocument(id=rid.strip("<>") if rid else f"{Path(name).name}@{offset}", url=url, content=body,
-                       content_type=mime, source=name, meta=meta)
+    return _response_document(headers.get, body, mime, charset, int(status), name, offset)
 
 
 def _read_all(reader: Any, already: int) -> int:
@@ -728,13 +721,21 @@ def _response_to_raw(record: Any, name: str, offset: int, quarantine: Quarantine
         _quarantine(quarantine, stats, summary, name, f"{where}: HTTP Content-Length {declared.strip()} but payload "
                     f"has {len(payload)} bytes (truncated or corrupt record)")
         return None
-    meta = {"warc_date": record.rec_headers.get_header("WARC-Date"),
-            "warc_record_id": record.rec_headers.get_header("WARC-Record-ID"),
-            "http_status": int(status), "charset": charset, "warc_file": name, "warc_offset": offset}
-    if truncated:
+    return _response_document(record.rec_headers.get_header, payload, mime, charset, int(status), name, offset)
+
+
+def _response_document(header: Callable[[str], str | None], payload: bytes, mime: str, charset: str | None,
+                       status: int, name: str, offset: int) -> RawDocument:
+    """The RawDocument of a response record read whole, from its WARC headers (`header(name)`, warcio's or
+    FastWARC's getter): both readers make the same one."""
+    meta = {"warc_date": header("WARC-Date"), "warc_record_id": header("WARC-Record-ID"), "http_status": status,
+            "charset": charset, "warc_file": name, "warc_offset": offset}
+    if truncated := header("WARC-Truncated"):
         meta["warc_truncated"] = truncated
-    return RawDocument(id=_record_id(record, name, offset), url=url, content=payload, content_type=mime,
-                       source=name, meta=meta)
+    rid = header("WARC-Record-ID")
+    return RawDocument(id=rid.strip("<>") if rid else f"{Path(name).name}@{offset}",
+                       url=header("WARC-Target-URI") or "", content=payload, content_type=mime, source=name,
+                       meta=meta)
 
 
 def _read_wet(source: str, quarantine: Quarantine, stats: Counter, max_page_bytes: int) -> Iterator[RawDocument]:
