@@ -12,7 +12,7 @@ POSTGRES   ?= /usr/lib/postgresql
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test test-fast status clean bench
+.PHONY: setup demo test test-fast status clean bench llama
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,14 +37,28 @@ $(VENV)/.bench: $(VENV)/.installed
 	$(BIN)/pip install -q -e ".[bench]"
 	touch $@
 
+# llama.cpp's Python binding, for running exported GGUF files (tests/model/test_gguf_export.py, bench/gguf.py): pip
+# builds it from source with cmake and g++ (~3.5 min on 2 cores), once per virtual environment.
+CMAKE ?= /usr/bin/cmake
+$(CMAKE):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq cmake g++
+
+$(VENV)/.llama: $(VENV)/.installed | $(CMAKE)
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q -e ".[llama]"
+	touch $@
+
+llama: $(VENV)/.llama
+
 # The benchmarks (each prints `ratio: X.XX` last).
-bench: setup $(VENV)/.bench
+bench: setup $(VENV)/.bench $(VENV)/.llama
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/tokenize.py
 	$(BIN)/python bench/preprocess.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/gguf.py
 
 # The UI tests drive Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
 $(CHROMIUM):
@@ -56,7 +70,7 @@ $(POSTGRES):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql
 
-test: setup $(VENV)/.bench $(CHROMIUM) $(POSTGRES)
+test: setup $(VENV)/.bench $(VENV)/.llama $(CHROMIUM) $(POSTGRES)
 	CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-fast: setup

@@ -395,6 +395,46 @@ def eval_(
     console.print(f"MLflow run {done['mlflow_run_id']} (experiment evals); records in {done['out']}", highlight=False)
 
 
+def _numbers(text: str | None, kind=int) -> list | None:
+    return [kind(float(x)) for x in text.split(",") if x.strip()] if text else None
+
+
+@app.command()
+def scaling(
+    depths: Annotated[str, typer.Option(help="Model depths to sweep, comma-separated.")] = "1,2,3,4",
+    budgets: Annotated[str | None, typer.Option(help="Token budgets, comma-separated (default 60k,120k,240k,480k: "
+                                                "one epoch of the tiny data at most).")] = None,
+    flops: Annotated[str | None, typer.Option(help="IsoFLOP slices instead of budgets: FLOPs, comma-separated "
+                                              "(each depth trains C / 6N tokens).")] = None,
+    forecast_depth: Annotated[int | None, typer.Option(help="The larger run to forecast, then train (default: the "
+                                                       "deepest + 2).")] = None,
+    forecast_tokens: Annotated[int | None, typer.Option(help="Its tokens (default: the largest budget).")] = None,
+    budget_flops: Annotated[float | None, typer.Option(help="The FLOP budget to split compute-optimally (default: "
+                                                       "10x the sweep's largest run).")] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap refits for the intervals (0: none).")] = 200,
+    preset: Preset = "tiny",
+    workdir: Workdir = Path("work"),
+    set: Sets = None,
+):
+    """Scaling-law sweep over the yearly cycle's token shards: pretrain small models (each a cached `pretrain`
+    artifact), fit L(N, D) = E + A/N^alpha + B/D^beta with intervals and the IsoFLOP minima, give the compute-optimal
+    N and D, and check a forecast for a larger run by training it. `pretrain.steps: auto` then uses the fitted ratio."""
+    wd = setup(workdir)
+    _check_inputs(wd, preset, set or [], ["tokenize", "train_tokenizer"], [])
+    from flows.scaling import scaling_sweep
+
+    try:
+        report = scaling_sweep(preset, str(wd), set or [], _numbers(depths), _numbers(budgets), _numbers(flops, float),
+                               forecast_depth, forecast_tokens, budget_flops, bootstrap)
+    except ValueError as exc:
+        _fail(str(exc))
+    _print_rows("scaling runs", [{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()
+                                  if k in ("depth", "params", "tokens", "flops", "val_loss")} for r in report["runs"]])
+    from flows.scaling import summary_markdown
+
+    console.print(summary_markdown(report), highlight=False)
+
+
 @app.command()
 def report(
     model: Annotated[str, typer.Argument(help="NAME@ALIAS (assistant@production) or NAME/VERSION.")]
@@ -667,6 +707,13 @@ def lineage(
 
 class ExportFormat(StrEnum):
     hf = "hf"
+    gguf = "gguf"
+
+
+class Quant(StrEnum):
+    f32 = "f32"
+    f16 = "f16"
+    q8_0 = "q8_0"
 
 
 def _registered(wd: Path, ref: str):
@@ -697,39 +744,66 @@ def _registered(wd: Path, ref: str):
 
 @app.command()
 def export(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (must be missing or empty).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="hf: a directory (missing or empty); gguf: the file.")],
     fmt: Annotated[
         ExportFormat,
-        typer.Option("--format", "-f", help="hf: a Hugging Face LlamaForCausalLM directory (transformers, vLLM)."),
+        typer.Option("--format", "-f", help="hf: a Hugging Face LlamaForCausalLM directory (transformers, vLLM); "
+                     "gguf: one file for llama.cpp, LM Studio and Ollama (with a Modelfile beside it)."),
     ] = ExportFormat.hf,
     model: Annotated[
         str, typer.Option("--model", "-m", help="NAME@ALIAS (assistant@production, base@candidate) or NAME/VERSION.")
     ] = "assistant@production",
+    quant: Annotated[Quant, typer.Option(help="gguf: f32, f16 or q8_0 (8-bit blocks) matrices.")] = Quant.f32,
     workdir: Workdir = Path("work"),
     force: Annotated[bool, typer.Option(help="Replace --out even if it is not empty.")] = False,
 ):
-    """Export a registered model for other tools: `--format hf` loads with transformers' AutoModelForCausalLM."""
+    """Export a registered model for other tools: `--format hf` loads with transformers' AutoModelForCausalLM,
+    `--format gguf` with llama.cpp (`llama-cli -m FILE`), LM Studio, or Ollama (`ollama create NAME -f Modelfile`)."""
     wd = setup(workdir)
     version = _registered(wd, model)
     from model.checkpoint import load_model
-    from model.hf import export_hf
     from model.tokenizer import Tokenizer
     from tasks.core.model_registry import model_dir
 
     path = model_dir(version)
     gpt, tok = load_model(path), Tokenizer.from_file(path / "tokenizer.json")
+    c = gpt.config
+    console.print(f"[bold]{version.name} v{version.version}[/] ({model}) from {path}")
+    if fmt == ExportFormat.gguf:
+        _export_gguf(gpt, tok, out, quant.value, f"{version.name}-v{version.version}", force)
+        return
+    from model.hf import export_hf
+
     try:
         written = export_hf(gpt, out, tok, overwrite=force)
     except FileExistsError:
         console.print(f"[red]{out} exists and is not empty: use --force to replace it")
         raise typer.Exit(1) from None
-    c = gpt.config
-    console.print(f"[bold]{version.name} v{version.version}[/] ({model}) from {path}")
     console.print(
         f"wrote {fmt.value} LlamaForCausalLM to [bold]{written}[/]: {gpt.num_params():,} params, "
         f"{c.n_layer} layers x {c.n_embd}, vocab {tok.vocab_size}, seq_len {c.seq_len}"
     )
     console.print(f"files: {', '.join(sorted(p.name for p in written.iterdir()))}")
+
+
+def _export_gguf(gpt, tok, out: Path, quant: str, name: str, force: bool) -> None:
+    """The GGUF file and, beside it, an Ollama Modelfile naming it."""
+    from model.files import atomic_write_text
+    from model.gguf_export import export_gguf, modelfile
+
+    out = out.expanduser().resolve()
+    modelfile_path = out.parent / "Modelfile"
+    if out.is_dir() or ((out.exists() or modelfile_path.exists()) and not force):
+        console.print(f"[red]{out} or {modelfile_path} exists: use --force to replace them" if not out.is_dir()
+                      else f"[red]{out} is a directory: --out names the .gguf file")
+        raise typer.Exit(1)
+    written = export_gguf(gpt, tok, out, quant, name)
+    atomic_write_text(modelfile_path, modelfile(written.name, gpt.config.seq_len))
+    c = gpt.config
+    console.print(f"wrote gguf ({quant}) to [bold]{written}[/]: {written.stat().st_size / 1e6:.2f} MB, "
+                  f"{gpt.num_params():,} params, {c.n_layer} layers x {c.n_embd}, vocab {tok.vocab_size}, "
+                  f"seq_len {c.seq_len}", highlight=False)
+    console.print(f"Ollama: {modelfile_path} (`ollama create {name} -f {modelfile_path}`)", highlight=False)
 
 
 @app.command()

@@ -210,17 +210,19 @@ class TrainConfig(BaseModel):
 class PretrainConfig(TrainConfig):
     """The preset's `pretrain:` section."""
 
-    steps: int | Literal["auto"] = Field(600, description="'auto': the Chinchilla token budget (model.config).")
+    steps: int | Literal["auto"] = Field(600, description="'auto': the compute-optimal token budget: the scaling "
+                                         "law `factory scaling` fitted on these token shards, else 20 tokens/param.")
     grad_accum: int | Literal["auto"] = Field(1, description="'auto': the batch-size rule (model.config).")
     windows: Literal["random", "sequential"] = "random"
 
-    def budgeted(self, n_params: int, seq_len: int) -> PretrainConfig:
-        """A copy with steps/grad_accum "auto" replaced by the depth-based budget (20 tokens per parameter at the
-        compute-optimal global batch, over all nodes' processes); given numbers are kept."""
+    def budgeted(self, n_params: int, seq_len: int, tokens: int | None = None) -> PretrainConfig:
+        """A copy with steps/grad_accum "auto" replaced by the depth-based budget (`tokens`, default 20 tokens per
+        parameter, at the compute-optimal global batch, over all nodes' processes); given numbers are kept."""
         if self.steps != "auto" and self.grad_accum != "auto":
             return self
         fixed_accum = None if self.grad_accum == "auto" else self.grad_accum
-        steps, accum = training_budget(n_params, seq_len, self.batch_size, self.world_size, grad_accum=fixed_accum)
+        steps, accum = training_budget(n_params, seq_len, self.batch_size, self.world_size, tokens=tokens,
+                                       grad_accum=fixed_accum)
         return self.model_copy(update={"steps": steps if self.steps == "auto" else self.steps,
                                        "grad_accum": accum if self.grad_accum == "auto" else self.grad_accum})
 

@@ -51,6 +51,11 @@ class Law:
         d = flops / FLOPS_PER_TOKEN_PARAM / n
         return {"params": n, "tokens": d, "tokens_per_param": d / n, "loss": float(self.loss(n, d))}
 
+    def tokens_for(self, params: float) -> float:
+        """The compute-optimal training tokens for a model of `params`: the D of the budget whose N_opt is `params`."""
+        g = (self.alpha * self.A / (self.beta * self.B)) ** (1 / (self.alpha + self.beta))
+        return (params / g) ** ((self.alpha + self.beta) / self.beta) / params
+
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
@@ -149,6 +154,30 @@ def isoflop_minima(params, tokens, losses, rel_tol: float = 0.1) -> list[dict[st
         out.append({"flops": float(np.mean(flops[group])), "params": float(math.exp(vertex)),
                     "loss": float(c0 + c1 * vertex + c2 * vertex * vertex), "runs": len(group)})
     return out
+
+
+def isoflop_slices(params, tokens, losses, levels: int = 4, min_sizes: int = 3):
+    """IsoFLOP slices read off a grid of sizes x token budgets (approach 1's envelope, used for approach 2): each
+    size's loss interpolated linearly in log C between its runs, at `levels` budgets log-spaced over the compute
+    range that `min_sizes`+ sizes span. Returns (params, tokens, losses) of the interpolated points, C = 6 N D exact
+    within each level, for isoflop_minima."""
+    n, d, l_ = (np.asarray(x, dtype=np.float64) for x in (params, tokens, losses))
+    log_c = np.log(FLOPS_PER_TOKEN_PARAM * n * d)
+    sizes = sorted(set(n.tolist()))
+    spans = {s: (log_c[n == s].min(), log_c[n == s].max()) for s in sizes}
+    candidates = np.linspace(log_c.min(), log_c.max(), 8 * levels)
+    covered = [c for c in candidates if sum(lo <= c <= hi for lo, hi in spans.values()) >= min_sizes]
+    if not covered:
+        return np.empty(0), np.empty(0), np.empty(0)
+    out: list[tuple[float, float, float]] = []
+    for c in np.linspace(covered[0], covered[-1], levels):
+        for s in sizes:
+            lo, hi = spans[s]
+            if lo <= c <= hi and lo < hi:
+                order = np.argsort(log_c[n == s])
+                loss = float(np.interp(c, log_c[n == s][order], l_[n == s][order]))
+                out.append((s, math.exp(c) / FLOPS_PER_TOKEN_PARAM / s, loss))
+    return tuple(np.array(col) for col in zip(*out, strict=True))
 
 
 def power_law(xs, ys) -> tuple[float, float]:

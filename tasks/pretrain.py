@@ -1,12 +1,44 @@
-"""Stage `pretrain`: train the Llama-style GPT on the token shards; the final model lands in the artifact's `model/`."""
+"""Stage `pretrain`: train the Llama-style GPT on the token shards; the final model lands in the artifact's `model/`.
+
+With `steps: auto` the token budget is compute-optimal for the model's size: from the scaling law `factory scaling`
+fitted on the same token shards (and tokenizer, which they were made with) for the same model family, else 20
+tokens per parameter (Chinchilla's ratio). The fit in use is part of the key.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 from model.config import ModelSection, PretrainConfig, chinchilla_tokens
 from model.tokenizer import Tokenizer
 from tasks.core.stage import StageRun, stage
+
+
+def fit_file(workdir: Path, tokenize_key: str) -> Path:
+    """Where `factory scaling` writes its fit for the token shards with this key."""
+    return Path(workdir) / "scaling" / tokenize_key / "fit.json"
+
+
+def scaling_fit(workdir: Path, tokenize_key: str, model) -> tuple[dict | None, str]:
+    """(the sweep's fit for these token shards, or None; why). A fit for another model family (aspect ratio, head
+    size, context) does not apply."""
+    path = fit_file(workdir, tokenize_key)
+    if not path.is_file():
+        return None, f"no scaling fit for these token shards ({path}): `factory scaling` makes one"
+    fit = json.loads(path.read_text())
+    family = model.model_dump(exclude={"depth"})
+    if fit.get("model") != family:
+        return None, f"the scaling fit in {path} is for the model family {fit.get('model')}, not {family}"
+    return fit, f"the scaling fit {path}"
+
+
+def _external(cfg, workdir: Path, inputs: dict) -> dict:
+    if cfg.pretrain.steps != "auto":
+        return {}
+    fit, _ = scaling_fit(workdir, inputs["tokenize"].build_id, cfg.model)
+    return {"scaling_law": fit["law"] if fit else None}
 
 
 def follower(cfg) -> bool:
@@ -16,7 +48,7 @@ def follower(cfg) -> bool:
 
 @stage("pretrain", cycle="yearly", inputs=("tokenize", "train_tokenizer"),
        config={"model": ModelSection, "pretrain": PretrainConfig}, main_metric="val_loss", resumable=True,
-       follower=follower)
+       follower=follower, external=_external)
 def pretrain(s: StageRun) -> dict:
     # torch-using imports inside: declaring the stage stays fast (`factory` checks its input first)
     import torch
@@ -24,6 +56,7 @@ def pretrain(s: StageRun) -> dict:
     from model.checkpoint import save_model
     from model.gpt import GPT
     from model.jobs import pretrain_job
+    from model.scaling import Law
     from tasks.core.training import run_training
 
     cfg = s.cfg.pretrain
@@ -31,10 +64,19 @@ def pretrain(s: StageRun) -> dict:
     config = s.cfg.model.gpt_config(Tokenizer.from_file(tok_path).vocab_size)
     with torch.device("meta"):  # counted without allocating (the job builds the real model)
         n_params = GPT(config).num_params()
+        n_law = GPT(config).num_params(exclude_embedding=not config.tie_embeddings)  # the N of the scaling law
     seq_len = s.cfg.model.seq_len
-    if cfg.steps == "auto" or cfg.grad_accum == "auto":  # the depth-based budget: 20 tokens/param, optimal batch
-        cfg = cfg.budgeted(n_params, seq_len)
-        s.log.info(f"pretrain: depth {s.cfg.model.depth} -> {cfg.steps} steps x grad_accum {cfg.grad_accum}")
+    if cfg.steps == "auto" or cfg.grad_accum == "auto":  # the compute-optimal budget at the optimal batch
+        tokens, why = None, "20 tokens/param"
+        if cfg.steps == "auto":
+            fit, source = scaling_fit(s.workdir, s.inputs["tokenize"].build_id, s.cfg.model)
+            if fit:
+                tokens = int(Law(**fit["law"]).tokens_for(n_law))
+                why = f"{tokens / n_law:.1f} tokens per (non-embedding) param from {source}"
+            s.log.info(f"pretrain: steps auto: {why if fit else source + '; 20 tokens/param'}")
+            s.mlflow.params({"pretrain.tokens_per_param": tokens / n_law if tokens else 20})
+        cfg = cfg.budgeted(n_params, seq_len, tokens)
+        s.log.info(f"pretrain: depth {s.cfg.model.depth} -> {cfg.steps} steps x grad_accum {cfg.grad_accum} ({why})")
     tokens_planned = cfg.steps * cfg.batch_size * cfg.grad_accum * cfg.world_size * seq_len
     s.log.info(
         f"pretrain: {n_params / 1e6:.2f}M params, {tokens_planned:,} tokens planned "
