@@ -402,8 +402,8 @@ def _numbers(text: str | None, kind=int) -> list | None:
 @app.command()
 def scaling(
     depths: Annotated[str, typer.Option(help="Model depths to sweep, comma-separated.")] = "1,2,3,4",
-    budgets: Annotated[str | None, typer.Option(help="Token budgets, comma-separated (default 60k,120k,240k,480k: "
-                                                "one epoch of the tiny data at most).")] = None,
+    budgets: Annotated[str | None, typer.Option(help="Token budgets, comma-separated (default 120k,240k,480k,960k: "
+                                                "two epochs of the tiny data at most).")] = None,
     flops: Annotated[str | None, typer.Option(help="IsoFLOP slices instead of budgets: FLOPs, comma-separated "
                                               "(each depth trains C / 6N tokens).")] = None,
     forecast_depth: Annotated[int | None, typer.Option(help="The larger run to forecast, then train (default: the "
@@ -412,6 +412,7 @@ def scaling(
     budget_flops: Annotated[float | None, typer.Option(help="The FLOP budget to split compute-optimally (default: "
                                                        "10x the sweep's largest run).")] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="Bootstrap refits for the intervals (0: none).")] = 200,
+    lr: Annotated[float, typer.Option(help="One peak learning rate for every run of the sweep.")] = 1e-3,
     preset: Preset = "tiny",
     workdir: Workdir = Path("work"),
     set: Sets = None,
@@ -420,12 +421,17 @@ def scaling(
     artifact), fit L(N, D) = E + A/N^alpha + B/D^beta with intervals and the IsoFLOP minima, give the compute-optimal
     N and D, and check a forecast for a larger run by training it. `pretrain.steps: auto` then uses the fitted ratio."""
     wd = setup(workdir)
+    from flows.scaling import check_grid, scaling_sweep
+
+    try:
+        check_grid(_numbers(depths), _numbers(budgets), _numbers(flops, float))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     _check_inputs(wd, preset, set or [], ["tokenize", "train_tokenizer"], [])
-    from flows.scaling import scaling_sweep
 
     try:
         report = scaling_sweep(preset, str(wd), set or [], _numbers(depths), _numbers(budgets), _numbers(flops, float),
-                               forecast_depth, forecast_tokens, budget_flops, bootstrap)
+                               forecast_depth, forecast_tokens, budget_flops, bootstrap, lr)
     except ValueError as exc:
         _fail(str(exc))
     _print_rows("scaling runs", [{k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in r.items()

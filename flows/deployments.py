@@ -15,6 +15,11 @@ CYCLES = [  # (deployment, entrypoint, description, cron)
     ("cycle-weekly", "flows/cycles.py:weekly_cycle", "weekly", "0 0 * * 1"),
     ("cycle-all", "flows/cycles.py:pipeline", None, None),
 ]
+ON_DEMAND = [  # (deployment, entrypoint, description): flows besides the cycles and stages
+    ("scaling-sweep", "flows/scaling.py:scaling_sweep",
+     "Scaling-law sweep over the yearly token shards: pretrain depths x token budgets (each a cached pretrain "
+     "artifact), fit L(N, D) with intervals and the IsoFLOP minima, and check a forecast by training it"),
+]
 
 HEADER = """\
 # Written by `factory deployments --write` from the stage registry (tasks/): edit the stage modules, not this file.
@@ -65,6 +70,9 @@ def render() -> str:
                       "then what follows"
         lines += [f"  - name: rerun-{name}", f"    entrypoint: flows/stages.py:{name}",
                   f"    description: {json.dumps(description)}", "    parameters: *params", "    work_pool: *local"]
+    for name, entrypoint, description in ON_DEMAND:
+        lines += [f"  - name: {name}", f"    entrypoint: {entrypoint}", f"    description: {json.dumps(description)}",
+                  "    parameters: *params", "    work_pool: *local"]
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,13 @@ from prefect.context import get_run_context
 from prefect.states import State
 
 DEPTHS = [1, 2, 3, 4]
-BUDGETS = [60_000, 120_000, 240_000, 480_000]  # tokens; the tiny data's train split is ~490k tokens: one epoch at most
+# tokens. The tiny data's train split is ~490k tokens: the largest budget is 2 epochs (Muennighoff et al. 2023: up to
+# ~4 epochs of repeated data are worth about as much as fresh data)
+BUDGETS = [120_000, 240_000, 480_000, 960_000]
+# One learning rate for every run: the sweep measures size and data, not tuning. At the tiny preset's 3e-3 (tuned for
+# its 1,500-step depth-4 run) deeper models trained worse than shallower ones on these short runs (at 480k tokens:
+# depth 2 5.56, depth 3 5.77, depth 6 6.01 nats); at 1e-3 loss falls with size (6.28, 5.71 at depth 4, 5.67 at 6).
+LR = 1e-3
 def law_params(model_section, vocab_size: int, depth: int) -> int:
     """N for the law at `depth`: the parameters that do matmuls (all but an untied input embedding)."""
     import torch
@@ -36,13 +42,26 @@ def law_params(model_section, vocab_size: int, depth: int) -> int:
         return GPT(config).num_params(exclude_embedding=not config.tie_embeddings)
 
 
-def run_overrides(depth: int, tokens: int, batch_size: int, seq_len: int) -> list[str]:
-    """The pretrain settings of one sweep run: `tokens` at one micro-batch a step, warmup 5% of the steps, one eval
-    and one checkpoint at the end, no compile (it costs more than it saves on a run this short)."""
+def run_overrides(depth: int, tokens: int, batch_size: int, seq_len: int, lr: float) -> list[str]:
+    """The pretrain settings of one sweep run: `tokens` at one micro-batch a step, `lr`, warmup 5% of the steps, one
+    eval and one checkpoint at the end, no compile (it costs more than it saves on a run this short)."""
     steps = max(1, math.ceil(tokens / (batch_size * seq_len)))
-    return [f"model.depth={depth}", f"pretrain.steps={steps}", "pretrain.grad_accum=1",
+    return [f"model.depth={depth}", f"pretrain.steps={steps}", "pretrain.grad_accum=1", f"pretrain.lr={lr}",
             f"pretrain.warmup_steps={max(1, steps // 20)}", f"pretrain.eval_every={steps}",
             f"pretrain.ckpt_every={steps}", f"pretrain.sample_every={steps}", "pretrain.compile=false"]
+
+
+def check_grid(depths: list[int], budgets: list[int] | None, flops: list[float] | None) -> None:
+    """A clear ValueError for a sweep the law cannot be fitted to (it has 5 parameters) before anything trains."""
+    columns = flops or budgets or BUDGETS
+    if len(set(depths)) < 2 or len(set(columns)) < 2:
+        raise ValueError("scaling: the law needs at least 2 distinct depths and 2 distinct token budgets (or FLOP "
+                         f"slices); got depths {depths}, {'flops' if flops else 'budgets'} {columns}")
+    if len(set(depths)) * len(set(columns)) < 6:
+        raise ValueError(f"scaling: {len(set(depths))} depths x {len(set(columns))} budgets = "
+                         f"{len(set(depths)) * len(set(columns))} runs; the law has 5 parameters: give at least 6")
+    if min(depths) < 1 or min(columns) <= 0:
+        raise ValueError("scaling: depths must be >= 1 and budgets (or FLOPs) positive")
 
 
 def plan(config, vocab_size: int, depths: list[int], budgets: list[int] | None,
@@ -66,13 +85,13 @@ def _build(ctx, name: str, done: dict, run_name: str | None = None):
     return result.result() if isinstance(result, State) else result
 
 
-def _train(ctx, config, done: dict, run: dict) -> dict:
+def _train(ctx, config, done: dict, run: dict, lr: float) -> dict:
     """Pretrain one run of the sweep (or reuse its artifact); its row: depth, N, D, C, val loss, artifact."""
     from tasks.core.config import with_overrides
     from tasks.core.stage import Context
 
     cfg = config.pretrain
-    overrides = run_overrides(run["depth"], run["tokens_planned"], cfg.batch_size, config.model.seq_len)
+    overrides = run_overrides(run["depth"], run["tokens_planned"], cfg.batch_size, config.model.seq_len, lr)
     run_ctx = Context(ctx.workdir, with_overrides(config, overrides), [], ctx.parent_run_id, ctx.experiment)
     artifact = _build(run_ctx, "pretrain", done, f"pretrain-d{run['depth']}-{run['tokens_planned']}")
     manifest = artifact.manifest
@@ -93,6 +112,7 @@ def scaling_sweep(
     forecast_tokens: int | None = None,
     budget_flops: float | None = None,
     bootstrap: int = 200,
+    lr: float = LR,
 ) -> dict:
     """Pretrain a grid of small models (depths x token budgets, or depths on IsoFLOP slices), fit the scaling law
     with intervals, and check a forecast for a larger run (default: two layers deeper than the sweep's deepest, at
@@ -108,8 +128,7 @@ def scaling_sweep(
     workdir = str(Path(workdir).expanduser().resolve())
     os.makedirs(workdir, exist_ok=True)
     config = load_config(preset, overrides)
-    if len(depths) < 2 or (not flops and budgets is not None and len(budgets) < 2) or len(set(depths)) != len(depths):
-        raise ValueError("scaling: at least 2 distinct depths and 2 token budgets (or FLOP slices) are needed")
+    check_grid(depths, budgets, flops)
     flow_run = get_run_context().flow_run
     parent = Run.start(Path(workdir), "scaling", f"scaling-{flow_run.name}",
                        tags={"prefect_flow_run_id": str(flow_run.id), "preset": config.preset})
@@ -120,14 +139,11 @@ def scaling_sweep(
             done[name] = _build(ctx, name, done)
         vocab = Tokenizer.from_file(done["train_tokenizer"].path / "tokenizer.json").vocab_size
         runs = plan(config, vocab, depths, budgets, flops)
-        if len(runs) < 6:
-            raise ValueError(f"scaling: {len(runs)} runs; the law has 5 parameters, so give at least 6 (depths x "
-                             f"budgets)")
         parent.params({"preset": preset, "overrides": overrides, "depths": depths, "budgets": budgets,
-                       "flops": flops, "runs": len(runs)})
+                       "flops": flops, "runs": len(runs), "lr": lr})
         rows = []
         for i, run in enumerate(runs):
-            rows.append(_train(ctx, config, done, run))
+            rows.append(_train(ctx, config, done, run, lr))
             log.info(f"scaling: run {i + 1}/{len(runs)} depth {run['depth']} N {run['params']:,} "
                      f"D {rows[-1]['tokens']:,} -> val_loss {rows[-1]['val_loss']:.4f}")
         report = analyse(rows, bootstrap, budget_flops)
@@ -138,13 +154,14 @@ def scaling_sweep(
         report["forecast"] = forecast(report, target)
         log.info(f"scaling: forecast for depth {depth_f}, N {target['params']:,}, D {tokens_f:,}: "
                  f"val_loss {report['forecast']['predicted']:.4f}; training it to check")
-        actual = _train(ctx, config, done, target)
+        actual = _train(ctx, config, done, target, lr)
         report["forecast"] |= {"actual": actual["val_loss"], "tokens": actual["tokens"],
                                "artifact": actual["artifact"]}
         report["forecast"]["rel_error"] = (report["forecast"]["predicted"] - actual["val_loss"]) / actual["val_loss"]
         report |= {"runs": rows, "data": {"tokenize": done["tokenize"].build_id,
                                           "train_tokenizer": done["train_tokenizer"].build_id},
-                   "model": config.model.model_dump(exclude={"depth"}), "batch_size": config.pretrain.batch_size}
+                   "model": config.model.model_dump(exclude={"depth"}), "batch_size": config.pretrain.batch_size,
+                   "lr": lr}
         out = fit_file(Path(workdir), done["tokenize"].build_id)
         publish(report, out, parent, Path(workdir))
     except BaseException:

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("script", ["train.py", "tokenize.py", "preprocess.py", "memory.py", "generate.py",
-                                    "serve.py"])
+                                    "serve.py", "gguf.py"])
 def test_benchmark_scripts_start(script):
     result = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--help"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120)
@@ -44,6 +44,16 @@ def test_generate_benchmark_checks_the_tokens_and_ends_with_a_ratio():
     for row in table[1:-1]:
         ours, hf, ratio = (float(cell.replace(",", "")) for cell in row.split("|")[1:])
         assert ours > 0 and hf > 0 and ratio > 0
+    _ratio(lines)
+
+
+def test_gguf_benchmark_checks_the_tokens_reports_each_quant_and_ends_with_a_ratio():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (`make llama` builds it)")
+    lines = _quick_run("gguf.py")
+    assert "same tokens: yes (greedy, f32 file, 16 tokens)" in lines
+    sizes = {row.split("|")[0].strip(): float(row.split("|")[1]) for row in lines
+             if row.strip().startswith(("f32 ", "f16 ", "q8_0 "))}
+    assert sizes["f32"] > sizes["f16"] > sizes["q8_0"] > 0
     _ratio(lines)
 
 

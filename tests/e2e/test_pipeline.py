@@ -405,3 +405,62 @@ def test_factory_eval_measures_capability_on_held_out_data_as_the_evals_stage_di
     # the version's own held-out chat items, answered as the evals stage answered them: the same scores
     skills = {f"score.{skill}" for skill in load_config("tiny").evals.skills}
     assert {k: metrics[k] for k in skills} == {k: made["evals"]["metrics"][k] for k in skills}
+
+
+def test_scaling_sweep_fits_the_law_checks_a_forecast_and_sizes_auto_pretraining(workdir):
+    """A micro sweep (3 depths x 2 budgets, each a cached `pretrain` artifact under one MLflow parent run), its fit,
+    forecast and plots; a rerun reuses every run; `pretrain.steps: auto` then trains the fitted law's budget."""
+    args = ["scaling", "--workdir", str(workdir), *MICRO_ARGS, "--depths", "1,2,3", "--budgets", "2048,4096",
+            "--bootstrap", "10", "--forecast-depth", "4", "--forecast-tokens", "4096"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "tokens per parameter" in result.output and "Forecast" in result.output
+    tokenize_key = resolved(workdir)["tokenize"]["build_id"]
+    folder = workdir / "scaling" / tokenize_key
+    fit = json.loads((folder / "fit.json").read_text())
+    assert sorted((r["depth"], r["tokens"]) for r in fit["runs"]) == \
+        [(d, t) for d in (1, 2, 3) for t in (2048, 4096)]
+    assert set(fit["law"]) == {"E", "A", "B", "alpha", "beta"} and min(fit["law"].values()) > 0
+    assert set(fit["intervals"]) >= {"E", "A", "B", "alpha", "beta"}
+    f = fit["forecast"]
+    assert f["depth"] == 4 and f["tokens"] == 4096 and f["params"] > max(r["params"] for r in fit["runs"])
+    assert f["rel_error"] == pytest.approx((f["predicted"] - f["actual"]) / f["actual"])
+    assert fit["optimal"]["tokens_per_param"] == pytest.approx(fit["optimal"]["tokens"] / fit["optimal"]["params"])
+    assert {p.name for p in folder.glob("*.png")} == {"loss_vs_flops.png", "law_surface.png", "isoflop.png"}
+    for run in fit["runs"]:  # each run is a pretrain artifact of its depth
+        made = manifest(run["artifact"])
+        assert made["stage"] == "pretrain" and made["config"]["model"]["depth"] == run["depth"]
+
+    c = mlflow_client(workdir)
+    parent = c.search_runs([c.get_experiment_by_name("scaling").experiment_id],
+                           "tags.mlflow.runName LIKE 'scaling-%'")[0]
+    assert parent.data.metrics["forecast.actual"] == pytest.approx(f["actual"])
+    children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sum(r.data.tags["stage"] == "pretrain" for r in children) == 7  # the runs and the forecast's
+    assert all(r.data.tags.get("cached") == "true" for r in children if r.data.tags["stage"] != "pretrain")
+    assert {a.path for a in c.list_artifacts(parent.info.run_id, "plots")} >= {"plots/isoflop.png"}
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"scaling-fit", "scaling-runs", "scaling-loss-vs-flops"} <= keys
+
+    built_before = sorted(p.name for p in (workdir / "artifacts/pretrain").iterdir())
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in (workdir / "artifacts/pretrain").iterdir()) == built_before  # all reused
+    assert json.loads((folder / "fit.json").read_text())["runs"] == fit["runs"]
+
+    # steps: auto sizes a depth-2 model by the law in fit.json, here one whose optimum is 0.1 tokens per parameter
+    # (with alpha = beta, D_opt / N_opt = (B / A)^2), so the run stays short
+    n2 = next(r["params"] for r in fit["runs"] if r["depth"] == 2)
+    law = {"E": 1.0, "A": 100.0, "B": 100.0 * 0.1 ** 0.5, "alpha": 0.5, "beta": 0.5}
+    fit["law"] = law
+    (folder / "fit.json").write_text(json.dumps(fit))
+    from model.scaling import Law
+
+    assert Law(**law).tokens_for(n2) / n2 == pytest.approx(0.1)
+    found = returned(stage(name="pretrain", workdir=str(workdir), overrides=[*MICRO, "pretrain.steps=auto"],
+                           return_state=True))["pretrain"]
+    steps = math.ceil(int(Law(**law).tokens_for(n2)) / (4 * 64))
+    assert found["counts"]["steps"] == steps and found["counts"]["tokens"] == steps * 4 * 64
+    params = c.get_run(found["mlflow_run_id"]).data.params
+    assert float(params["pretrain.tokens_per_param"]) == pytest.approx(0.1, rel=1e-3)

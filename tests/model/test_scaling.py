@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from model.scaling import Law, bootstrap_law, fit_law, isoflop_minima, power_law
+from model.scaling import Law, bootstrap_law, fit_law, isoflop_minima, isoflop_slices, power_law
 
 # Hoffmann et al.'s published approach-3 fit
 CHINCHILLA = Law(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
@@ -29,6 +29,12 @@ def test_the_optimum_spends_the_budget_and_beats_its_neighbours():
     for scale in (0.5, 2.0):  # the same compute, split otherwise
         n = best["params"] * scale
         assert CHINCHILLA.loss(n, 1e20 / 6 / n) > best["loss"]
+
+
+def test_tokens_for_a_size_is_the_optimum_whose_size_it_is():
+    for budget in (1e18, 1e21):
+        best = CHINCHILLA.optimal(budget)
+        assert CHINCHILLA.tokens_for(best["params"]) == pytest.approx(best["tokens"], rel=1e-9)
 
 
 def test_a_noisy_sweep_forecasts_a_run_ten_times_larger_within_3_percent():
@@ -58,6 +64,21 @@ def test_isoflop_minima_follow_the_laws_optimum():
         assert m["params"] == pytest.approx(CHINCHILLA.optimal(budget)["params"], rel=0.15)
     _, exponent = power_law([m["flops"] for m in minima], [m["params"] for m in minima])
     assert exponent == pytest.approx(CHINCHILLA.beta / (CHINCHILLA.alpha + CHINCHILLA.beta), abs=0.03)
+
+
+def test_isoflop_slices_read_off_a_grid_find_the_optimum():
+    """A grid of sizes x token budgets (no two runs of equal compute): each size's curve interpolated at shared
+    budgets gives IsoFLOP minima near the law's optimum."""
+    n = np.repeat(np.geomspace(3e6, 3e8, 7), 9)
+    d = np.tile(np.geomspace(3e7, 3e10, 9), 7)
+    sliced = isoflop_slices(n, d, CHINCHILLA.loss(n, d), levels=4)
+    flops = 6 * sliced[0] * sliced[1]
+    assert len(set(np.round(np.log(flops), 6))) == 4  # each level's points share one budget exactly
+    minima = isoflop_minima(*sliced)
+    assert len(minima) >= 3
+    for m in minima:
+        assert m["params"] == pytest.approx(CHINCHILLA.optimal(m["flops"])["params"], rel=0.3)
+    assert isoflop_slices(n[:9], d[:9], CHINCHILLA.loss(n[:9], d[:9]))[0].size == 0  # one size: no slice
 
 
 def test_too_few_runs_or_a_non_positive_value_is_refused():

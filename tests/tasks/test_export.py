@@ -70,3 +70,20 @@ def test_export_of_an_unknown_alias_says_so(workdir, tmp_path):
 def test_export_rejects_an_unknown_format(workdir, tmp_path):
     result = _export(workdir, "--format", "onnx", "--out", str(tmp_path / "hf"))
     assert result.exit_code == 2 and "onnx" in result.output
+
+
+def test_export_gguf_writes_the_file_and_an_ollama_modelfile_beside_it(workdir, tmp_path):
+    from model.gguf_export import read_gguf
+
+    out = tmp_path / "local" / "assistant.gguf"
+    result = _export(workdir, "--format", "gguf", "--quant", "q8_0", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "gguf (q8_0)" in result.output and "ollama create assistant-v1" in result.output
+    back = read_gguf(out)
+    assert back["fields"]["general.name"] == "assistant-v1"
+    assert back["tensors"]["blk.0.attn_q.weight"][0] == "Q8_0" and back["tensors"]["output_norm.weight"][0] == "F32"
+    assert (out.parent / "Modelfile").read_text().startswith("FROM ./assistant.gguf\n")
+    again = _export(workdir, "--format", "gguf", "--out", str(out))
+    assert again.exit_code == 1 and "--force" in again.output
+    assert _export(workdir, "--format", "gguf", "--out", str(out), "--force").exit_code == 0
+    assert read_gguf(out)["tensors"]["blk.0.attn_q.weight"][0] == "F32"  # replaced: the default quant is f32

@@ -106,7 +106,7 @@ def test_every_stage_deployment_has_its_own_name_and_the_cycles_sort_first():
     import yaml
 
     names = [d["name"] for d in yaml.safe_load(render())["deployments"]]
-    assert len(names) == len(set(names)) == len(registry.order()) + 3
+    assert len(names) == len(set(names)) == len(registry.order()) + 4  # + the scaling sweep
     assert sorted(names)[:3] == ["cycle-all", "cycle-weekly", "cycle-yearly"]  # the UI lists deployments by name
 
 
