@@ -88,7 +88,8 @@ def main() -> None:
         ours_logits = model(torch.tensor([prompt]))[0][0].numpy()
     print(f"model: {model.num_params() / 1e6:.2f}M params ({cfg.n_layer} layers x {cfg.n_embd}, vocab "
           f"{cfg.vocab_size}, {'random' if args.model is None else args.model}), cpu, threads {args.threads}, "
-          f"{args.new_tokens} new tokens after a {len(prompt)}-token prompt")
+          f"{args.new_tokens} new tokens after a {len(prompt)}-token prompt; our logits span "
+          f"{ours_logits.min():.1f}..{ours_logits.max():.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         llms = {}
         print(f"{'quant':>5} | {'file MB':>8} | {'max |logit err|':>15} | {'mean |logit err|':>16}")

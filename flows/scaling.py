@@ -184,7 +184,8 @@ def analyse(rows: list[dict], bootstrap: int, budget_flops: float | None) -> dic
 
     n, d, loss = (np.array([r[k] for r in rows], dtype=float) for k in ("params", "tokens", "val_loss"))
     law = scaling.fit_law(n, d, loss)
-    intervals = scaling.bootstrap_law(n, d, loss, samples=bootstrap) if bootstrap else {}
+    budget = budget_flops or 10 * float(max(6 * n * d))
+    intervals = scaling.bootstrap_law(n, d, loss, samples=bootstrap, flops=budget) if bootstrap else {}
     sliced = all(r["flops_slice"] for r in rows)
     points = (n, d, loss) if sliced else scaling.isoflop_slices(n, d, loss)
     minima = scaling.isoflop_minima(*points) if len(points[0]) else []
@@ -193,7 +194,6 @@ def analyse(rows: list[dict], bootstrap: int, budget_flops: float | None) -> dic
     if len(minima) >= 2:
         k, a = scaling.power_law([m["flops"] for m in minima], [m["params"] for m in minima])
         isoflop["params_power_law"] = {"k": k, "a": a}
-    budget = budget_flops or 10 * float(max(6 * n * d))
     optimal = {"flops": budget, **law.optimal(budget)}
     residuals = (law.loss(n, d) - loss) / loss
     return {"law": law.as_dict(), "intervals": intervals, "optimal": optimal, "isoflop": isoflop,
@@ -249,6 +249,7 @@ def summary_markdown(report: dict) -> str:
         lo_hi = ci.get(key)
         return f"{law[key]:{fmt}}" + (f" [{lo_hi[0]:{fmt}}, {lo_hi[1]:{fmt}}]" if lo_hi else "")
 
+    ratio_ci = " [{:.1f}, {:.1f}]".format(*ci["tokens_per_param"]) if "tokens_per_param" in ci else ""
     lines = [
         "## Scaling law L(N, D) = E + A / N^alpha + B / D^beta",
         f"{len(report['runs'])} runs; fit's largest relative error {100 * report['fit_rel_error_max']:.2f}%",
@@ -259,7 +260,8 @@ def summary_markdown(report: dict) -> str:
                                                         ("beta", ".3f"))),
         "",
         f"**Compute-optimal at {opt['flops']:.3g} FLOPs:** N = {opt['params']:,.0f}, D = {opt['tokens']:,.0f}, "
-        f"**{opt['tokens_per_param']:.1f} tokens per parameter** (Chinchilla: ~20), predicted loss {opt['loss']:.4f}.",
+        f"**{opt['tokens_per_param']:.1f} tokens per parameter**{ratio_ci} (Chinchilla: ~20), predicted loss "
+        f"{opt['loss']:.4f}.",
         "",
         f"**Forecast:** depth {f['depth']} (N = {f['params']:,}), D = {f['tokens']:,}: predicted val loss "
         f"{f['predicted']:.4f}, trained {f['actual']:.4f}: **{100 * f['rel_error']:+.2f}%**.",

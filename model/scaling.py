@@ -103,10 +103,11 @@ def _start(law: Law) -> tuple[float, ...]:
     return (math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta)
 
 
-def bootstrap_law(params, tokens, losses, samples: int = 200, seed: int = 0,
-                  level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile intervals of E, A, B, alpha, beta and alpha / (alpha + beta) over refits on runs drawn with
-    replacement (a draw with fewer than 5 distinct runs is drawn again)."""
+def bootstrap_law(params, tokens, losses, samples: int = 200, seed: int = 0, level: float = 0.95,
+                  flops: float | None = None) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of E, A, B, alpha, beta and beta / (alpha + beta) over refits on runs drawn with
+    replacement (a draw with fewer than 5 distinct runs is drawn again); with `flops`, also of the compute-optimal
+    tokens per parameter at that budget."""
     n, d, l_ = (np.asarray(x, dtype=np.float64) for x in (params, tokens, losses))
     # each refit starts from the whole sweep's fit and a few grid points, not the whole grid: the same basin, 1/50
     # of the time
@@ -124,15 +125,18 @@ def bootstrap_law(params, tokens, losses, samples: int = 200, seed: int = 0,
     for key in ("E", "A", "B", "alpha", "beta"):
         values = np.array([getattr(f, key) for f in fits])
         out[key] = (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
-    share = np.array([f.beta / (f.alpha + f.beta) for f in fits])
-    out["params_exponent"] = (float(np.percentile(share, tail)), float(np.percentile(share, 100 - tail)))
+    derived = {"params_exponent": [f.beta / (f.alpha + f.beta) for f in fits]}
+    if flops:
+        derived["tokens_per_param"] = [f.optimal(flops)["tokens_per_param"] for f in fits]
+    for key, values in derived.items():
+        out[key] = (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
     return out
 
 
 def isoflop_minima(params, tokens, losses, rel_tol: float = 0.1) -> list[dict[str, float]]:
     """Approach 2: runs grouped by compute (C = 6 N D within `rel_tol` of the group's first), and for each group of 3+
     runs the vertex of a parabola in log N through their losses: {"flops", "params", "loss", "runs"}. A group whose
-    parabola opens downwards (no minimum inside) is left out."""
+    parabola has no minimum between its smallest and largest N is left out (a vertex outside is an extrapolation)."""
     n, d, l_ = (np.asarray(x, dtype=np.float64) for x in (params, tokens, losses))
     flops = FLOPS_PER_TOKEN_PARAM * n * d
     order = np.argsort(flops)
@@ -148,9 +152,9 @@ def isoflop_minima(params, tokens, losses, rel_tol: float = 0.1) -> list[dict[st
             continue
         x, y = np.log(n[group]), l_[group]
         c2, c1, c0 = np.polyfit(x, y, 2)
-        if c2 <= 0:
+        vertex = -c1 / (2 * c2) if c2 > 0 else math.inf
+        if not x.min() < vertex < x.max():  # no minimum among the sizes tried: loss still falls (or rises) with N
             continue
-        vertex = -c1 / (2 * c2)
         out.append({"flops": float(np.mean(flops[group])), "params": float(math.exp(vertex)),
                     "loss": float(c0 + c1 * vertex + c2 * vertex * vertex), "runs": len(group)})
     return out
@@ -170,7 +174,8 @@ def isoflop_slices(params, tokens, losses, levels: int = 4, min_sizes: int = 3):
     if not covered:
         return np.empty(0), np.empty(0), np.empty(0)
     out: list[tuple[float, float, float]] = []
-    for c in np.linspace(covered[0], covered[-1], levels):
+    picks = np.unique(np.round(np.linspace(0, len(covered) - 1, levels)).astype(int))
+    for c in (covered[i] for i in picks):  # levels among the covered budgets, so each has min_sizes+ sizes
         for s in sizes:
             lo, hi = spans[s]
             if lo <= c <= hi and lo < hi:
