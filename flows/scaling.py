@@ -187,7 +187,9 @@ def analyse(rows: list[dict], bootstrap: int, budget_flops: float | None) -> dic
     budget = budget_flops or 10 * float(max(6 * n * d))
     intervals = scaling.bootstrap_law(n, d, loss, samples=bootstrap, flops=budget) if bootstrap else {}
     sliced = all(r["flops_slice"] for r in rows)
-    points = (n, d, loss) if sliced else scaling.isoflop_slices(n, d, loss)
+    # runs on a slice are grouped by the slice's C: their D was rounded up to whole steps
+    points = (n, np.array([r["flops_slice"] for r in rows]) / (6 * n), loss) if sliced else \
+        scaling.isoflop_slices(n, d, loss)
     minima = scaling.isoflop_minima(*points) if len(points[0]) else []
     isoflop = {"minima": minima, "points": [list(map(float, p)) for p in zip(*points, strict=True)],
                "from": "runs on IsoFLOP slices" if sliced else "each size's losses interpolated in log C"}
