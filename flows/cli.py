@@ -799,9 +799,10 @@ def _export_gguf(gpt, tok, out: Path, quant: str, name: str, force: bool) -> Non
 
     out = out.expanduser().resolve()
     modelfile_path = out.parent / "Modelfile"
-    if out.is_dir() or ((out.exists() or modelfile_path.exists()) and not force):
-        console.print(f"[red]{out} or {modelfile_path} exists: use --force to replace them" if not out.is_dir()
-                      else f"[red]{out} is a directory: --out names the .gguf file")
+    if out.is_dir():
+        _fail(f"{out} is a directory: --out names the .gguf file")
+    if (out.exists() or modelfile_path.exists()) and not force:  # as for --format hf: exit code 1
+        console.print(f"[red]{out} or {modelfile_path} exists: use --force to replace them")
         raise typer.Exit(1)
     written = export_gguf(gpt, tok, out, quant, name)
     atomic_write_text(modelfile_path, modelfile(written.name, gpt.config.seq_len))

@@ -49,16 +49,23 @@ def run_stages(
     done = {}
     try:
         for name in registry.upstream(stages):
-            spec = registry.spec(name)
-            result = spec.task(ctx, {n: done[n] for n in spec.inputs})
-            # a reused artifact comes back as the task's `Cached` state, which carries it
-            done[name] = result.result() if isinstance(result, State) else result
+            done[name] = build(ctx, name, done)
     except BaseException:
         parent.end("FAILED")
         raise
     parent.end()
     get_run_logger().info(f"{flow_name}: {len(done)} stages done; artifacts under {ctx.store.root}")
     return {name: str(a.path) for name, a in done.items()}
+
+
+def build(ctx: Context, name: str, done: dict, run_name: str | None = None):
+    """Stage `name`'s artifact, built or reused by its Prefect task (named `run_name` in the UI, default the stage's)
+    from the artifacts in `done`."""
+    spec = registry.spec(name)
+    task = spec.task.with_options(task_run_name=run_name) if run_name else spec.task
+    result = task(ctx, {n: done[n] for n in spec.inputs})
+    # a reused artifact comes back as the task's `Cached` state, which carries it
+    return result.result() if isinstance(result, State) else result
 
 
 @flow(name="yearly_cycle")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
-from prefect.states import State
+
+from flows.cycles import build
 
 DEPTHS = [1, 2, 3, 4]
 # tokens. The tiny data's train split is ~490k tokens: the largest budget is 2 epochs (Muennighoff et al. 2023: up to
@@ -32,14 +33,14 @@ BUDGETS = [120_000, 240_000, 480_000, 960_000]
 # depth 2 5.56, depth 3 5.77, depth 6 6.01 nats); at 1e-3 loss falls with size (6.28, 5.71 at depth 4, 5.67 at 6).
 LR = 1e-3
 def law_params(model_section, vocab_size: int, depth: int) -> int:
-    """N for the law at `depth`: the parameters that do matmuls (all but an untied input embedding)."""
+    """N for the law at `depth` (model.scaling.law_params), counted without allocating."""
     import torch
 
     from model.gpt import GPT
+    from model.scaling import law_params as count
 
-    config = model_section.model_copy(update={"depth": depth}).gpt_config(vocab_size)
     with torch.device("meta"):
-        return GPT(config).num_params(exclude_embedding=not config.tie_embeddings)
+        return count(GPT(model_section.model_copy(update={"depth": depth}).gpt_config(vocab_size)))
 
 
 def run_overrides(depth: int, tokens: int, batch_size: int, seq_len: int, lr: float) -> list[str]:
@@ -76,15 +77,6 @@ def plan(config, vocab_size: int, depths: list[int], budgets: list[int] | None,
     return runs
 
 
-def _build(ctx, name: str, done: dict, run_name: str | None = None):
-    from tasks.core import registry
-
-    spec = registry.spec(name)
-    task = spec.task.with_options(task_run_name=run_name) if run_name else spec.task
-    result = task(ctx, {n: done[n] for n in spec.inputs})
-    return result.result() if isinstance(result, State) else result
-
-
 def _train(ctx, config, done: dict, run: dict, lr: float) -> dict:
     """Pretrain one run of the sweep (or reuse its artifact); its row: depth, N, D, C, val loss, artifact."""
     from tasks.core.config import with_overrides
@@ -93,7 +85,7 @@ def _train(ctx, config, done: dict, run: dict, lr: float) -> dict:
     cfg = config.pretrain
     overrides = run_overrides(run["depth"], run["tokens_planned"], cfg.batch_size, config.model.seq_len, lr)
     run_ctx = Context(ctx.workdir, with_overrides(config, overrides), [], ctx.parent_run_id, ctx.experiment)
-    artifact = _build(run_ctx, "pretrain", done, f"pretrain-d{run['depth']}-{run['tokens_planned']}")
+    artifact = build(run_ctx, "pretrain", done, f"pretrain-d{run['depth']}-{run['tokens_planned']}")
     manifest = artifact.manifest
     tokens = int(manifest["counts"]["tokens"])
     return {**run, "tokens": tokens, "flops": 6.0 * run["params"] * tokens,
@@ -136,7 +128,7 @@ def scaling_sweep(
     try:
         done: dict = {}
         for name in registry.upstream(["tokenize", "train_tokenizer"]):
-            done[name] = _build(ctx, name, done)
+            done[name] = build(ctx, name, done)
         vocab = Tokenizer.from_file(done["train_tokenizer"].path / "tokenizer.json").vocab_size
         runs = plan(config, vocab, depths, budgets, flops)
         parent.params({"preset": preset, "overrides": overrides, "depths": depths, "budgets": budgets,
@@ -216,6 +208,7 @@ def publish(report: dict, out: Path, parent, workdir: Path) -> None:
 
     from model.files import atomic_write_text
     from tasks.core import plots
+    from tasks.core.stage import image_artifact
 
     out.parent.mkdir(parents=True, exist_ok=True)
     law, f = report["law"], report["forecast"]
@@ -226,22 +219,14 @@ def publish(report: dict, out: Path, parent, workdir: Path) -> None:
                     "forecast.predicted": f["predicted"], "forecast.actual": f["actual"],
                     "forecast.rel_error": f["rel_error"]})
     parent.log_file(out)
-    for p in pictures:
-        parent.log_file(p, "plots")
     table = [{k: r[k] for k in ("depth", "params", "tokens", "flops", "val_loss")} for r in report["runs"]]
     create_table_artifact(table, key="scaling-runs", description="scaling sweep: one pretrain run per row")
     parent.log_text(json.dumps(table, indent=2), "scaling-runs.json")
     summary = summary_markdown(report)
     create_markdown_artifact(summary, key="scaling-fit", description="scaling law fit and forecast")
     parent.log_text(summary, "scaling-fit.md")
-    from tasks.core.tracking import mlflow_ui_url
-
-    run = parent.client.get_run(parent.run_id)
-    base = mlflow_ui_url(workdir)
     for p in pictures:
-        src = f"{base}/get-artifact?path=plots/{p.name}&run_uuid={run.info.run_id}"
-        create_markdown_artifact(f"![{p.stem}]({src})\n\n(file: `{p}`)", key=f"scaling-{p.stem}".replace("_", "-"),
-                                 description=p.stem.replace("_", " "))
+        image_artifact(parent, workdir, f"scaling-{p.stem}".replace("_", "-"), p, p.stem.replace("_", " "))
 
 
 def summary_markdown(report: dict) -> str:

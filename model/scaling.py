@@ -60,6 +60,12 @@ class Law:
         return asdict(self)
 
 
+def law_params(model) -> int:
+    """N of the law for a GPT: the parameters that do matmuls, all but an untied input embedding (a table lookup), so
+    that C = 6 N D is the training compute."""
+    return model.num_params(exclude_embedding=not model.config.tie_embeddings)
+
+
 def _huber(r: np.ndarray, delta: float) -> np.ndarray:
     small = np.abs(r) <= delta
     return np.where(small, 0.5 * r * r, delta * (np.abs(r) - 0.5 * delta))

@@ -56,15 +56,15 @@ def pretrain(s: StageRun) -> dict:
     from model.checkpoint import save_model
     from model.gpt import GPT
     from model.jobs import pretrain_job
-    from model.scaling import Law
+    from model.scaling import Law, law_params
     from tasks.core.training import run_training
 
     cfg = s.cfg.pretrain
     tok_path = s.inputs["train_tokenizer"].path / "tokenizer.json"
     config = s.cfg.model.gpt_config(Tokenizer.from_file(tok_path).vocab_size)
     with torch.device("meta"):  # counted without allocating (the job builds the real model)
-        n_params = GPT(config).num_params()
-        n_law = GPT(config).num_params(exclude_embedding=not config.tie_embeddings)  # the N of the scaling law
+        shape = GPT(config)
+    n_params, n_law = shape.num_params(), law_params(shape)
     seq_len = s.cfg.model.seq_len
     if cfg.steps == "auto" or cfg.grad_accum == "auto":  # the compute-optimal budget at the optimal batch
         tokens, why = None, "20 tokens/param"

@@ -155,18 +155,7 @@ class StageRun:
         self.mlflow.log_text(text, f"{name}.md")
 
     def image(self, name: str, path: Path, description: str = "") -> None:
-        """A PNG into the MLflow run (folder `plots/`), shown in the Prefect UI through MLflow's artifact endpoint."""
-        from prefect.artifacts import create_markdown_artifact
-
-        from tasks.core.tracking import mlflow_ui_url
-
-        self.mlflow.log_file(path, "plots")
-        base = mlflow_ui_url(self.workdir)
-        run = self.mlflow.client.get_run(self.mlflow.run_id)
-        src = f"{base}/get-artifact?path=plots/{path.name}&run_uuid={run.info.run_id}"
-        page = f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts"
-        text = f"![{name}]({src})\n\n[{description or name} in MLflow]({page}) (file: `{path}`)"
-        create_markdown_artifact(text, key=_artifact_key(self.name, name), description=description or name)
+        image_artifact(self.mlflow, self.workdir, _artifact_key(self.name, name), path, description or name)
 
     def progress(self, fraction: float) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -178,6 +167,22 @@ class StageRun:
             )
         else:
             update_progress_artifact(self._progress_id, percent)
+
+
+def image_artifact(run: Run, workdir: Path, key: str, path: Path, description: str) -> None:
+    """A PNG into the MLflow `run` (folder `plots/`), shown in the Prefect UI (a markdown artifact `key`) through
+    MLflow's artifact endpoint."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.core.tracking import mlflow_ui_url
+
+    run.log_file(path, "plots")
+    base = mlflow_ui_url(workdir)
+    info = run.client.get_run(run.run_id).info
+    src = f"{base}/get-artifact?path=plots/{path.name}&run_uuid={info.run_id}"
+    page = f"{base}/#/experiments/{info.experiment_id}/runs/{info.run_id}/artifacts"
+    text = f"![{description}]({src})\n\n[{description} in MLflow]({page}) (file: `{path}`)"
+    create_markdown_artifact(text, key=key, description=description)
 
 
 def _artifact_key(stage: str, name: str) -> str:
