@@ -32,6 +32,8 @@ BUDGETS = [120_000, 240_000, 480_000, 960_000]
 # its 1,500-step depth-4 run) deeper models trained worse than shallower ones on these short runs (at 480k tokens:
 # depth 2 5.56, depth 3 5.77, depth 6 6.01 nats); at 1e-3 loss falls with size (6.28, 5.71 at depth 4, 5.67 at 6).
 LR = 1e-3
+
+
 def law_params(model_section, vocab_size: int, depth: int) -> int:
     """N for the law at `depth` (model.scaling.law_params), counted without allocating."""
     import torch
@@ -43,10 +45,15 @@ def law_params(model_section, vocab_size: int, depth: int) -> int:
         return count(GPT(model_section.model_copy(update={"depth": depth}).gpt_config(vocab_size)))
 
 
+def whole_steps(tokens: int, batch_size: int, seq_len: int) -> int:
+    """Steps of one micro-batch that train at least `tokens` (a run trains steps x batch_size x seq_len tokens)."""
+    return max(1, math.ceil(tokens / (batch_size * seq_len)))
+
+
 def run_overrides(depth: int, tokens: int, batch_size: int, seq_len: int, lr: float) -> list[str]:
     """The pretrain settings of one sweep run: `tokens` at one micro-batch a step, `lr`, warmup 5% of the steps, one
     eval and one checkpoint at the end, no compile (it costs more than it saves on a run this short)."""
-    steps = max(1, math.ceil(tokens / (batch_size * seq_len)))
+    steps = whole_steps(tokens, batch_size, seq_len)
     return [f"model.depth={depth}", f"pretrain.steps={steps}", "pretrain.grad_accum=1", f"pretrain.lr={lr}",
             f"pretrain.warmup_steps={max(1, steps // 20)}", f"pretrain.eval_every={steps}",
             f"pretrain.ckpt_every={steps}", f"pretrain.sample_every={steps}", "pretrain.compile=false"]
@@ -140,7 +147,8 @@ def scaling_sweep(
                      f"D {rows[-1]['tokens']:,} -> val_loss {rows[-1]['val_loss']:.4f}")
         report = analyse(rows, bootstrap, budget_flops)
         depth_f = forecast_depth or max(depths) + 2
-        tokens_f = forecast_tokens or max(r["tokens"] for r in rows)
+        batch, seq_len = config.pretrain.batch_size, config.model.seq_len  # predicted for the tokens it will train
+        tokens_f = whole_steps(forecast_tokens or max(r["tokens"] for r in rows), batch, seq_len) * batch * seq_len
         target = {"depth": depth_f, "params": law_params(config.model, vocab, depth_f), "tokens_planned": tokens_f,
                   "flops_slice": None}
         report["forecast"] = forecast(report, target)
