@@ -234,7 +234,7 @@ def publish(report: dict, out: Path, parent, workdir: Path) -> None:
     create_markdown_artifact(summary, key="scaling-fit", description="scaling law fit and forecast")
     parent.log_text(summary, "scaling-fit.md")
     for p in pictures:
-        image_artifact(parent, workdir, f"scaling-{p.stem}".replace("_", "-"), p, p.stem.replace("_", " "))
+        image_artifact(parent, workdir, f"scaling-{p.stem}".replace("_", "-"), p, p.stem, p.stem.replace("_", " "))
 
 
 def summary_markdown(report: dict) -> str:

@@ -155,7 +155,7 @@ class StageRun:
         self.mlflow.log_text(text, f"{name}.md")
 
     def image(self, name: str, path: Path, description: str = "") -> None:
-        image_artifact(self.mlflow, self.workdir, _artifact_key(self.name, name), path, description or name)
+        image_artifact(self.mlflow, self.workdir, _artifact_key(self.name, name), path, name, description or name)
 
     def progress(self, fraction: float) -> None:
         from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -169,9 +169,9 @@ class StageRun:
             update_progress_artifact(self._progress_id, percent)
 
 
-def image_artifact(run: Run, workdir: Path, key: str, path: Path, description: str) -> None:
-    """A PNG into the MLflow `run` (folder `plots/`), shown in the Prefect UI (a markdown artifact `key`) through
-    MLflow's artifact endpoint."""
+def image_artifact(run: Run, workdir: Path, key: str, path: Path, name: str, description: str) -> None:
+    """A PNG into the MLflow `run` (folder `plots/`), shown in the Prefect UI (a markdown artifact `key`, the image's
+    alt text `name`) through MLflow's artifact endpoint."""
     from prefect.artifacts import create_markdown_artifact
 
     from tasks.core.tracking import mlflow_ui_url
@@ -181,7 +181,7 @@ def image_artifact(run: Run, workdir: Path, key: str, path: Path, description: s
     info = run.client.get_run(run.run_id).info
     src = f"{base}/get-artifact?path=plots/{path.name}&run_uuid={info.run_id}"
     page = f"{base}/#/experiments/{info.experiment_id}/runs/{info.run_id}/artifacts"
-    text = f"![{description}]({src})\n\n[{description} in MLflow]({page}) (file: `{path}`)"
+    text = f"![{name}]({src})\n\n[{description} in MLflow]({page}) (file: `{path}`)"
     create_markdown_artifact(text, key=key, description=description)
 
 
