@@ -60,6 +60,14 @@ class Law:
         return asdict(self)
 
 
+def trusted_tokens(law: Law, params: float, sweep_flops: float, reach: float = 100.0) -> float | None:
+    """The compute-optimal tokens for `params` under `law`, or None when that run would cost more than `reach` times
+    the largest run the law was fitted on (`sweep_flops`): that far out the optimum is an extrapolation nobody
+    checked (a small alpha/beta mismatch on a short sweep puts it at thousands of tokens per parameter)."""
+    tokens = law.tokens_for(params)
+    return tokens if FLOPS_PER_TOKEN_PARAM * params * tokens <= reach * sweep_flops else None
+
+
 def law_params(model) -> int:
     """N of the law for a GPT: the parameters that do matmuls, all but an untied input embedding (a table lookup), so
     that C = 6 N D is the training compute."""

@@ -34,11 +34,26 @@ def scaling_fit(workdir: Path, tokenize_key: str, model) -> tuple[dict | None, s
     return fit, f"the scaling fit {path}"
 
 
+def fitted_tokens(fit: dict, n_law: int, source: str) -> tuple[int | None, str]:
+    """(the fit's compute-optimal tokens for a model of n_law parameters, or None; why): None when that run would
+    cost over 100x the sweep's largest (model.scaling.trusted_tokens)."""
+    from model.scaling import Law, trusted_tokens
+
+    law, largest = Law(**fit["law"]), max(r["flops"] for r in fit["runs"])
+    tokens = trusted_tokens(law, n_law, largest)
+    if tokens is None:
+        wanted = law.tokens_for(n_law)
+        return None, (f"{source} puts this size's optimum at {wanted:.3g} tokens ({6 * n_law * wanted:.3g} FLOPs), "
+                      f"over 100x its largest run ({largest:.3g} FLOPs): an unchecked extrapolation, so 20 "
+                      f"tokens/param (a sweep nearer this size would answer)")
+    return int(tokens), f"{tokens / n_law:.1f} tokens per (non-embedding) param from {source}"
+
+
 def _external(cfg, workdir: Path, inputs: dict) -> dict:
     if cfg.pretrain.steps != "auto":
         return {}
     fit, _ = scaling_fit(workdir, inputs["tokenize"].build_id, cfg.model)
-    return {"scaling_law": fit["law"] if fit else None}
+    return {"scaling_law": fit and {"law": fit["law"], "largest_run_flops": max(r["flops"] for r in fit["runs"])}}
 
 
 def follower(cfg) -> bool:
@@ -56,7 +71,7 @@ def pretrain(s: StageRun) -> dict:
     from model.checkpoint import save_model
     from model.gpt import GPT
     from model.jobs import pretrain_job
-    from model.scaling import Law, law_params
+    from model.scaling import law_params
     from tasks.core.training import run_training
 
     cfg = s.cfg.pretrain
@@ -70,10 +85,8 @@ def pretrain(s: StageRun) -> dict:
         tokens, why = None, "20 tokens/param"
         if cfg.steps == "auto":
             fit, source = scaling_fit(s.workdir, s.inputs["tokenize"].build_id, s.cfg.model)
-            if fit:
-                tokens = int(Law(**fit["law"]).tokens_for(n_law))
-                why = f"{tokens / n_law:.1f} tokens per (non-embedding) param from {source}"
-            s.log.info(f"pretrain: steps auto: {why if fit else source + '; 20 tokens/param'}")
+            tokens, why = fitted_tokens(fit, n_law, source) if fit else (None, f"{source}; 20 tokens/param")
+            s.log.info(f"pretrain: steps auto: {why}")
             s.mlflow.params({"pretrain.tokens_per_param": tokens / n_law if tokens else 20})
         cfg = cfg.budgeted(n_params, seq_len, tokens)
         s.log.info(f"pretrain: depth {s.cfg.model.depth} -> {cfg.steps} steps x grad_accum {cfg.grad_accum} ({why})")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from model.scaling import Law, bootstrap_law, fit_law, isoflop_minima, isoflop_slices, power_law
+from model.scaling import Law, bootstrap_law, fit_law, isoflop_minima, isoflop_slices, power_law, trusted_tokens
 
 # Hoffmann et al.'s published approach-3 fit
 CHINCHILLA = Law(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
@@ -35,6 +35,15 @@ def test_tokens_for_a_size_is_the_optimum_whose_size_it_is():
     for budget in (1e18, 1e21):
         best = CHINCHILLA.optimal(budget)
         assert CHINCHILLA.tokens_for(best["params"]) == pytest.approx(best["tokens"], rel=1e-9)
+
+
+def test_tokens_are_trusted_only_within_a_reach_of_the_sweep():
+    n = 1e8
+    tokens = CHINCHILLA.tokens_for(n)
+    cost = 6 * n * tokens
+    assert trusted_tokens(CHINCHILLA, n, sweep_flops=cost / 50) == pytest.approx(tokens)
+    assert trusted_tokens(CHINCHILLA, n, sweep_flops=cost / 200) is None
+    assert trusted_tokens(CHINCHILLA, n, sweep_flops=cost / 200, reach=1000) == pytest.approx(tokens)
 
 
 def test_a_noisy_sweep_forecasts_a_run_ten_times_larger_within_3_percent():
