@@ -39,6 +39,8 @@ def setup(workdir: Path) -> Path:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "factory")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "false")
+    # Prefect's own server answers in ~30 s on a busy 2-core machine; its ephemeral mode gives up after 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return workdir
 
 
