@@ -47,16 +47,14 @@ def llama_tokens(llm, prompt: list[int], new_tokens: int) -> list[int]:
     return out
 
 
-def best_rate(run, new_tokens: int, rounds: int) -> list[float]:
-    rates = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        out = run()
-        seconds = time.perf_counter() - start
-        if len(out) != new_tokens:
-            raise RuntimeError(f"expected {new_tokens} new tokens, got {len(out)}")
-        rates.append(new_tokens / seconds)
-    return rates
+def rate(run, new_tokens: int) -> float:
+    """Tokens/s of one call of `run`, which must make exactly new_tokens tokens."""
+    start = time.perf_counter()
+    out = run()
+    seconds = time.perf_counter() - start
+    if len(out) != new_tokens:
+        raise RuntimeError(f"expected {new_tokens} new tokens, got {len(out)}")
+    return new_tokens / seconds
 
 
 def main() -> None:
@@ -113,10 +111,10 @@ def main() -> None:
         for r in range(args.rounds):
             order = list(sides.items()) if r % 2 == 0 else list(sides.items())[::-1]
             for name, run in order:
-                best[name] = max(best[name], *best_rate(run, args.new_tokens, 1))
+                best[name] = max(best[name], rate(run, args.new_tokens))
         print(f"{'decoder':>15} | {'tok/s':>8}")
-        for name, rate in best.items():
-            print(f"{name:>15} | {rate:>8,.0f}")
+        for name, tokens_per_s in best.items():
+            print(f"{name:>15} | {tokens_per_s:>8,.0f}")
         print(f"ratio: {best['ours'] / best['llama.cpp f32']:.2f}")
 
 

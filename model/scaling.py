@@ -60,7 +60,10 @@ class Law:
         return asdict(self)
 
 
-def trusted_tokens(law: Law, params: float, sweep_flops: float, reach: float = 100.0) -> float | None:
+REACH = 100.0  # how many times its sweep's largest run's compute a fitted law's optimum is trusted to
+
+
+def trusted_tokens(law: Law, params: float, sweep_flops: float, reach: float = REACH) -> float | None:
     """The compute-optimal tokens for `params` under `law`, or None when that run would cost more than `reach` times
     the largest run the law was fitted on (`sweep_flops`): that far out the optimum is an extrapolation nobody
     checked (a small alpha/beta mismatch on a short sweep puts it at thousands of tokens per parameter)."""

@@ -34,17 +34,21 @@ def scaling_fit(workdir: Path, tokenize_key: str, model) -> tuple[dict | None, s
     return fit, f"the scaling fit {path}"
 
 
+def largest_run_flops(fit: dict) -> float:
+    return max(r["flops"] for r in fit["runs"])
+
+
 def fitted_tokens(fit: dict, n_law: int, source: str) -> tuple[int | None, str]:
     """(the fit's compute-optimal tokens for a model of n_law parameters, or None; why): None when that run would
     cost over 100x the sweep's largest (model.scaling.trusted_tokens)."""
-    from model.scaling import Law, trusted_tokens
+    from model.scaling import REACH, Law, trusted_tokens
 
-    law, largest = Law(**fit["law"]), max(r["flops"] for r in fit["runs"])
+    law, largest = Law(**fit["law"]), largest_run_flops(fit)
     tokens = trusted_tokens(law, n_law, largest)
     if tokens is None:
         wanted = law.tokens_for(n_law)
         return None, (f"{source} puts this size's optimum at {wanted:.3g} tokens ({6 * n_law * wanted:.3g} FLOPs), "
-                      f"over 100x its largest run ({largest:.3g} FLOPs): an unchecked extrapolation, so 20 "
+                      f"over {REACH:.0f}x its largest run ({largest:.3g} FLOPs): an unchecked extrapolation, so 20 "
                       f"tokens/param (a sweep nearer this size would answer)")
     return int(tokens), f"{tokens / n_law:.1f} tokens per (non-embedding) param from {source}"
 
@@ -53,7 +57,7 @@ def _external(cfg, workdir: Path, inputs: dict) -> dict:
     if cfg.pretrain.steps != "auto":
         return {}
     fit, _ = scaling_fit(workdir, inputs["tokenize"].build_id, cfg.model)
-    return {"scaling_law": fit and {"law": fit["law"], "largest_run_flops": max(r["flops"] for r in fit["runs"])}}
+    return {"scaling_law": fit and {"law": fit["law"], "largest_run_flops": largest_run_flops(fit)}}
 
 
 def follower(cfg) -> bool:
